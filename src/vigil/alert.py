@@ -1,0 +1,75 @@
+"""An alert: a rule that matched an event, in Falco's output schema."""
+from __future__ import annotations
+
+import datetime as _dt
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# Falco's priorities, most severe first.  Index = severity (0 most severe).
+PRIORITIES = ("emergency", "alert", "critical", "error", "warning", "notice",
+              "informational", "debug")
+_PRIORITY_ALIASES = {"info": "informational", "warn": "warning", "err": "error", "crit": "critical",
+                     "emerg": "emergency"}
+
+HOSTNAME = socket.gethostname()
+
+
+def normalize_priority(name: str) -> Optional[str]:
+    """Canonical lower-case priority name, or None if unknown."""
+    n = str(name).strip().lower()
+    n = _PRIORITY_ALIASES.get(n, n)
+    return n if n in PRIORITIES else None
+
+
+def priority_rank(name: str) -> int:
+    """0 for emergency ... 7 for debug."""
+    return PRIORITIES.index(normalize_priority(name) or "debug")
+
+
+def format_time(ns: int) -> str:
+    """RFC 3339 with nanoseconds in UTC, as Falco writes `time`."""
+    secs, frac = divmod(int(ns), 1_000_000_000)
+    base = _dt.datetime.fromtimestamp(secs, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{frac:09d}Z"
+
+
+@dataclass
+class Alert:
+    time: int                       # ns since epoch (the event's time)
+    rule: str
+    priority: str                   # canonical lower-case name
+    output: str                     # the formatted output line (without time/priority prefix)
+    output_fields: dict = field(default_factory=dict)
+    tags: list = field(default_factory=list)
+    source: str = "syscall"
+    hostname: str = HOSTNAME
+    event: Any = None               # the vigil.events.Event, when there is one
+    count: int = 1                  # >1 when rate limiting folded repeats into this alert
+
+    @property
+    def priority_title(self) -> str:
+        return self.priority.capitalize()
+
+    def to_falco_json(self) -> dict:
+        """Falco's JSON alert: time, rule, priority, source, hostname, output, output_fields, tags."""
+        d = {
+            "hostname": self.hostname,
+            "output": f"{format_time(self.time)}: {self.priority_title} {self.output}",
+            "output_fields": self.output_fields,
+            "priority": self.priority_title,
+            "rule": self.rule,
+            "source": self.source,
+            "tags": list(self.tags),
+            "time": format_time(self.time),
+        }
+        if self.count > 1:
+            d["output_fields"] = dict(self.output_fields, **{"vigil.repeat_count": self.count})
+        return d
+
+    def text_line(self) -> str:
+        """Falco's one-line text form."""
+        line = f"{format_time(self.time)}: {self.priority_title} {self.output}"
+        if self.count > 1:
+            line += f" (repeated {self.count} times)"
+        return line

@@ -1,0 +1,15 @@
+"""The `vigil` command line."""
+from __future__ import annotations
+
+import click
+
+from . import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vigil")
+def main() -> None:
+    """vigil: eBPF runtime security and observability agent for Kubernetes nodes."""
+
+
+# --- subcommands (each lives in the module that owns the feature) ---

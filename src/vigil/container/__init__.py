@@ -1,0 +1,1 @@
+"""Container and Kubernetes identity for events (cgroup -> container -> pod)."""

@@ -1,0 +1,46 @@
+"""What vigil knows about one container (or the host)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+
+@dataclass
+class ContainerInfo:
+    id: str = "host"                 # full container id; "host" for host processes
+    runtime: str = ""                # containerd, cri-o, docker, podman, ...
+    name: str = ""
+    image: str = ""                  # full reference as the runtime knows it
+    image_repository: str = ""
+    image_tag: str = ""
+    image_digest: str = ""
+    privileged: Optional[bool] = None
+    start_time: int = 0              # ns since epoch
+    pod_uid: str = ""
+    pod_name: str = ""
+    namespace: str = ""              # k8s namespace
+    k8s_container_name: str = ""
+    labels: dict = field(default_factory=dict)
+    owner_kind: str = ""
+    owner_name: str = ""
+    cgroup_path: str = ""
+    complete: bool = True            # False while metadata is still being fetched
+
+    @property
+    def short_id(self) -> str:
+        return self.id if self.id in ("host", "") else self.id[:12]
+
+    @property
+    def is_host(self) -> bool:
+        return self.id == "host"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ContainerInfo":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+HOST = ContainerInfo()

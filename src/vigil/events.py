@@ -1,0 +1,108 @@
+"""Typed events: what the sensors report, after decoding.
+
+One ``Event`` class carries every kind; the fields a kind does not use stay
+``None``.  The pipeline attaches ``proc`` (a :class:`vigil.proctable.ProcInfo`)
+and ``container`` (a :class:`vigil.container.model.ContainerInfo`) before rules
+see the event.
+
+Kinds are the kernel's ``enum ev_kind`` (``bpf/vigil.h``) by name.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class Kind(enum.IntEnum):
+    EXEC = 1
+    EXIT = 2
+    FORK = 3
+    OPEN = 4
+    CONNECT = 5
+    ACCEPT = 6
+    LISTEN = 7
+    BIND = 8
+    CLOSE = 9
+    DNS = 10
+    UNLINK = 11
+    RENAME = 12
+    LINK = 13
+    SYMLINK = 14
+    MKDIR = 15
+    CHMOD = 16
+    PTRACE = 17
+    MODULE = 18
+    DUP = 19
+    MEMFD = 20
+    SETUID = 21
+    CGROUP_MKDIR = 22
+    CGROUP_RMDIR = 23
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+KIND_BY_NAME = {k.label: k for k in Kind}
+
+# Sub-kinds of file and network events as reported in Event.syscall.
+OPEN_SYSCALLS = ("open", "openat", "openat2", "creat")
+
+
+class Event:
+    """One decoded event.  ``type`` is the kind label (``exec``, ``open`` ...)."""
+
+    __slots__ = (
+        # common header
+        "kind", "type", "time", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id",
+        # which syscall produced it (openat, accept4, sendmmsg, unlinkat ...)
+        "syscall",
+        # exec
+        "exe", "args", "args_truncated", "cwd", "tty", "loginuid", "cgroup_name",
+        # exit
+        "exit_code", "exit_signal",
+        # fork
+        "child_pid",
+        # files: path is absolute; path2 is the second path (rename/link target)
+        "path", "path2", "flags", "mode", "ret", "fd",
+        # network
+        "family", "proto", "saddr", "sport", "daddr", "dport",
+        # dns
+        "query", "qtype",
+        # ptrace / module / dup / setuid extras
+        "target_pid", "request", "newfd", "fd_type", "new_uid",
+        # enrichment, filled in by the pipeline
+        "proc", "container",
+    )
+
+    def __init__(self, kind: Kind, **fields):
+        for name in self.__slots__:
+            object.__setattr__(self, name, None)
+        self.kind = kind
+        self.type = kind.label
+        for k, v in fields.items():
+            setattr(self, k, v)
+
+    def to_dict(self, with_context: bool = True) -> dict:
+        """Plain dict of the set fields (for JSON, capture files and tests)."""
+        out = {}
+        for name in self.__slots__:
+            if name in ("kind", "proc", "container"):
+                continue
+            v = getattr(self, name)
+            if v is not None:
+                out[name] = v
+        if with_context and self.container is not None:
+            out["container"] = self.container.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Event":
+        d = dict(d)
+        d.pop("container", None)
+        kind = KIND_BY_NAME[d.pop("type")]
+        d.pop("kind", None)
+        return cls(kind, **d)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        body = ", ".join(f"{k}={v!r}" for k, v in self.to_dict(False).items() if k != "type")
+        return f"Event<{self.type}>({body})"
