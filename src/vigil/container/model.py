@@ -20,10 +20,16 @@ class ContainerInfo:
     pod_name: str = ""
     namespace: str = ""              # k8s namespace
     k8s_container_name: str = ""
-    labels: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)        # runtime labels (docker/podman/CRI)
+    pod_labels: dict = field(default_factory=dict)    # k8s pod labels, where known
+    sandbox_id: str = ""             # CRI pod sandbox id (pause container)
+    container_type: str = ""         # CRI: "container" or "sandbox" (pause); "" if unknown
+    qos: str = ""                    # k8s QoS class from the cgroup path (guaranteed/burstable/besteffort)
     owner_kind: str = ""
     owner_name: str = ""
-    cgroup_path: str = ""
+    cgroup_path: str = ""            # cgroup path relative to the hierarchy root
+    cgroup_id: int = 0               # cgroup v2 id of the container's cgroup, if known
+    sources: tuple = ()              # metadata sources that contributed (oci-bundle, docker-api ...)
     complete: bool = True            # False while metadata is still being fetched
 
     @property
@@ -33,6 +39,11 @@ class ContainerInfo:
     @property
     def is_host(self) -> bool:
         return self.id == "host"
+
+    @property
+    def is_container(self) -> bool:
+        """A real container (not the host, not the unresolved placeholder)."""
+        return self.id not in ("host", "")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,3 +55,7 @@ class ContainerInfo:
 
 
 HOST = ContainerInfo()
+"""Every host cgroup resolves to this one shared object: do not mutate it."""
+
+UNKNOWN = ContainerInfo(id="", complete=False)
+"""The cgroup could not be placed (gone before vigil saw it): neither host nor a known container."""
