@@ -13,3 +13,4 @@ def main() -> None:
 
 
 # --- subcommands (each lives in the module that owns the feature) ---
+from .outputs.cli import alerts as _alerts; main.add_command(_alerts)  # noqa: E402,E702

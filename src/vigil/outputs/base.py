@@ -168,7 +168,7 @@ class AlertPipeline:
         self.dispatcher = dispatcher
         self.limiter = limiter
         if limiter is not None:
-            limiter.sink = dispatcher.emit
+            limiter.batch_sink = dispatcher.emit_batch
 
     @property
     def store(self):
@@ -180,6 +180,16 @@ class AlertPipeline:
                 self.limiter.emit(alert)
             else:
                 self.dispatcher.emit(alert)
+        except Exception as exc:  # pragma: no cover - dispatcher never raises
+            log.warning("alert pipeline error: %s", exc)
+
+    def emit_batch(self, alerts) -> None:
+        """Several alerts at once: one store transaction for what goes out."""
+        try:
+            if self.limiter is not None:
+                self.limiter.emit_many(alerts)
+            else:
+                self.dispatcher.emit_batch(alerts)
         except Exception as exc:  # pragma: no cover - dispatcher never raises
             log.warning("alert pipeline error: %s", exc)
 

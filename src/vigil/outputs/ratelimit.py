@@ -48,10 +48,12 @@ class RateLimiter:
     """
 
     def __init__(self, sink: Optional[Callable[[Alert], None]] = None, window: float = 1.0,
-                 max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic):
+                 max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic,
+                 batch_sink: Optional[Callable[[list], None]] = None):
         if window < 0:
             raise ValueError("window must be >= 0")
         self.sink = sink
+        self.batch_sink = batch_sink    # preferred over sink when set: gets a list
         self.window = float(window)
         self.max_keys = int(max_keys)
         self.clock = clock
@@ -67,34 +69,42 @@ class RateLimiter:
     # -- input ------------------------------------------------------------
     def emit(self, alert: Alert) -> None:
         """Take one alert; forwards it now or folds it into its key's window."""
+        self.emit_many((alert,))
+
+    def emit_many(self, alerts) -> None:
+        """Take several alerts; whatever goes out is forwarded as one batch."""
         now = self.clock()
-        out = []
+        out: list = []
         with self._lock:
-            self._stats["received"] += 1
-            if self.window <= 0:
+            for alert in alerts:
+                self._take(alert, now, out)
+        self._send(out)
+
+    def _take(self, alert: Alert, now: float, out: list) -> None:
+        self._stats["received"] += 1
+        if self.window <= 0:
+            self._stats["passed"] += 1
+            out.append(alert)
+        else:
+            k = self.key(alert)
+            w = self._windows.get(k)
+            if w is not None and now - w.start >= self.window:
+                # window over but tick() has not run yet: close it first
+                w = self._close_window(k, w, now, out)
+            if w is None:
+                if len(self._windows) >= self.max_keys:
+                    self._expire(now, out)
+                if len(self._windows) >= self.max_keys:
+                    self._stats["untracked"] += 1
+                else:
+                    self._windows[k] = _Window(now)
                 self._stats["passed"] += 1
                 out.append(alert)
             else:
-                k = self.key(alert)
-                w = self._windows.get(k)
-                if w is not None and now - w.start >= self.window:
-                    # window over but tick() has not run yet: close it first
-                    w = self._close_window(k, w, now, out)
-                if w is None:
-                    if len(self._windows) >= self.max_keys:
-                        self._expire(now, out)
-                    if len(self._windows) >= self.max_keys:
-                        self._stats["untracked"] += 1
-                    else:
-                        self._windows[k] = _Window(now)
-                    self._stats["passed"] += 1
-                    out.append(alert)
-                else:
-                    if w.first is None:
-                        w.first = alert
-                    w.count += max(1, int(alert.count))
-                    self._stats["folded"] += 1
-        self._send(out)
+                if w.first is None:
+                    w.first = alert
+                w.count += max(1, int(alert.count))
+                self._stats["folded"] += 1
 
     def tick(self, now: Optional[float] = None) -> None:
         """Close every window older than ``window`` seconds at ``now``."""
@@ -147,7 +157,10 @@ class RateLimiter:
         return a
 
     def _send(self, alerts: list) -> None:
-        if self.sink is None:
+        if not alerts:
             return
-        for a in alerts:
-            self.sink(a)
+        if self.batch_sink is not None:
+            self.batch_sink(alerts)
+        elif self.sink is not None:
+            for a in alerts:
+                self.sink(a)
