@@ -671,4 +671,4 @@ def apply(info: ContainerInfo, fields: dict, complete: bool = True) -> Container
             merged[k] = cur
     merged["sources"] = tuple(fields.get("sources") or ())
     merged["complete"] = complete
-    return ContainerInfo.from_dict(merged)
+    return ContainerInfo.from_dict(finish(merged))
