@@ -1,0 +1,119 @@
+"""End to end against a private containerd (ctr + runc, busybox rootfs): the container's
+OCI bundle carries CRI-style annotations and sits in a kubelet-style cgroupfs path.
+
+Skips cleanly where containerd, ctr, runc, busybox, root or cgroup v2 are missing.
+"""
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from vigil.container.cgroupfs import CgroupFS, find_v2_mount
+from vigil.container.metadata import BundleSource, MetadataFetcher
+from vigil.container.resolver import ContainerResolver
+from vigil.events import Event, Kind
+
+CONTAINERD = shutil.which("containerd")
+CTR = shutil.which("ctr")
+RUNC = shutil.which("runc")
+BUSYBOX = shutil.which("busybox") or ("/bin/busybox" if os.path.exists("/bin/busybox") else None)
+V2 = find_v2_mount()
+
+_missing = [n for n, v in (("containerd", CONTAINERD), ("ctr", CTR), ("runc", RUNC),
+                           ("busybox", BUSYBOX), ("cgroup v2", V2)) if not v]
+pytestmark = [pytest.mark.slow]
+if _missing:
+    pytestmark.append(pytest.mark.skip(reason="missing: " + ", ".join(_missing)))
+elif os.geteuid() != 0:
+    pytestmark.append(pytest.mark.skip(reason="needs root"))
+
+
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ctrd")
+    sock = str(base / "c.sock")
+    log = open(base / "log", "w")
+    p = subprocess.Popen([CONTAINERD, "--root", str(base / "root"), "--state", str(base / "state"),
+                          "--address", sock], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    ok = False
+    while time.monotonic() < deadline and p.poll() is None:
+        if os.path.exists(sock) and subprocess.run([CTR, "-a", sock, "version"],
+                                                   capture_output=True).returncode == 0:
+            ok = True
+            break
+        time.sleep(0.1)
+    if not ok:
+        p.kill()
+        pytest.skip("containerd did not start: " + (base / "log").read_text()[-500:])
+    yield sock, str(base / "state")
+    p.terminate()
+    try:
+        p.wait(15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    r = tmp_path_factory.mktemp("rootfs")
+    for d in ("bin", "proc", "sys", "dev", "etc", "tmp"):
+        (r / d).mkdir()
+    shutil.copy(BUSYBOX, r / "bin" / "busybox")
+    for tool in ("sh", "sleep", "cat"):
+        os.symlink("busybox", r / "bin" / tool)
+    return str(r)
+
+
+def test_containerd_cri_annotations(containerd, rootfs):
+    sock, state = containerd
+    cid = uuid.uuid4().hex + uuid.uuid4().hex          # 64 hex, like CRI ids
+    uid = str(uuid.uuid4())
+    cg = f"/kubepods/besteffort/pod{uid}/{cid}"
+    ann = {"io.kubernetes.cri.container-type": "container",
+           "io.kubernetes.cri.container-name": "nginx",
+           "io.kubernetes.cri.sandbox-name": "web-1",
+           "io.kubernetes.cri.sandbox-namespace": "shop",
+           "io.kubernetes.cri.sandbox-uid": uid,
+           "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25.3"}
+    args = [CTR, "-a", sock, "-n", "k8s.io", "run", "-d", "--cgroup", cg]
+    for k, v in ann.items():
+        args += ["--annotation", f"{k}={v}"]
+    args += ["--rootfs", rootfs, cid, "/bin/sh", "-c", "sleep 30"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.isdir(V2 + cg) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cgid = os.stat(V2 + cg).st_ino
+        task_dir = f"{state}/io.containerd.runtime.v2.task"
+        assert os.path.isfile(f"{task_dir}/k8s.io/{cid}/config.json")
+        fetcher = MetadataFetcher(sources=[BundleSource(containerd_dirs=(task_dir,))])
+        with ContainerResolver(cgroupfs=CgroupFS(root=V2), fetcher=fetcher) as res:
+            first = res.resolve(Event(Kind.OPEN, cgroup_id=cgid, pid=None))
+            # cgroupfs driver: the path alone cannot tell containerd from docker
+            assert first.id == cid and first.pod_uid == uid and first.qos == "besteffort"
+            info = res.wait_for(cgid, 10)
+            assert info.complete
+            assert info.runtime == "containerd"
+            assert (info.pod_name, info.namespace, info.k8s_container_name) == ("web-1", "shop", "nginx")
+            assert info.name == "nginx"
+            assert (info.image_repository, info.image_tag) == ("docker.io/library/nginx", "1.25.3")
+            assert info.container_type == "container"
+            assert info.privileged is False
+    finally:
+        subprocess.run([CTR, "-a", sock, "-n", "k8s.io", "task", "kill", "-s", "KILL", cid],
+                       capture_output=True, timeout=30)
+        for _ in range(50):
+            d = subprocess.run([CTR, "-a", sock, "-n", "k8s.io", "task", "delete", cid],
+                               capture_output=True, timeout=30)
+            if d.returncode == 0 or b"not found" in d.stderr:
+                break
+            time.sleep(0.1)
+        subprocess.run([CTR, "-a", sock, "-n", "k8s.io", "container", "delete", cid],
+                       capture_output=True, timeout=30)
