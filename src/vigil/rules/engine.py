@@ -1,0 +1,200 @@
+"""The rules engine: Falco rules files in, alerts out.
+
+    engine = RuleEngine.from_files(["rules.yaml"], proctable=table)
+    for ev in events:
+        for alert in engine.evaluate(ev):
+            ...
+
+Rules are indexed by vigil event kind; each kind has one generated function
+testing its rules in load order.  Like Falco's default ``rule_matching: first``,
+an event yields at most one alert (the first rule that matches); pass
+``rule_matching="all"`` for one alert per matching rule.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, List, Optional
+
+from ..alert import Alert, normalize_priority, priority_rank
+from ..events import Event, Kind
+from . import fields as F
+from .compiler import (Compiler, CompiledRule, build_matcher, build_matcher_interp,
+                       minimize_prefixes, path_prefixes)
+from .loader import RulesError, RuleSet
+
+_NKINDS = max(int(k) for k in Kind) + 1
+
+
+class RuleEngine:
+    def __init__(self, *, min_priority: str = "debug", proctable=None, written_paths=None,
+                 rule_matching: str = "first"):
+        mp = normalize_priority(min_priority)
+        if mp is None:
+            raise ValueError(f"unknown priority {min_priority!r}")
+        if rule_matching not in ("first", "all"):
+            raise ValueError("rule_matching must be 'first' or 'all'")
+        self.min_priority = mp
+        self.proctable = proctable
+        self.written_paths = written_paths
+        self.rule_matching = rule_matching
+        self.evnum = 0
+        self.ruleset = RuleSet()
+        self.rules: List[CompiledRule] = []
+        self.skipped: list = []
+        self.warnings: list = []
+        self.rule_errors: dict = {}     # rule name -> evaluation exceptions seen
+        self.matches: dict = {}         # rule name -> alerts produced
+        self._matchers = [None] * _NKINDS
+        self._kind_rules = [()] * _NKINDS
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def from_files(cls, paths: Iterable, **kw) -> "RuleEngine":
+        eng = cls(**kw)
+        eng.load(paths)
+        return eng
+
+    @classmethod
+    def from_text(cls, text: str, name: str = "<rules>", **kw) -> "RuleEngine":
+        eng = cls(**kw)
+        eng.load_text(text, name)
+        return eng
+
+    def load(self, paths) -> None:
+        """Load rules files (in order, on top of anything loaded before) and recompile."""
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        for p in paths:
+            self.ruleset.load_file(os.fspath(p))
+        self._finish()
+
+    def load_text(self, text: str, name: str = "<rules>") -> None:
+        self.ruleset.load_text(text, name)
+        self._finish()
+
+    def _finish(self) -> None:
+        rs = self.ruleset
+        rs.raise_if_errors()
+        comp = Compiler(rs, self.min_priority)
+        rules = comp.compile()
+        if comp.errors:
+            first = comp.errors[0]
+            raise RulesError(first.message, first.file, first.line, list(comp.errors))
+        self.rules = rules
+        self.skipped = comp.skipped + [(n, f"source {s}") for n, s in rs.skipped_sources.items()]
+        self.warnings = list(rs.warnings) + comp.warnings
+        self._build()
+
+    def _build(self) -> None:
+        matchers = [None] * _NKINDS
+        kind_rules = [()] * _NKINDS
+        for k in F.RULE_KINDS:
+            rs = [r for r in self.rules if r.enabled and k in r.kinds]
+            if not rs:
+                continue
+            on_err = self._error_hook(rs)
+            try:
+                fn = build_matcher(k, rs, self.rule_matching, on_err)
+            except (RecursionError, SyntaxError, MemoryError, ValueError):
+                fn = build_matcher_interp(k, rs, self.rule_matching, on_err)
+            matchers[int(k)] = fn
+            kind_rules[int(k)] = tuple(rs)
+        self._matchers = matchers
+        self._kind_rules = kind_rules
+
+    def _error_hook(self, rules):
+        errs = self.rule_errors
+
+        def on_error(i):
+            name = rules[i].name
+            errs[name] = errs.get(name, 0) + 1
+        return on_error
+
+    # ------------------------------------------------------------ control
+    def rule(self, name: str) -> Optional[CompiledRule]:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        return None
+
+    def set_enabled(self, name: str, enabled: bool = True) -> None:
+        r = self.rule(name)
+        if r is None:
+            raise KeyError(name)
+        r.enabled = bool(enabled)
+        self._build()
+
+    def enabled_rules(self) -> List[CompiledRule]:
+        return [r for r in self.rules if r.enabled]
+
+    def required_kinds(self) -> set:
+        """Event kinds some enabled rule can match (which sensors must attach)."""
+        return {k for k in F.RULE_KINDS if self._matchers[int(k)] is not None}
+
+    def open_path_prefixes(self) -> Optional[list]:
+        """Path prefixes covering every open event an enabled rule could match.
+
+        None when some rule needs open events on any path; [] when no rule
+        looks at open events at all.
+        """
+        out = set()
+        for r in self._kind_rules[int(Kind.OPEN)]:
+            p = path_prefixes(r.specialized[Kind.OPEN])
+            if p is None:
+                return None
+            out |= p
+        if "" in out or "/" in out:
+            return None
+        return minimize_prefixes(out)
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, ev: Event) -> list:
+        fn = self._matchers[ev.kind]
+        if fn is None:
+            return []
+        self.evnum += 1
+        hit = fn(ev, self)
+        if self.rule_matching == "first":
+            if hit < 0:
+                return []
+            return [self._alert(self._kind_rules[ev.kind][hit], ev)]
+        if not hit:
+            return []
+        rules = self._kind_rules[ev.kind]
+        return [self._alert(rules[i], ev) for i in hit]
+
+    def match_rules(self, ev: Event) -> list:
+        """The matching rules without formatting alerts (benchmarks, tests)."""
+        fn = self._matchers[ev.kind]
+        if fn is None:
+            return []
+        hit = fn(ev, self)
+        rules = self._kind_rules[ev.kind]
+        if self.rule_matching == "first":
+            return [] if hit < 0 else [rules[hit]]
+        return [rules[i] for i in hit] if hit else []
+
+    def _alert(self, r: CompiledRule, ev: Event) -> Alert:
+        text, fields = r.output.format(ev, self)
+        self.matches[r.name] = self.matches.get(r.name, 0) + 1
+        return Alert(time=ev.time or 0, rule=r.name, priority=r.priority, output=text,
+                     output_fields=fields, tags=list(r.tags), source=r.source, event=ev)
+
+    def format_output(self, rule_name: str, ev: Event):
+        r = self.rule(rule_name)
+        if r is None:
+            raise KeyError(rule_name)
+        return r.output.format(ev, self)
+
+    def summary(self) -> dict:
+        return {
+            "files": list(self.ruleset.files),
+            "rules_loaded": len(self.rules),
+            "rules_enabled": len(self.enabled_rules()),
+            "rules_skipped": [{"rule": n, "reason": why} for n, why in self.skipped],
+            "warnings": [w.to_dict() for w in self.warnings],
+            "required_kinds": sorted(k.label for k in self.required_kinds()),
+        }
+
+
+__all__ = ["RuleEngine", "RulesError", "priority_rank"]
