@@ -177,3 +177,25 @@ def test_own_proc_cgroup_parses():
 def test_normalize_path():
     assert normalize_path("/../../a//b/ (deleted)") == "/a/b"
     assert normalize_path("/") == "/"
+
+
+try:
+    from hypothesis import given, settings, strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    _parts = st.sampled_from(["kubepods", "kubepods.slice", "besteffort", f"pod{UID}",
+                              f"kubepods-burstable-pod{UID_}.slice", f"cri-containerd-{CID}.scope",
+                              f"libpod-{CID2}", "docker", CID, "system.slice", "..", "", " (deleted)",
+                              "crio-conmon-" + CID + ".scope", "x"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(_parts, max_size=8), st.text(max_size=40))
+    def test_fuzz_never_raises(parts, junk):
+        for text in ("/" + "/".join(parts), "/".join(parts) + junk, junk,
+                     f"0::/{'/'.join(parts)}\n4:memory:{junk}"):
+            ident = parse(text)
+            assert ident.kind in ("host", "container", "pod", "unknown")
+            if ident.is_container:
+                assert len(ident.container_id) == 64
