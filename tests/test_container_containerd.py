@@ -73,7 +73,8 @@ def test_containerd_cri_annotations(containerd, rootfs):
     sock, state = containerd
     cid = uuid.uuid4().hex + uuid.uuid4().hex          # 64 hex, like CRI ids
     uid = str(uuid.uuid4())
-    cg = f"/kubepods/besteffort/pod{uid}/{cid}"
+    top = f"/vigil-test-{cid[:8]}"          # a private parent, removed afterwards
+    cg = f"{top}/kubepods/besteffort/pod{uid}/{cid}"
     ann = {"io.kubernetes.cri.container-type": "container",
            "io.kubernetes.cri.container-name": "nginx",
            "io.kubernetes.cri.sandbox-name": "web-1",
@@ -117,3 +118,17 @@ def test_containerd_cri_annotations(containerd, rootfs):
             time.sleep(0.1)
         subprocess.run([CTR, "-a", sock, "-n", "k8s.io", "container", "delete", cid],
                        capture_output=True, timeout=30)
+        _remove_cgroup_tree(top)
+
+
+def _remove_cgroup_tree(top):
+    """runc leaves the parent cgroups it made: remove our private tree in every hierarchy."""
+    for h in os.listdir("/sys/fs/cgroup") + [""]:
+        base = os.path.join("/sys/fs/cgroup", h) + top
+        if not os.path.isdir(base):
+            continue
+        for d, _, _ in sorted(os.walk(base), key=lambda t: -len(t[0])):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
