@@ -487,10 +487,11 @@ class RuleSet:
             return
         keys = set(item) - {"rule"}
         if keys and keys <= {"enabled"}:
+            enabled = self._bool(item, "enabled")
             if existing is None:
                 raise _ItemError(f"{what}: 'enabled' given for a rule that is not defined yet",
                                  item.line)
-            existing.enabled = self._bool(item, "enabled")
+            existing.enabled = enabled
             return
         # a full definition (replaces an earlier one of the same name)
         for req in ("condition", "output", "desc", "priority"):
