@@ -48,49 +48,50 @@ KIND_BY_NAME = {k.label: k for k in Kind}
 OPEN_SYSCALLS = ("open", "openat", "openat2", "creat")
 
 
-class Event:
-    """One decoded event.  ``type`` is the kind label (``exec``, ``open`` ...)."""
+FIELDS = (
+    # common header
+    "type", "time", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id",
+    # which syscall produced it (openat, accept4, sendmmsg, unlinkat ...)
+    "syscall",
+    # exec
+    "exe", "args", "args_truncated", "cwd", "tty", "loginuid", "cgroup_name",
+    # exit
+    "exit_code", "exit_signal",
+    # fork
+    "child_pid",
+    # files: path is absolute; path2 is the second path (rename/link target)
+    "path", "path2", "flags", "mode", "ret", "fd",
+    # network
+    "family", "proto", "saddr", "sport", "daddr", "dport",
+    # dns
+    "query", "qtype",
+    # ptrace / module / dup / setuid extras
+    "target_pid", "request", "newfd", "fd_type", "new_uid",
+)
 
-    __slots__ = (
-        # common header
-        "kind", "type", "time", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id",
-        # which syscall produced it (openat, accept4, sendmmsg, unlinkat ...)
-        "syscall",
-        # exec
-        "exe", "args", "args_truncated", "cwd", "tty", "loginuid", "cgroup_name",
-        # exit
-        "exit_code", "exit_signal",
-        # fork
-        "child_pid",
-        # files: path is absolute; path2 is the second path (rename/link target)
-        "path", "path2", "flags", "mode", "ret", "fd",
-        # network
-        "family", "proto", "saddr", "sport", "daddr", "dport",
-        # dns
-        "query", "qtype",
-        # ptrace / module / dup / setuid extras
-        "target_pid", "request", "newfd", "fd_type", "new_uid",
-        # enrichment, filled in by the pipeline
-        "proc", "container",
-    )
+
+class Event:
+    """One decoded event.  ``type`` is the kind label (``exec``, ``open`` ...).
+
+    Fields a kind does not set read as None (class defaults), so building an
+    event costs one dict update.  ``proc`` and ``container`` are filled in by
+    the pipeline.
+    """
+
+    kind = None
+    proc = None
+    container = None
 
     def __init__(self, kind: Kind, **fields):
-        for name in self.__slots__:
-            object.__setattr__(self, name, None)
         self.kind = kind
         self.type = kind.label
-        for k, v in fields.items():
-            setattr(self, k, v)
+        if fields:
+            self.__dict__.update(fields)
 
     def to_dict(self, with_context: bool = True) -> dict:
         """Plain dict of the set fields (for JSON, capture files and tests)."""
-        out = {}
-        for name in self.__slots__:
-            if name in ("kind", "proc", "container"):
-                continue
-            v = getattr(self, name)
-            if v is not None:
-                out[name] = v
+        d = self.__dict__
+        out = {k: d[k] for k in FIELDS if d.get(k) is not None}
         if with_context and self.container is not None:
             out["container"] = self.container.to_dict()
         return out
@@ -101,8 +102,14 @@ class Event:
         d.pop("container", None)
         kind = KIND_BY_NAME[d.pop("type")]
         d.pop("kind", None)
-        return cls(kind, **d)
+        return cls(kind, **{k: v for k, v in d.items() if k in _FIELD_SET})
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         body = ", ".join(f"{k}={v!r}" for k, v in self.to_dict(False).items() if k != "type")
         return f"Event<{self.type}>({body})"
+
+
+_FIELD_SET = frozenset(FIELDS)
+for _f in FIELDS:
+    setattr(Event, _f, None)
+del _f

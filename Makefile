@@ -1,0 +1,52 @@
+# vigil: `make run` starts the agent, `make test` runs the tests.
+# Both install what they need first (apt packages, .venv, BPF objects), idempotently.
+
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BPF_SRC := src/vigil/bpf
+BPF_OUT := $(BPF_SRC)/build
+SENSORS := proc cgroup file fsops net dns sys
+BPF_OBJS := $(addprefix $(BPF_OUT)/,$(addsuffix .bpf.o,$(SENSORS)))
+BPF_CFLAGS := -target bpf -g -O2 -D__TARGET_ARCH_x86 -Wall -Werror -I$(BPF_SRC)
+APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc busybox-static bpftrace strace \
+            iproute2 util-linux
+STAMP := .venv/.installed
+
+.PHONY: all setup deps venv bpf run test bench clean
+
+all: setup
+
+setup: deps venv bpf
+
+# apt packages, only when something is missing
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	@bash scripts/setup-podman.sh
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+bpf: $(BPF_OBJS)
+$(BPF_OUT)/%.bpf.o: $(BPF_SRC)/%.bpf.c $(BPF_SRC)/vigil.h $(BPF_SRC)/vmlinux.h
+	@mkdir -p $(BPF_OUT)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+run: setup
+	$(VENV)/bin/vigil run
+
+test: setup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/python bench/run_all.py
+
+clean:
+	rm -rf $(BPF_OUT) $(VENV) *.egg-info src/*.egg-info

@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-2.0
+/* File opens: open, openat, openat2, creat.  Paths are made absolute in the
+ * kernel and, when user space asks for it, filtered by prefix (LPM trie). */
+#include "vigil.h"
+
+#define O_WRONLY 01
+#define O_CREAT 0100
+#define O_TRUNC 01000
+
+struct open_args {
+	const char *path;
+	__s32 dirfd;
+	__u32 flags;
+	__u32 mode;
+	__u16 syscall;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct open_args);
+} open_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ev_open);
+} open_buf SEC(".maps");
+
+static __always_inline int open_enter(const char *path, int dirfd, __u32 flags, __u32 mode, __u16 sc)
+{
+	if (!wanted(EV_OPEN))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct open_args a = {.path = path, .dirfd = dirfd, .flags = flags, .mode = mode, .syscall = sc};
+	bpf_map_update_elem(&open_pending, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int open_exit(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct open_args *ap = bpf_map_lookup_elem(&open_pending, &tid);
+	if (!ap)
+		return 0;
+	struct open_args a = *ap;
+	bpf_map_delete_elem(&open_pending, &tid);
+	__u32 zero = 0;
+	struct ev_open *e = bpf_map_lookup_elem(&open_buf, &zero);
+	if (!e)
+		return 0;
+	int r = read_abs_path(a.path, a.dirfd, e->path);
+	struct vigil_cfg *cfg = get_cfg();
+	if (cfg && cfg->open_filter && r != 2 && !path_of_interest(e->path))
+		return 0;
+	fill_hdr(&e->h, EV_OPEN);
+	e->ret = ret;
+	e->flags = a.flags;
+	e->mode = a.mode;
+	e->dirfd = a.dirfd;
+	e->syscall = a.syscall;
+	e->path_truncated = r == 1;
+	e->unresolved = r == 2;
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(EV_OPEN, 1);
+	else
+		count(EV_OPEN, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_open")
+int open__enter_open(struct trace_event_raw_sys_enter *ctx)
+{
+	return open_enter((const char *)ctx->args[0], AT_FDCWD, ctx->args[1], ctx->args[2], SC_OPEN);
+}
+
+SEC("tp/syscalls/sys_exit_open")
+int open__exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return open_exit(ctx->ret);
+}
+
+SEC("tp/syscalls/sys_enter_openat")
+int open__enter_openat(struct trace_event_raw_sys_enter *ctx)
+{
+	return open_enter((const char *)ctx->args[1], ctx->args[0], ctx->args[2], ctx->args[3], SC_OPENAT);
+}
+
+SEC("tp/syscalls/sys_exit_openat")
+int open__exit_openat(struct trace_event_raw_sys_exit *ctx)
+{
+	return open_exit(ctx->ret);
+}
+
+SEC("tp/syscalls/sys_enter_openat2")
+int open__enter_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	struct open_how how = {};
+	bpf_probe_read_user(&how, sizeof(how), (void *)ctx->args[2]);
+	return open_enter((const char *)ctx->args[1], ctx->args[0], how.flags, how.mode, SC_OPENAT2);
+}
+
+SEC("tp/syscalls/sys_exit_openat2")
+int open__exit_openat2(struct trace_event_raw_sys_exit *ctx)
+{
+	return open_exit(ctx->ret);
+}
+
+SEC("tp/syscalls/sys_enter_creat")
+int open__enter_creat(struct trace_event_raw_sys_enter *ctx)
+{
+	return open_enter((const char *)ctx->args[0], AT_FDCWD, O_CREAT | O_WRONLY | O_TRUNC,
+			  ctx->args[1], SC_CREAT);
+}
+
+SEC("tp/syscalls/sys_exit_creat")
+int open__exit_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	return open_exit(ctx->ret);
+}

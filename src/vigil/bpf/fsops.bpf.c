@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Filesystem changes: unlink, rename, link, symlink, mkdir, chmod. */
+#include "vigil.h"
+
+#define RAW_PATH1 1   /* symlink target: stored as written, not resolved */
+
+struct fsop_args {
+	const char *p1;
+	const char *p2;
+	__s32 d1;
+	__s32 d2;
+	__u32 flags;
+	__u32 mode;
+	__u16 syscall;
+	__u16 kind;
+	__u32 opts;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct fsop_args);
+} fsop_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ev_path2);
+} fsop_buf SEC(".maps");
+
+static __always_inline int fsop_enter(__u16 kind, __u16 sc, const char *p1, int d1, const char *p2,
+				      int d2, __u32 flags, __u32 mode, __u32 opts)
+{
+	if (!wanted(kind))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fsop_args a = {.p1 = p1, .p2 = p2, .d1 = d1, .d2 = d2, .flags = flags,
+			      .mode = mode, .syscall = sc, .kind = kind, .opts = opts};
+	bpf_map_update_elem(&fsop_pending, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int fsop_exit(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct fsop_args *ap = bpf_map_lookup_elem(&fsop_pending, &tid);
+	if (!ap)
+		return 0;
+	struct fsop_args a = *ap;
+	bpf_map_delete_elem(&fsop_pending, &tid);
+	__u32 zero = 0;
+	struct ev_path2 *e = bpf_map_lookup_elem(&fsop_buf, &zero);
+	if (!e)
+		return 0;
+	fill_hdr(&e->h, a.kind);
+	e->ret = ret;
+	e->flags = a.flags;
+	e->mode = a.mode;
+	e->syscall = a.syscall;
+	if (a.opts & RAW_PATH1) {
+		int n = bpf_probe_read_user_str(e->path, PATH_LEN, a.p1);
+		e->path_truncated = n >= PATH_LEN;
+	} else {
+		e->path_truncated = read_abs_path(a.p1, a.d1, e->path) == 1;
+	}
+	e->path2[0] = 0;
+	e->path2_truncated = 0;
+	if (a.p2)
+		e->path2_truncated = read_abs_path(a.p2, a.d2, e->path2) == 1;
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(a.kind, 1);
+	else
+		count(a.kind, 0);
+	return 0;
+}
+
+#define A(n) (ctx->args[n])
+#define S(n) ((const char *)ctx->args[n])
+
+#define FSOP(kindlabel, name, body)                                              \
+	SEC("tp/syscalls/sys_enter_" #name)                                      \
+	int kindlabel##__enter_##name(struct trace_event_raw_sys_enter *ctx)     \
+	{                                                                        \
+		return body;                                                     \
+	}                                                                        \
+	SEC("tp/syscalls/sys_exit_" #name)                                       \
+	int kindlabel##__exit_##name(struct trace_event_raw_sys_exit *ctx)       \
+	{                                                                        \
+		return fsop_exit(ctx->ret);                                      \
+	}
+
+FSOP(unlink, unlink, fsop_enter(EV_UNLINK, SC_UNLINK, S(0), AT_FDCWD, 0, 0, 0, 0, 0))
+FSOP(unlink, unlinkat, fsop_enter(EV_UNLINK, SC_UNLINKAT, S(1), A(0), 0, 0, A(2), 0, 0))
+FSOP(unlink, rmdir, fsop_enter(EV_UNLINK, SC_RMDIR, S(0), AT_FDCWD, 0, 0, 0, 0, 0))
+FSOP(rename, rename, fsop_enter(EV_RENAME, SC_RENAME, S(0), AT_FDCWD, S(1), AT_FDCWD, 0, 0, 0))
+FSOP(rename, renameat, fsop_enter(EV_RENAME, SC_RENAMEAT, S(1), A(0), S(3), A(2), 0, 0, 0))
+FSOP(rename, renameat2, fsop_enter(EV_RENAME, SC_RENAMEAT2, S(1), A(0), S(3), A(2), A(4), 0, 0))
+FSOP(link, link, fsop_enter(EV_LINK, SC_LINK, S(0), AT_FDCWD, S(1), AT_FDCWD, 0, 0, 0))
+FSOP(link, linkat, fsop_enter(EV_LINK, SC_LINKAT, S(1), A(0), S(3), A(2), A(4), 0, 0))
+FSOP(symlink, symlink, fsop_enter(EV_SYMLINK, SC_SYMLINK, S(0), 0, S(1), AT_FDCWD, 0, 0, RAW_PATH1))
+FSOP(symlink, symlinkat, fsop_enter(EV_SYMLINK, SC_SYMLINKAT, S(0), 0, S(2), A(1), 0, 0, RAW_PATH1))
+FSOP(mkdir, mkdir, fsop_enter(EV_MKDIR, SC_MKDIR, S(0), AT_FDCWD, 0, 0, 0, A(1), 0))
+FSOP(mkdir, mkdirat, fsop_enter(EV_MKDIR, SC_MKDIRAT, S(1), A(0), 0, 0, 0, A(2), 0))
+FSOP(chmod, chmod, fsop_enter(EV_CHMOD, SC_CHMOD, S(0), AT_FDCWD, 0, 0, 0, A(1), 0))
+FSOP(chmod, fchmodat, fsop_enter(EV_CHMOD, SC_FCHMODAT, S(1), A(0), 0, 0, 0, A(2), 0))

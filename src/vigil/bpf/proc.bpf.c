@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Process lifecycle: exec, exit, fork (BTF-enabled scheduler tracepoints). */
+#include "vigil.h"
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (!wanted(EV_EXEC))
+		return 0;
+	struct ev_exec *e = reserve(sizeof(*e), EV_EXEC);
+	if (!e)
+		return 0;
+	fill_hdr(&e->h, EV_EXEC);
+	e->loginuid = BPF_CORE_READ(p, loginuid.val);
+
+	struct path fp = BPF_CORE_READ(bprm, file, f_path);
+	int n = path_to_str(&fp, e->exe);
+	e->exe_truncated = n >= PATH_LEN;
+	if (n <= 0)
+		bpf_probe_read_kernel_str(e->exe, PATH_LEN, BPF_CORE_READ(bprm, filename));
+
+	struct path pwd = BPF_CORE_READ(p, fs, pwd);
+	n = path_to_str(&pwd, e->cwd);
+	e->cwd_truncated = n >= PATH_LEN;
+
+	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	unsigned long start = BPF_CORE_READ(mm, arg_start);
+	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	unsigned long len = end - start;
+	__u32 max = cfg_args_max;
+	if (max > ARGS_LEN)
+		max = ARGS_LEN;
+	e->args_truncated = 0;
+	if (len >= max) {
+		len = max - 1;
+		e->args_truncated = 1;
+	}
+	len &= (ARGS_LEN - 1);
+	if (bpf_probe_read_user(e->args, len, (void *)start) == 0)
+		e->args_len = len;
+	else
+		e->args_len = 0;
+
+	struct tty_struct *tty = BPF_CORE_READ(p, signal, tty);
+	if (tty)
+		bpf_probe_read_kernel_str(e->tty, sizeof(e->tty), BPF_CORE_READ(tty, name));
+	else
+		e->tty[0] = 0;
+
+	const char *cgname = BPF_CORE_READ(p, cgroups, dfl_cgrp, kn, name);
+	if (cgname)
+		bpf_probe_read_kernel_str(e->cgroup_name, sizeof(e->cgroup_name), cgname);
+	else
+		e->cgroup_name[0] = 0;
+	submit(e, EV_EXEC);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(exit__sched_exit, struct task_struct *p)
+{
+	/* one event per process: when the thread group leader goes */
+	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
+		return 0;
+	if (!wanted(EV_EXIT))
+		return 0;
+	struct ev_exit *e = reserve(sizeof(*e), EV_EXIT);
+	if (!e)
+		return 0;
+	fill_hdr(&e->h, EV_EXIT);
+	int code = BPF_CORE_READ(p, exit_code);
+	e->exit_code = (code >> 8) & 0xff;
+	e->exit_signal = code & 0x7f;
+	submit(e, EV_EXIT);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(fork__sched_fork, struct task_struct *parent, struct task_struct *child)
+{
+	/* new processes only, not threads */
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0;
+	if (!wanted(EV_FORK))
+		return 0;
+	struct ev_fork *e = reserve(sizeof(*e), EV_FORK);
+	if (!e)
+		return 0;
+	fill_hdr(&e->h, EV_FORK);
+	e->child_pid = BPF_CORE_READ(child, tgid);
+	submit(e, EV_FORK);
+	return 0;
+}

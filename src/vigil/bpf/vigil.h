@@ -1,0 +1,612 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* vigil: event layouts, shared maps and helpers used by every sensor.
+ *
+ * Every event starts with struct ev_hdr.  The Python mirror lives in
+ * src/vigil/structs.py; tests/test_structs.py checks both against the BTF of
+ * the built objects, so edit both sides together.
+ */
+#ifndef VIGIL_H
+#define VIGIL_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#define COMM_LEN 16
+#define PATH_LEN 256
+#define ARGS_LEN 4096
+#define CGNAME_LEN 64
+#define DNS_LEN 512
+#define MAX_DEPTH 48
+#define PREFIX_LEN 128
+
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define AT_FDCWD -100
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+enum ev_kind {
+	EV_EXEC = 1,
+	EV_EXIT = 2,
+	EV_FORK = 3,
+	EV_OPEN = 4,
+	EV_CONNECT = 5,
+	EV_ACCEPT = 6,
+	EV_LISTEN = 7,
+	EV_BIND = 8,
+	EV_CLOSE = 9,
+	EV_DNS = 10,
+	EV_UNLINK = 11,
+	EV_RENAME = 12,
+	EV_LINK = 13,
+	EV_SYMLINK = 14,
+	EV_MKDIR = 15,
+	EV_CHMOD = 16,
+	EV_PTRACE = 17,
+	EV_MODULE = 18,
+	EV_DUP = 19,
+	EV_MEMFD = 20,
+	EV_SETUID = 21,
+	EV_CGROUP_MKDIR = 22,
+	EV_CGROUP_RMDIR = 23,
+	EV_MAX = 32,
+};
+
+/* Which syscall produced a file/net event (struct fields `syscall`). */
+enum ev_syscall {
+	SC_NONE = 0,
+	SC_OPEN, SC_OPENAT, SC_OPENAT2, SC_CREAT,
+	SC_CONNECT, SC_ACCEPT, SC_ACCEPT4, SC_LISTEN, SC_BIND, SC_CLOSE,
+	SC_SENDTO, SC_SENDMSG, SC_SENDMMSG,
+	SC_UNLINK, SC_UNLINKAT, SC_RMDIR,
+	SC_RENAME, SC_RENAMEAT, SC_RENAMEAT2,
+	SC_LINK, SC_LINKAT, SC_SYMLINK, SC_SYMLINKAT,
+	SC_MKDIR, SC_MKDIRAT, SC_CHMOD, SC_FCHMODAT,
+	SC_PTRACE, SC_INIT_MODULE, SC_FINIT_MODULE,
+	SC_DUP, SC_DUP2, SC_DUP3, SC_MEMFD_CREATE, SC_SETUID,
+};
+
+struct ev_hdr {
+	__u64 ts;          /* CLOCK_BOOTTIME ns; user space adds the wall-clock offset */
+	__u32 kind;
+	__u32 pid;         /* tgid */
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u64 cgroup_id;   /* cgroup v2 id */
+	char comm[COMM_LEN];
+};
+
+struct ev_exec {
+	struct ev_hdr h;
+	__u32 loginuid;
+	__u32 args_len;    /* bytes used in args, NUL separated */
+	__u8 args_truncated;
+	__u8 exe_truncated;
+	__u8 cwd_truncated;
+	__u8 _pad0;
+	__u32 _pad1;
+	char tty[16];
+	char cgroup_name[CGNAME_LEN];
+	char exe[PATH_LEN];
+	char cwd[PATH_LEN];
+	char args[ARGS_LEN];
+};
+
+struct ev_exit {
+	struct ev_hdr h;
+	__s32 exit_code;
+	__s32 exit_signal;
+};
+
+struct ev_fork {
+	struct ev_hdr h;
+	__u32 child_pid;
+	__u32 _pad;
+};
+
+/* open family: path is absolute when the kernel could resolve the base dir */
+struct ev_open {
+	struct ev_hdr h;
+	__s64 ret;
+	__u32 flags;
+	__u32 mode;
+	__s32 dirfd;
+	__u16 syscall;
+	__u8 path_truncated;
+	__u8 unresolved;   /* relative path whose base dir could not be read */
+	char path[PATH_LEN];
+};
+
+/* unlink/rename/link/symlink/mkdir/chmod: path and (for two-path ops) path2 */
+struct ev_path2 {
+	struct ev_hdr h;
+	__s64 ret;
+	__u32 flags;
+	__u32 mode;
+	__u16 syscall;
+	__u8 path_truncated;
+	__u8 path2_truncated;
+	__u32 _pad;
+	char path[PATH_LEN];
+	char path2[PATH_LEN];
+};
+
+struct ev_net {
+	struct ev_hdr h;
+	__s64 ret;
+	__s32 fd;
+	__u16 family;
+	__u16 syscall;
+	__u16 proto;       /* IPPROTO_TCP / IPPROTO_UDP */
+	__u16 sport;       /* host byte order */
+	__u16 dport;
+	__u16 _pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char unix_path[108];
+	__u32 _pad2;
+};
+
+struct ev_dns {
+	struct ev_hdr h;
+	__s32 fd;
+	__u16 family;
+	__u16 syscall;
+	__u16 dport;
+	__u16 len;         /* payload bytes captured */
+	__u32 _pad;
+	__u8 daddr[16];
+	__u8 payload[DNS_LEN];
+};
+
+/* ptrace, module load, dup, memfd_create, setuid */
+struct ev_sys {
+	struct ev_hdr h;
+	__s64 ret;
+	__s64 arg0;        /* ptrace request / dup oldfd / setuid uid / memfd flags */
+	__s64 arg1;        /* ptrace target pid / dup newfd / finit_module fd */
+	__u16 syscall;
+	__u16 family;      /* dup: socket family of oldfd, 0 if not a socket */
+	__u16 fd_type;     /* S_IFMT >> 12 of the dup'ed fd's inode */
+	__u16 sport;
+	__u16 dport;
+	__u16 proto;
+	__u32 _pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char path[PATH_LEN];   /* memfd name / finit_module file */
+};
+
+struct ev_cgroup {
+	struct ev_hdr h;
+	__u64 id;          /* the new/removed cgroup's id */
+	__u32 hierarchy;   /* 0 = cgroup v2 */
+	__u32 level;
+	char path[PATH_LEN];
+};
+
+/* Runtime configuration written by user space (map vigil_config, key 0). */
+struct vigil_cfg {
+	__u64 kinds;           /* bit (1 << kind) set = kind wanted */
+	__u8 scope;            /* 0 all, 1 host only, 2 containers only */
+	__u8 open_filter;      /* 1: only opens under a prefix in open_prefixes */
+	__u8 comm_filter;      /* 1: consult ignore_comms */
+	__u8 cgroup_filter;    /* 1: consult cgroup_scope for every event */
+	__u32 _pad;
+};
+
+struct prefix_key {
+	__u32 prefixlen;       /* bits */
+	char data[PREFIX_LEN];
+};
+
+/* --- maps shared by all sensors (user space reuses one fd in every object) --- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vigil_cfg);
+} vigil_config SEC(".maps");
+
+/* per kind: [kind*2] = submitted, [kind*2+1] = dropped (ring buffer full) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EV_MAX * 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} ignore_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[COMM_LEN]);
+	__type(value, __u8);
+} ignore_comms SEC(".maps");
+
+/* cgroup id -> 1 in scope, 0 out of scope (overrides the scope mode) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroup_scope SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__type(key, struct prefix_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} open_prefixes SEC(".maps");
+
+/* per-CPU scratch for building paths */
+#define SCRATCH_LEN 1024
+#define SCRATCH_HALF 512
+struct scratch {
+	char buf[SCRATCH_LEN];
+	char dir[PATH_LEN];
+	struct prefix_key key;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+/* Not used at run time: it puts every event layout into the object's BTF,
+ * where tests/test_structs.py compares them with the Python mirror. */
+union ev_layouts {
+	struct ev_hdr hdr;
+	struct ev_exec exec;
+	struct ev_exit exit;
+	struct ev_fork fork;
+	struct ev_open open;
+	struct ev_path2 path2;
+	struct ev_net net;
+	struct ev_dns dns;
+	struct ev_sys sys;
+	struct ev_cgroup cgroup;
+	struct vigil_cfg cfg;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, union ev_layouts);
+} ev_layouts SEC(".maps");
+
+/* Settable before load (.rodata). */
+const volatile __u32 cfg_args_max = ARGS_LEN;
+
+/* --- helpers --- */
+
+static __always_inline void count(__u32 kind, __u32 dropped)
+{
+	__u32 idx = (kind & (EV_MAX - 1)) * 2 + dropped;
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct vigil_cfg *get_cfg(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&vigil_config, &zero);
+}
+
+static __always_inline int in_container(struct task_struct *t)
+{
+	/* a task in a non-initial pid namespace runs in a container */
+	return BPF_CORE_READ(t, thread_pid, level) > 0;
+}
+
+/* Is this kind wanted for the current task?  Cheap checks first. */
+static __always_inline int wanted(__u32 kind)
+{
+	struct vigil_cfg *cfg = get_cfg();
+	if (!cfg || !(cfg->kinds & (1ULL << kind)))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
+		return 0;
+	if (cfg->comm_filter) {
+		char comm[COMM_LEN] = {};
+		bpf_get_current_comm(comm, sizeof(comm));
+		if (bpf_map_lookup_elem(&ignore_comms, comm))
+			return 0;
+	}
+	if (cfg->cgroup_filter) {
+		__u64 cg = bpf_get_current_cgroup_id();
+		__u8 *v = bpf_map_lookup_elem(&cgroup_scope, &cg);
+		if (v)
+			return *v;
+	}
+	if (cfg->scope) {
+		int c = in_container(bpf_get_current_task_btf());
+		if ((cfg->scope == 1 && c) || (cfg->scope == 2 && !c))
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline void fill_hdr(struct ev_hdr *h, __u32 kind)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u64 ug = bpf_get_current_uid_gid();
+	h->ts = bpf_ktime_get_boot_ns();
+	h->kind = kind;
+	h->pid = pt >> 32;
+	h->tid = (__u32)pt;
+	h->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	h->uid = (__u32)ug;
+	h->gid = ug >> 32;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* Reserve an event in the ring buffer, counting a drop when it is full. */
+static __always_inline void *reserve(__u32 size, __u32 kind)
+{
+	void *e = bpf_ringbuf_reserve(&events, size, 0);
+	if (!e)
+		count(kind, 1);
+	return e;
+}
+
+static __always_inline void submit(void *e, __u32 kind)
+{
+	count(kind, 0);
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline struct scratch *get_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch_map, &zero);
+}
+
+struct path_walk {
+	struct dentry *d;
+	struct mount *m;
+	int pos;
+};
+
+static long path_walk_step(__u32 idx, void *arg)
+{
+	struct path_walk *w = arg;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 1;
+	struct dentry *d = w->d;
+	struct mount *m = w->m;
+	struct dentry *root = BPF_CORE_READ(m, mnt.mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == root || d == parent) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		if (d != root || m == mp)
+			return 1;   /* reached the namespace root */
+		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->m = mp;
+		return 0;
+	}
+	__u32 len = BPF_CORE_READ(d, d_name.len) & 255;
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	int pos = w->pos;
+	if (pos - (int)len - 1 < 0)
+		return 1;
+	pos -= len;
+	bpf_probe_read_kernel(&s->buf[pos & (SCRATCH_HALF - 1)], len, name);
+	pos -= 1;
+	s->buf[pos & (SCRATCH_HALF - 1)] = '/';
+	w->pos = pos;
+	w->d = parent;
+	return 0;
+}
+
+/* Walk a struct path up to the root of the mount namespace, writing the
+ * absolute path into out (PATH_LEN).  Returns the length of the full path
+ * (>= PATH_LEN means out holds a truncated prefix) or < 0. */
+static __always_inline int path_to_str(struct path *p, char *out)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return -1;
+	struct vfsmount *vm = BPF_CORE_READ(p, mnt);
+	struct path_walk w = {
+		.d = BPF_CORE_READ(p, dentry),
+		.m = container_of(vm, struct mount, mnt),
+		.pos = SCRATCH_HALF,
+	};
+	s->buf[SCRATCH_HALF] = 0;
+	bpf_loop(MAX_DEPTH, path_walk_step, &w, 0);
+	int pos = w.pos;
+	int n = SCRATCH_HALF - pos;
+	if (n <= 0) {
+		out[0] = '/';
+		out[1] = 0;
+		return 1;
+	}
+	int c = n < PATH_LEN ? n : PATH_LEN - 1;
+	barrier_var(c);
+	c &= (PATH_LEN - 1);
+	barrier_var(pos);
+	bpf_probe_read_kernel(out, c, &s->buf[pos & (SCRATCH_HALF - 1)]);
+	out[c & (PATH_LEN - 1)] = 0;
+	return n;
+}
+
+static __always_inline struct file *fd_file(struct task_struct *t, int fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned int)fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* Base directory for a *at() call: cwd for AT_FDCWD, else the dirfd's path. */
+static __always_inline int dir_path(int dirfd, char *out)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	if (dirfd == AT_FDCWD) {
+		struct path pwd = BPF_CORE_READ(t, fs, pwd);
+		return path_to_str(&pwd, out);
+	}
+	struct file *f = fd_file(t, dirfd);
+	if (!f)
+		return -1;
+	struct path fp = BPF_CORE_READ(f, f_path);
+	return path_to_str(&fp, out);
+}
+
+/* Read a user path; when relative, prefix it with the base dir of dirfd.
+ * Writes an absolute path into out when it can.  Returns 1 if the path was
+ * truncated, 2 if relative and unresolved, 0 otherwise. */
+static __always_inline int read_abs_path(const char *upath, int dirfd, char *out)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 2;
+	int n = bpf_probe_read_user_str(out, PATH_LEN, upath);
+	if (n <= 0) {
+		out[0] = 0;
+		return 2;
+	}
+	if (out[0] == '/')
+		return n >= PATH_LEN ? 1 : 0;
+	/* relative: build "<dir>/<rel>" in scratch, then copy back */
+	int d = dir_path(dirfd, s->dir);
+	if (d <= 0)
+		return 2;
+	if (d >= PATH_LEN)
+		d = PATH_LEN - 1;
+	barrier_var(d);
+	d &= (PATH_LEN - 1);
+	bpf_probe_read_kernel(s->buf, d, s->dir);
+	__u32 off = d;
+	if (!(d == 1 && s->buf[0] == '/')) {
+		barrier_var(off);
+		off &= (SCRATCH_HALF - 1);
+		s->buf[off] = '/';
+		off += 1;
+	}
+	barrier_var(off);
+	off &= (SCRATCH_HALF - 1);
+	int r = bpf_probe_read_kernel_str(&s->buf[off], PATH_LEN, out);
+	if (r <= 0)
+		return 2;
+	int total = off + r - 1;
+	int c = total < PATH_LEN ? total : PATH_LEN - 1;
+	barrier_var(c);
+	c &= (PATH_LEN - 1);
+	bpf_probe_read_kernel(out, c, s->buf);
+	out[c & (PATH_LEN - 1)] = 0;
+	return total >= PATH_LEN ? 1 : 0;
+}
+
+/* Does an absolute path pass the open prefix filter? */
+static __always_inline int path_of_interest(const char *path)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 1;
+	/* paths with ".." could dodge a prefix match: always let them through */
+	char prev = 0;
+	for (int i = 0; i < PATH_LEN; i++) {
+		char ch = path[i];
+		if (ch == 0)
+			break;
+		if (ch == '.' && prev == '.')
+			return 1;
+		prev = ch;
+	}
+	__builtin_memset(&s->key, 0, sizeof(s->key));
+	int n = bpf_probe_read_kernel_str(s->key.data, PREFIX_LEN, path);
+	if (n <= 0)
+		return 1;
+	s->key.prefixlen = (n - 1) * 8;
+	return bpf_map_lookup_elem(&open_prefixes, &s->key) != NULL;
+}
+
+/* Fill family/ports/addresses from a socket; returns the family or 0. */
+static __always_inline int sock_tuple(struct file *f, __u16 *family, __u16 *proto,
+				      __u8 *saddr, __u16 *sport, __u8 *daddr, __u16 *dport)
+{
+	if (!f)
+		return 0;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	*family = fam;
+	*proto = BPF_CORE_READ(sk, sk_protocol);
+	*sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	*dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (fam == AF_INET) {
+		BPF_CORE_READ_INTO((__u32 *)saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)daddr, sk, __sk_common.skc_daddr);
+	} else if (fam == AF_INET6) {
+		BPF_CORE_READ_INTO((struct in6_addr *)saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)daddr, sk, __sk_common.skc_v6_daddr);
+	}
+	return fam;
+}
+
+/* Parse a user sockaddr into family/port/address; returns the family. */
+static __always_inline int read_sockaddr(const void *uaddr, __u8 *addr, __u16 *port, char *unix_path)
+{
+	__u16 fam = 0;
+	if (!uaddr)
+		return 0;
+	bpf_probe_read_user(&fam, sizeof(fam), uaddr);
+	if (fam == AF_INET) {
+		struct sockaddr_in sin = {};
+		bpf_probe_read_user(&sin, sizeof(sin), uaddr);
+		*port = bpf_ntohs(sin.sin_port);
+		__builtin_memcpy(addr, &sin.sin_addr, 4);
+	} else if (fam == AF_INET6) {
+		struct sockaddr_in6 sin6 = {};
+		bpf_probe_read_user(&sin6, sizeof(sin6), uaddr);
+		*port = bpf_ntohs(sin6.sin6_port);
+		__builtin_memcpy(addr, &sin6.sin6_addr, 16);
+	} else if (fam == AF_UNIX && unix_path) {
+		bpf_probe_read_user_str(unix_path, 108, (const char *)uaddr + 2);
+	}
+	return fam;
+}
+
+#define SYSCALL_ARG(ctx, n) ((ctx)->args[n])
+
+char LICENSE[] SEC("license") = "GPL";
+
+#endif /* VIGIL_H */

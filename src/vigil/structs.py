@@ -1,0 +1,159 @@
+"""Python mirror of the kernel's event layouts (bpf/vigil.h).
+
+Each ctypes Structure below is the single Python description of one C struct;
+the fast decoders use a struct.Struct format derived from it.
+tests/test_structs.py compares sizes and member offsets with the BTF of the
+built objects, so a change on one side that is not made on the other fails.
+"""
+from __future__ import annotations
+
+import ctypes
+import struct
+from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
+
+COMM_LEN = 16
+PATH_LEN = 256
+ARGS_LEN = 4096
+CGNAME_LEN = 64
+DNS_LEN = 512
+PREFIX_LEN = 128
+
+
+class EvHdr(ctypes.Structure):
+    _fields_ = [
+        ("ts", c_uint64), ("kind", c_uint32), ("pid", c_uint32), ("tid", c_uint32),
+        ("ppid", c_uint32), ("uid", c_uint32), ("gid", c_uint32), ("cgroup_id", c_uint64),
+        ("comm", c_char * COMM_LEN),
+    ]
+
+
+class EvExec(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("loginuid", c_uint32), ("args_len", c_uint32),
+        ("args_truncated", c_uint8), ("exe_truncated", c_uint8), ("cwd_truncated", c_uint8),
+        ("_pad0", c_uint8), ("_pad1", c_uint32),
+        ("tty", c_char * 16), ("cgroup_name", c_char * CGNAME_LEN),
+        ("exe", c_char * PATH_LEN), ("cwd", c_char * PATH_LEN), ("args", c_char * ARGS_LEN),
+    ]
+
+
+class EvExit(ctypes.Structure):
+    _fields_ = [("h", EvHdr), ("exit_code", c_int32), ("exit_signal", c_int32)]
+
+
+class EvFork(ctypes.Structure):
+    _fields_ = [("h", EvHdr), ("child_pid", c_uint32), ("_pad", c_uint32)]
+
+
+class EvOpen(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("ret", c_int64), ("flags", c_uint32), ("mode", c_uint32),
+        ("dirfd", c_int32), ("syscall", c_uint16), ("path_truncated", c_uint8),
+        ("unresolved", c_uint8), ("path", c_char * PATH_LEN),
+    ]
+
+
+class EvPath2(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("ret", c_int64), ("flags", c_uint32), ("mode", c_uint32),
+        ("syscall", c_uint16), ("path_truncated", c_uint8), ("path2_truncated", c_uint8),
+        ("_pad", c_uint32), ("path", c_char * PATH_LEN), ("path2", c_char * PATH_LEN),
+    ]
+
+
+class EvNet(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("ret", c_int64), ("fd", c_int32), ("family", c_uint16),
+        ("syscall", c_uint16), ("proto", c_uint16), ("sport", c_uint16), ("dport", c_uint16),
+        ("_pad", c_uint16), ("saddr", c_uint8 * 16), ("daddr", c_uint8 * 16),
+        ("unix_path", c_char * 108), ("_pad2", c_uint32),
+    ]
+
+
+class EvDns(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("fd", c_int32), ("family", c_uint16), ("syscall", c_uint16),
+        ("dport", c_uint16), ("len", c_uint16), ("_pad", c_uint32),
+        ("daddr", c_uint8 * 16), ("payload", c_uint8 * DNS_LEN),
+    ]
+
+
+class EvSys(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("ret", c_int64), ("arg0", c_int64), ("arg1", c_int64),
+        ("syscall", c_uint16), ("family", c_uint16), ("fd_type", c_uint16),
+        ("sport", c_uint16), ("dport", c_uint16), ("proto", c_uint16), ("_pad", c_uint32),
+        ("saddr", c_uint8 * 16), ("daddr", c_uint8 * 16), ("path", c_char * PATH_LEN),
+    ]
+
+
+class EvCgroup(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("id", c_uint64), ("hierarchy", c_uint32), ("level", c_uint32),
+        ("path", c_char * PATH_LEN),
+    ]
+
+
+class VigilCfg(ctypes.Structure):
+    _fields_ = [
+        ("kinds", c_uint64), ("scope", c_uint8), ("open_filter", c_uint8),
+        ("comm_filter", c_uint8), ("cgroup_filter", c_uint8), ("_pad", c_uint32),
+    ]
+
+
+class PrefixKey(ctypes.Structure):
+    _fields_ = [("prefixlen", c_uint32), ("data", c_char * PREFIX_LEN)]
+
+
+# C struct name -> mirror, for the BTF comparison test
+MIRRORS = {
+    "ev_hdr": EvHdr, "ev_exec": EvExec, "ev_exit": EvExit, "ev_fork": EvFork,
+    "ev_open": EvOpen, "ev_path2": EvPath2, "ev_net": EvNet, "ev_dns": EvDns,
+    "ev_sys": EvSys, "ev_cgroup": EvCgroup, "vigil_cfg": VigilCfg,
+}
+
+_FMT = {
+    c_uint8: "B", c_uint16: "H", c_uint32: "I", c_uint64: "Q",
+    c_int32: "i", c_int64: "q",
+}
+
+
+def flat_fields(cls, prefix: str = ""):
+    """(name, ctype, offset) of every leaf member, nested structs flattened."""
+    out = []
+    for name, ctype in cls._fields_:
+        off = getattr(cls, name).offset
+        if isinstance(ctype, type) and issubclass(ctype, ctypes.Structure):
+            for sub, st, so in flat_fields(ctype):
+                out.append((sub, st, off + so))
+        else:
+            out.append((prefix + name, ctype, off))
+    return out
+
+
+def struct_format(cls) -> tuple:
+    """A struct.Struct over the whole C struct and the names of its members,
+    padding members dropped from the names (they are read as pad bytes)."""
+    fmt = "<"
+    names = []
+    pos = 0
+    for name, ctype, off in flat_fields(cls):
+        if off > pos:
+            fmt += f"{off - pos}x"
+        size = ctypes.sizeof(ctype)
+        if hasattr(ctype, "_length_"):
+            code = f"{size}s"
+        else:
+            code = _FMT[ctype]
+        if name.startswith("_"):
+            fmt += f"{size}x"
+        else:
+            fmt += code
+            names.append(name)
+        pos = off + size
+    total = ctypes.sizeof(cls)
+    if total > pos:
+        fmt += f"{total - pos}x"
+    s = struct.Struct(fmt)
+    assert s.size == total, (cls.__name__, s.size, total)
+    return s, tuple(names)
