@@ -153,7 +153,7 @@ def make_pmatch(prefixes):
     for p in prefixes:
         if any(c in _GLOB_CHARS for c in p):
             pat = p.rstrip("/") or "/"
-            globs.append(re.compile(fnmatch.translate(pat)[:-2] + r"(?:/.*)?)\Z", re.S).match)
+            globs.append(re.compile(fnmatch.translate(pat)[:-2] + r"(?:/.*)?\Z", re.S).match)
         else:
             exact.add(p.rstrip("/") or "/")
     root = "/" in exact
@@ -462,8 +462,7 @@ def path_prefixes(node):
                 continue
             if not p:
                 return p
-            if best is None or len(p) < len(best):
-                best = p
+            best = p if best is None else _intersect_prefixes(best, p)
         return best
     if isinstance(node, Or):
         acc = set()
@@ -474,6 +473,18 @@ def path_prefixes(node):
             acc |= p
         return frozenset(acc)
     return None
+
+
+def _intersect_prefixes(a, b):
+    """Prefixes of paths that start with one of `a` and with one of `b`."""
+    out = set()
+    for x in a:
+        for y in b:
+            if x.startswith(y):
+                out.add(x)
+            elif y.startswith(x):
+                out.add(y)
+    return frozenset(out)
 
 
 def minimize_prefixes(prefixes):
