@@ -15,3 +15,4 @@ def main() -> None:
 # --- subcommands (each lives in the module that owns the feature) ---
 from .outputs.cli import alerts as _alerts; main.add_command(_alerts)  # noqa: E402,E702
 from .rules.cli import rules as _rules; main.add_command(_rules)  # noqa: E402,E702
+from .commands_trace import trace as _trace; main.add_command(_trace)  # noqa: E402,E702

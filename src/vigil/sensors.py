@@ -9,6 +9,7 @@ buffer, config, filters, counters) are created once and reused by fd.
 from __future__ import annotations
 
 
+import errno
 import logging
 import os
 import struct
@@ -207,7 +208,11 @@ class SensorManager:
                     self.links.append(prog.attach())
                     st.attached = True
                 except libbpf.BpfError as e:
-                    st.error = f"attach failed: {e}"
+                    if e.errno == errno.ENOENT and prog.section.startswith(("tp/", "tracepoint/")):
+                        st.error = (f"tracepoint {prog.section.split('/', 1)[1]} does not exist "
+                                    "on this kernel")
+                    else:
+                        st.error = f"attach failed: {e.strerror}"
                     log.warning("sensor %s: program %s (%s) disabled: %s", sensor, prog.name,
                                 prog.section, st.error)
         attached = [p for p in self.report.programs if p.attached]

@@ -1,0 +1,208 @@
+"""The data path: sensors -> ring buffer -> events -> process/container state
+-> handlers (rules, trace printer, capture ...).
+
+A Pipeline is fed either live from the kernel (``start``/``run``) or from a
+recorded stream (``feed``), and handles both the same way, which is what
+makes replay give the same results as live.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, Iterable, Optional
+
+from .decode import Decoder
+from .events import Event, Kind
+from .proctable import ProcessTable
+
+log = logging.getLogger("vigil.pipeline")
+
+# Kinds the process table needs whatever the user asked for.
+LIFECYCLE = {Kind.EXEC, Kind.FORK, Kind.EXIT}
+CGROUP_KINDS = {Kind.CGROUP_MKDIR, Kind.CGROUP_RMDIR}
+
+
+class Pipeline:
+    def __init__(self, kinds: Iterable[Kind], *, proctable: Optional[ProcessTable] = None,
+                 containers=None, ringbuf_size: int = 16 * 1024 * 1024, args_max: int = 4096,
+                 open_prefixes=None, scope: str = "all", dns_ports=(53,),
+                 ignore_comms=(), seed: bool = True):
+        self.kinds = set(kinds)
+        self.proctable = proctable if proctable is not None else ProcessTable()
+        self.containers = containers
+        self.handlers: list = []
+        self.tickers: list = []
+        self.ringbuf_size = ringbuf_size
+        self.args_max = args_max
+        self.open_prefixes = open_prefixes
+        self.scope = scope
+        self.dns_ports = tuple(dns_ports)
+        self.ignore_comms = tuple(ignore_comms)
+        self.seed = seed
+        self.sensors = None
+        self.ring = None
+        self.decoder = Decoder()
+        self.events = 0
+        self.handler_errors = 0
+        self._stop = False
+        self._last_tick = 0.0
+        self._hold = None
+        if containers is not None:
+            from .container.resolver import EventHold
+            self._hold = EventHold(containers)
+
+    # --- wiring ---
+
+    def add_handler(self, fn: Callable[[Event], None]) -> None:
+        self.handlers.append(fn)
+
+    def add_ticker(self, fn: Callable[[float], None]) -> None:
+        """fn(now) is called about every 100 ms from the event loop."""
+        self.tickers.append(fn)
+
+    def kernel_kinds(self) -> set:
+        kinds = set(self.kinds) | LIFECYCLE
+        if self.containers is not None:
+            kinds |= CGROUP_KINDS
+        return kinds
+
+    # --- live ---
+
+    def start(self) -> "Pipeline":
+        from .ringbuf import RingBuffer
+        from .sensors import SensorManager
+
+        if self.seed:
+            self.proctable.seed_from_proc()
+        self.sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,
+                                     args_max=self.args_max).start()
+        try:
+            self.sensors.ignore_pid(os.getpid())
+            for c in self.ignore_comms:
+                self.sensors.ignore_comm(c)
+            if self.open_prefixes is not None:
+                self.sensors.set_open_prefixes(self.open_prefixes)
+            if self.scope != "all":
+                self.sensors.set_scope(self.scope)
+            self.sensors.set_dns_ports(self.dns_ports)
+            self.ring = RingBuffer(self.sensors.maps["events"].fd, self.ringbuf_size)
+        except BaseException:
+            self.sensors.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self._stop = True
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        if self.sensors is not None:
+            self.sensors.stop()
+            self.sensors = None
+
+    def request_stop(self, *_args) -> None:
+        self._stop = True
+
+    def run(self, duration: Optional[float] = None) -> None:
+        """Consume events until request_stop() or duration seconds."""
+        deadline = time.monotonic() + duration if duration else None
+        ring = self.ring
+        on_raw = self.on_raw
+        self._stop = False
+        while not self._stop:
+            ring.poll(on_raw, 0.1)
+            now = time.monotonic()
+            if now - self._last_tick >= 0.1:
+                self._tick(now)
+            if deadline is not None and now >= deadline:
+                break
+        # what is already in the ring still goes through
+        ring.consume(on_raw)
+        self._tick(time.monotonic())
+        self.release_held(flush=True)
+
+    def drain(self, settle: float = 0.05) -> int:
+        """Consume what is in the ring now (tests and benchmarks)."""
+        n = 0
+        while True:
+            k = self.ring.consume(self.on_raw)
+            n += k
+            if not k:
+                if settle <= 0:
+                    self.release_held(flush=True)
+                    return n
+                time.sleep(settle)
+                settle = 0
+
+    def _tick(self, now: float) -> None:
+        self._last_tick = now
+        self.release_held()
+        for fn in self.tickers:
+            try:
+                fn(now)
+            except Exception:
+                log.exception("ticker failed")
+        if int(now) % 10 == 0:
+            self.decoder.resync_clock()
+            self.proctable.reap()
+
+    def on_raw(self, raw) -> None:
+        ev = self.decoder.decode(raw)
+        if ev is not None:
+            self.process(ev)
+
+    # --- shared by live and replay ---
+
+    def process(self, ev: Event) -> None:
+        """Enrich one event and hand it to every handler; never raises."""
+        self.events += 1
+        try:
+            kind = ev.kind
+            if kind in CGROUP_KINDS:
+                if self.containers is not None:
+                    if kind == Kind.CGROUP_MKDIR:
+                        self.containers.on_cgroup_mkdir(ev.cgroup_id, ev.path)
+                    else:
+                        self.containers.on_cgroup_rmdir(ev.cgroup_id, ev.path)
+                return
+            ev.proc = self.proctable.update(ev)
+            if self._hold is not None:
+                for out in self._hold.push(ev):
+                    self._dispatch(out)
+            else:
+                self._dispatch(ev)
+        except Exception:
+            self._failed(ev)
+
+    def _dispatch(self, ev: Event) -> None:
+        try:
+            for h in self.handlers:
+                h(ev)
+        except Exception:
+            self._failed(ev)
+
+    def _failed(self, ev: Event) -> None:
+        self.handler_errors += 1
+        if self.handler_errors <= 10 or self.handler_errors % 1000 == 0:
+            log.exception("event %s from pid %s could not be handled (%d so far)",
+                          ev.type, ev.pid, self.handler_errors)
+
+    def release_held(self, flush: bool = False) -> None:
+        """Events waiting for container metadata whose time is up (or all)."""
+        if self._hold is not None:
+            for ev in (self._hold.flush() if flush else self._hold.poll()):
+                self._dispatch(ev)
+
+    def feed(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            self.process(ev)
+        self.release_held(flush=True)
+
+    def stats(self) -> dict:
+        out = {"events": self.events, "decode_errors": self.decoder.errors,
+               "handler_errors": self.handler_errors, "procs": len(self.proctable)}
+        if self.sensors is not None:
+            out["kernel"] = self.sensors.stats()
+            out["dropped"] = sum(v["dropped"] for v in out["kernel"].values())
+        return out
