@@ -55,6 +55,7 @@ FIELDS = (
     "syscall",
     # exec
     "exe", "args", "args_truncated", "cwd", "tty", "loginuid", "cgroup_name",
+    "exe_ctime",  # seconds since epoch: when the executable's inode last changed
     # exit
     "exit_code", "exit_signal",
     # fork

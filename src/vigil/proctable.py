@@ -20,7 +20,7 @@ EXIT_GRACE_NS = 5 * 1_000_000_000
 class ProcInfo:
     __slots__ = ("pid", "ppid", "comm", "exe", "args", "cwd", "uid", "gid", "loginuid",
                  "tty", "start_time", "cgroup_id", "exited_at", "exe_from_memfd", "sid",
-                 "container_id")
+                 "container_id", "exe_ctime")
 
     def __init__(self, pid: int, ppid: int = 0, comm: str = "", exe: str = "",
                  args: Optional[list] = None, cwd: str = "", uid: int = 0, gid: int = 0,
@@ -42,6 +42,7 @@ class ProcInfo:
         self.exe_from_memfd = False
         self.sid = sid
         self.container_id = None
+        self.exe_ctime = 0
 
     @property
     def cmdline(self) -> str:
@@ -127,6 +128,10 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
                  _boot_ticks_to_wall_ns(start_ticks), 0, sid)
     if exe.startswith("/memfd:"):
         p.exe_from_memfd = True
+    try:
+        p.exe_ctime = int(os.stat(f"/proc/{pid}/exe").st_ctime)
+    except OSError:
+        pass
     return p
 
 
@@ -233,6 +238,7 @@ class ProcessTable:
             p.tty = ev.tty or ""
             p.cgroup_id = ev.cgroup_id
             p.exe_from_memfd = bool(ev.exe and ev.exe.startswith("/memfd:"))
+            p.exe_ctime = ev.exe_ctime or 0
             p.exited_at = 0
             self._put(p)
             return p
@@ -244,6 +250,7 @@ class ProcessTable:
                 child.cwd, child.loginuid, child.tty = parent.cwd, parent.loginuid, parent.tty
                 child.sid = parent.sid
                 child.exe_from_memfd = parent.exe_from_memfd
+                child.exe_ctime = parent.exe_ctime
             child.uid, child.gid = ev.uid, ev.gid
             child.comm = ev.comm or child.comm
             child.start_time = ev.time

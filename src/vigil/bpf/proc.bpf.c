@@ -13,6 +13,11 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 	fill_hdr(&e->h, EV_EXEC);
 	e->loginuid = BPF_CORE_READ(p, loginuid.val);
 
+	struct inode *ino = BPF_CORE_READ(bprm, file, f_inode);
+	if (bpf_core_field_exists(ino->i_ctime_sec))
+		e->exe_ctime = BPF_CORE_READ(ino, i_ctime_sec);
+	else
+		e->exe_ctime = 0;
 	struct path fp = BPF_CORE_READ(bprm, file, f_path);
 	int n = path_to_str(&fp, e->exe);
 	e->exe_truncated = n >= PATH_LEN;

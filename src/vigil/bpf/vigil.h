@@ -90,7 +90,7 @@ struct ev_exec {
 	__u8 exe_truncated;
 	__u8 cwd_truncated;
 	__u8 _pad0;
-	__u32 _pad1;
+	__u32 exe_ctime;   /* seconds: inode change time of the executable */
 	char tty[16];
 	char cgroup_name[CGNAME_LEN];
 	char exe[PATH_LEN];
