@@ -961,17 +961,33 @@ class _KindGen:
         var = self.slots.get(ext.key)
         if var is None:
             var = f"c{len(self.slots)}"
-            fn = self.const(ext.fn, "_f")
+            fn = self.const(ext.fn_for(self.kind), "_f")
             self.slots[ext.key] = (var, fn)
         else:
             var, fn = var
         return f"({var} if {var} is not _U else ({var} := {fn}(ev, cx)))"
 
+    def cost(self, node) -> int:
+        """Rough evaluation cost, to test cheap conjuncts first (no side effects)."""
+        if isinstance(node, Const):
+            return 0
+        if isinstance(node, (And, Or)):
+            return sum(self.cost(c) for c in node.items) + 1
+        if isinstance(node, Not):
+            return self.cost(node.item)
+        c = 1 if node.ext.inline_for(self.kind) else 3
+        if node.ext.key in self.slots:
+            c = 2
+        if node.rhs is not None or node.ext.multi or node.op in ("regex", "glob", "iglob", "pmatch"):
+            c += 3
+        return c
+
     def expr(self, node) -> str:
         if isinstance(node, Const):
             return "True" if node.value else "False"
         if isinstance(node, And):
-            return "(" + " and ".join(self.expr(c) for c in node.items) + ")"
+            items = sorted(node.items, key=self.cost)
+            return "(" + " and ".join(self.expr(c) for c in items) + ")"
         if isinstance(node, Or):
             return "(" + " or ".join(self.expr(c) for c in node.items) + ")"
         if isinstance(node, Not):

@@ -132,10 +132,11 @@ PTRACE_REQUESTS = {
 # --------------------------------------------------------------- definitions
 
 class FieldDef:
-    __slots__ = ("name", "type", "fn", "make", "arg", "multi", "inline", "render", "desc")
+    __slots__ = ("name", "type", "fn", "make", "arg", "multi", "inline", "render", "desc", "fast")
 
     def __init__(self, name, type_, fn=None, *, make=None, arg=None, multi=False, inline=None,
-                 render=None, desc=""):
+                 render=None, desc="", fast=None):
+        self.fast = fast or {}      # {kind: fn(ev, cx)} specialised extractors for hot kinds
         self.name = name
         self.type = type_          # str int bool ip ipnet abstime
         self.fn = fn               # fn(ev, cx) for the argument-less form
@@ -156,11 +157,15 @@ def _f(name, type_="str", fn=None, **kw):
 
 class Extractor:
     """A resolved field expression (a field with its argument, possibly transformed)."""
-    __slots__ = ("key", "type", "fn", "multi", "inline", "render", "field")
+    __slots__ = ("key", "type", "fn", "multi", "inline", "render", "field", "fast")
 
-    def __init__(self, key, type_, fn, multi=False, inline=None, render=None, field=None):
+    def __init__(self, key, type_, fn, multi=False, inline=None, render=None, field=None, fast=None):
         self.key, self.type, self.fn, self.multi = key, type_, fn, multi
         self.inline, self.render, self.field = inline or {}, render, field
+        self.fast = fast or {}
+
+    def fn_for(self, kind):
+        return self.fast.get(kind, self.fn)
 
     def inline_for(self, kind) -> Optional[str]:
         x = self.inline.get(kind)
@@ -205,7 +210,7 @@ def lookup(name: str, arg: Optional[str] = None) -> Extractor:
             raise BadFieldArg(f"field '{name}' requires an argument, e.g. {name}[1]")
         if fd.fn is None:
             raise BadFieldArg(f"field '{name}' requires an argument")
-        return Extractor(text, fd.type, fd.fn, fd.multi, fd.inline, fd.render, fd)
+        return Extractor(text, fd.type, fd.fn, fd.multi, fd.inline, fd.render, fd, fd.fast)
     if fd.arg is None:
         raise BadFieldArg(f"field '{name}' does not take an argument")
     if fd.arg in ("index", "index_opt"):
@@ -550,7 +555,56 @@ def _abspath(ev, cx):
     return ev.path
 
 
-_f("evt.type", "str", lambda ev, cx: evt_type(ev))
+def _open_type(ev, cx):
+    sc = ev.syscall
+    return sc if sc in _OPEN_NAMES else "openat"
+
+
+_OPEN_NAMES = frozenset(KIND_TYPES[Kind.OPEN])
+
+
+def _open_is_read(ev, cx):
+    f = ev.flags
+    if ev.syscall == "creat":
+        return False
+    return f is None or (f & O_ACCMODE) in (0, O_RDWR)
+
+
+def _open_is_write(ev, cx):
+    f = ev.flags
+    if ev.syscall == "creat":
+        return True
+    return f is not None and (f & O_ACCMODE) in (O_WRONLY, O_RDWR)
+
+
+def _open_typechar(ev, cx):
+    f = ev.flags
+    if f and (f & O_DIRECTORY) and not (f & (O_TMPFILE & ~O_DIRECTORY)):
+        return "d"
+    return "f"
+
+
+def _open_directory(ev, cx):
+    p = ev.path
+    if not p:
+        return None
+    f = ev.flags
+    if f and (f & O_DIRECTORY) and not (f & (O_TMPFILE & ~O_DIRECTORY)):
+        return p
+    i = p.rfind("/")
+    if i < 0:
+        return None
+    return p[:i] or "/"
+
+
+def _open_filename(ev, cx):
+    p = ev.path
+    if not p:
+        return None
+    return p[p.rfind("/") + 1:] or None
+
+
+_f("evt.type", "str", lambda ev, cx: evt_type(ev), fast={Kind.OPEN: _open_type})
 _f("evt.num", "int", lambda ev, cx: cx.evnum if cx is not None else None)
 _f("evt.time", "abstime", lambda ev, cx: ev.time, render=_render_time, inline={None: "ev.time"})
 _f("evt.time.s", "str", _safe(lambda ev, cx: _local_time(ev.time, nanos=False)))
@@ -569,8 +623,8 @@ _f("evt.category", "str", lambda ev, cx: _CATEGORY.get(ev.kind))
 _f("evt.hostname", "str", lambda ev, cx: HOSTNAME)
 _f("evt.source", "str", lambda ev, cx: "syscall")
 _f("evt.is_async", "bool", lambda ev, cx: False)
-_f("evt.is_open_read", "bool", _safe(_is_open_read))
-_f("evt.is_open_write", "bool", _safe(_is_open_write))
+_f("evt.is_open_read", "bool", _safe(_is_open_read), fast={Kind.OPEN: _open_is_read})
+_f("evt.is_open_write", "bool", _safe(_is_open_write), fast={Kind.OPEN: _open_is_write})
 _f("evt.is_open_exec", "bool", _safe(_is_open_exec))
 _f("evt.is_open_create", "bool", _safe(_is_open_create))
 _f("evt.abspath", "str", _abspath)
@@ -853,11 +907,12 @@ def _multi_port(ev, cx):
 
 _f("fd.name", "str", _safe(_fd_name), inline={Kind.OPEN: "ev.path"})
 _f("fd.nameraw", "str", _safe(_fd_name))
-_f("fd.directory", "str", _safe(_fd_directory))
-_f("fd.filename", "str", _safe(_fd_filename))
+_f("fd.directory", "str", _safe(_fd_directory), fast={Kind.OPEN: _open_directory})
+_f("fd.filename", "str", _safe(_fd_filename), fast={Kind.OPEN: _open_filename})
 _f("fd.num", "int", _safe(_fd_num), inline={Kind.OPEN: "ev.ret"})
 _f("fd.type", "str", _safe(lambda ev, cx: _fd_class(ev)))
-_f("fd.typechar", "str", _safe(lambda ev, cx: _TYPECHAR.get(_fd_class(ev), "o") if _fd_class(ev) else None))
+_f("fd.typechar", "str", _safe(lambda ev, cx: _TYPECHAR.get(_fd_class(ev), "o") if _fd_class(ev) else None),
+   fast={Kind.OPEN: _open_typechar})
 _f("fd.l4proto", "str", _safe(lambda ev, cx: (ev.proto or None) if _is_inet(_fd_class(ev)) else None))
 _f("fd.sockfamily", "str", _safe(lambda ev, cx: {"ipv4": "ip", "ipv6": "ip", "unix": "unix"}.get(_fd_class(ev))))
 _f("fd.is_server", "bool", _safe(lambda ev, cx: ev.kind in (Kind.ACCEPT, Kind.LISTEN, Kind.BIND) if _fd_class(ev) else None))
