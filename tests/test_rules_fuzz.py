@@ -1,4 +1,6 @@
 """Property tests: arbitrary YAML and condition text never crash the loader, only RulesError."""
+import os
+
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -7,7 +9,7 @@ from vigil.events import Event, Kind
 from vigil.rules import RuleEngine, RulesError
 from vigil.rules.parser import ConditionSyntaxError, parse_condition
 
-SETTINGS = settings(max_examples=300, deadline=None,
+SETTINGS = settings(max_examples=int(os.environ.get("VIGIL_FUZZ_EXAMPLES", "300")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 TOKENS = ["proc.name", "fd.name", "evt.type", "proc.aname[2]", "k8s.pod.label[app]", "fd.num",
