@@ -16,3 +16,7 @@ def main() -> None:
 from .outputs.cli import alerts as _alerts; main.add_command(_alerts)  # noqa: E402,E702
 from .rules.cli import rules as _rules; main.add_command(_rules)  # noqa: E402,E702
 from .commands_trace import trace as _trace; main.add_command(_trace)  # noqa: E402,E702
+from .commands_agent import run as _run, capture as _capture, replay as _replay  # noqa: E402
+main.add_command(_run)
+main.add_command(_capture)
+main.add_command(_replay)

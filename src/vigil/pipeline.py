@@ -78,19 +78,41 @@ class Pipeline:
         self.sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,
                                      args_max=self.args_max).start()
         try:
-            self.sensors.ignore_pid(os.getpid())
-            for c in self.ignore_comms:
-                self.sensors.ignore_comm(c)
-            if self.open_prefixes is not None:
-                self.sensors.set_open_prefixes(self.open_prefixes)
-            if self.scope != "all":
-                self.sensors.set_scope(self.scope)
-            self.sensors.set_dns_ports(self.dns_ports)
+            self._configure_sensors()
             self.ring = RingBuffer(self.sensors.maps["events"].fd, self.ringbuf_size)
         except BaseException:
             self.sensors.stop()
             raise
         return self
+
+    def restart_sensors(self) -> None:
+        """Reload the BPF side for a new set of kinds; state in user space stays."""
+        from .ringbuf import RingBuffer
+        from .sensors import SensorManager
+
+        if self.ring is not None:
+            self.ring.consume(self.on_raw)
+            self.ring.close()
+            self.ring = None
+        old = self.sensors
+        self.sensors = None
+        if old is not None:
+            old.stop()
+        self.sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,
+                                     args_max=self.args_max).start()
+        self._configure_sensors()
+        self.ring = RingBuffer(self.sensors.maps["events"].fd, self.ringbuf_size)
+
+    def _configure_sensors(self) -> None:
+        s = self.sensors
+        s.ignore_pid(os.getpid())
+        for c in self.ignore_comms:
+            s.ignore_comm(c)
+        if self.open_prefixes is not None:
+            s.set_open_prefixes(self.open_prefixes)
+        if self.scope != "all":
+            s.set_scope(self.scope)
+        s.set_dns_ports(self.dns_ports)
 
     def stop(self) -> None:
         self._stop = True

@@ -1,0 +1,191 @@
+"""`vigil run`: sensors -> pipeline -> rules -> alerts (store first, then outputs).
+
+The rules decide what the kernel sends up: the event kinds some enabled rule
+can match, and (when every open rule names path prefixes) the open prefixes.
+SIGHUP reloads the rules; a reload that fails keeps the last good rules.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from .config import Config, expand_rules_paths, kubernetes_enabled
+from .pipeline import Pipeline
+from .proctable import ProcessTable
+
+log = logging.getLogger("vigil.agent")
+
+
+def default_rules_files() -> list:
+    from .rules.cli import default_rules_files as _d
+    return _d()
+
+
+class Agent:
+    def __init__(self, cfg: Config, *, stream=None, extra_handlers=()):
+        self.cfg = cfg
+        self.stream = stream
+        self.extra_handlers = list(extra_handlers)
+        self.proctable = ProcessTable()
+        self.engine = None
+        self.rules_files: list = []
+        self.pipeline: Optional[Pipeline] = None
+        self.alerts = None
+        self.resolver = None
+        self.kube = None
+        self.scope_tracker = None
+        self.reloads = 0
+        self.reload_errors = 0
+        self._last_drops = 0
+        self._last_drop_check = 0.0
+
+    # --- rules ---
+
+    def _rules_paths(self) -> list:
+        paths = self.cfg["rules"] or default_rules_files()
+        return expand_rules_paths(paths)
+
+    def _build_engine(self, files: list):
+        from .rules.engine import RuleEngine
+        eng = RuleEngine(min_priority=self.cfg["min_priority"], proctable=self.proctable,
+                         rule_matching=self.cfg["rule_matching"])
+        eng.load(files)
+        for w in eng.warnings:
+            log.warning("%s", w)
+        return eng
+
+    def load_rules(self) -> None:
+        files = self._rules_paths()
+        self.engine = self._build_engine(files)
+        self.rules_files = files
+        log.info("loaded %d rules from %d files", len(self.engine.rules), len(files))
+
+    def reload(self) -> bool:
+        """Reload the rules files; on any error keep the running rules."""
+        from .rules.loader import RulesError
+        files = self._rules_paths()
+        try:
+            eng = self._build_engine(files)
+        except (RulesError, OSError) as e:
+            self.reload_errors += 1
+            log.error("rules reload failed, keeping the last good rules: %s", e)
+            return False
+        old_kinds = self.pipeline.kernel_kinds() if self.pipeline else set()
+        self.engine = eng
+        self.rules_files = files
+        self.reloads += 1
+        if self.pipeline is not None and self.pipeline.sensors is not None:
+            new = eng.required_kinds()
+            self.pipeline.kinds = set(new)
+            sensors = self.pipeline.sensors
+            if self.pipeline.kernel_kinds() - old_kinds - sensors.active_kinds():
+                log.info("new event kinds needed: restarting sensors")
+                self.pipeline.restart_sensors()
+            else:
+                sensors.set_kinds(self.pipeline.kernel_kinds())
+            sensors.set_open_prefixes(eng.open_path_prefixes())
+        log.info("rules reloaded: %d rules", len(eng.rules))
+        return True
+
+    # --- lifecycle ---
+
+    def start(self) -> "Agent":
+        cfg = self.cfg
+        self.load_rules()
+        self.alerts = cfg.build_alert_pipeline(stream=self.stream)
+        try:
+            if cfg["containers"]["enabled"]:
+                from .container.resolver import ContainerResolver
+                self.resolver = ContainerResolver(grace=cfg["containers"]["grace"],
+                                                  hold=cfg["containers"]["hold"])
+                self.resolver.seed()
+                if kubernetes_enabled(cfg):
+                    self._start_kube()
+            s = cfg["sensors"]
+            self.pipeline = Pipeline(
+                self.engine.required_kinds(), proctable=self.proctable, containers=self.resolver,
+                ringbuf_size=s["ringbuf_size"], args_max=s["args_max"],
+                open_prefixes=self.engine.open_path_prefixes(), scope=cfg["scope"]["mode"],
+                dns_ports=s["dns_ports"], ignore_comms=s["ignore_comms"])
+            self.pipeline.add_handler(self.on_event)
+            for h in self.extra_handlers:
+                self.pipeline.add_handler(h)
+            self.pipeline.add_ticker(self._tick)
+            self.pipeline.start()
+            self._setup_namespace_scope()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_kube(self) -> None:
+        try:
+            from .container.kube import KubePodCache
+            self.kube = KubePodCache.from_env(self.cfg["kubernetes"].get("node_name") or None)
+            if self.kube is not None:
+                self.kube.start()
+                if hasattr(self.resolver.fetcher, "kube"):
+                    self.resolver.fetcher.kube = self.kube
+        except Exception as e:  # enrichment is optional; never fatal
+            log.warning("Kubernetes API enrichment disabled: %s", e)
+            self.kube = None
+
+    def _setup_namespace_scope(self) -> None:
+        ns = self.cfg["scope"].get("namespaces") or {}
+        if not (ns.get("include") or ns.get("exclude")) or self.resolver is None:
+            return
+        from .container.scope import ScopePolicy, ScopeTracker
+        policy = ScopePolicy.from_config({"namespaces": ns})
+        sensors = self.pipeline.sensors
+
+        def on_change(cgid, inside):
+            # a deny-map: only cgroups known to be out of scope are dropped in the kernel
+            sensors.set_cgroup_scope(cgid, False if inside is False else None)
+
+        self.scope_tracker = ScopeTracker(self.resolver, policy, on_change)
+        for cgid in self.scope_tracker.cgroup_ids_out_of_scope():
+            sensors.set_cgroup_scope(cgid, False)
+
+    def on_event(self, ev) -> None:
+        for alert in self.engine.evaluate(ev):
+            self.alerts.emit(alert)
+
+    def _tick(self, now: float) -> None:
+        self.alerts.tick()
+        if now - self._last_drop_check >= 5.0 and self.pipeline.sensors is not None:
+            self._last_drop_check = now
+            drops = self.pipeline.sensors.dropped_total()
+            if drops > self._last_drops:
+                log.warning("kernel dropped %d events in the last interval (ring buffer full); "
+                            "%d in all", drops - self._last_drops, drops)
+                self._last_drops = drops
+
+    def run(self, duration: Optional[float] = None) -> None:
+        self.pipeline.run(duration)
+
+    def request_stop(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.request_stop()
+
+    def stop(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.stop()
+        if self.alerts is not None:
+            self.alerts.close(timeout=5.0)
+            self.alerts = None
+        if self.kube is not None:
+            self.kube.stop()
+            self.kube = None
+        if self.resolver is not None:
+            self.resolver.stop()
+            self.resolver = None
+
+    def stats(self) -> dict:
+        out = {"pipeline": self.pipeline.stats() if self.pipeline else {},
+               "rules": len(self.engine.rules) if self.engine else 0,
+               "reloads": self.reloads, "reload_errors": self.reload_errors}
+        if self.resolver is not None:
+            out["containers"] = self.resolver.stats()
+        return out
+
+

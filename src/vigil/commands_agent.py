@@ -1,0 +1,198 @@
+"""`vigil run`, `vigil capture`, `vigil replay`."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+
+import click
+
+from .commands_trace import fail, install_signals, setup_logging
+from .config import ConfigError, load_config
+from .environment import EnvironmentProblem
+from .libbpf import BpfError
+
+log = logging.getLogger("vigil")
+
+
+def _overrides(rules, store, no_store, output, min_priority) -> dict:
+    o: dict = {}
+    if rules:
+        o["rules"] = list(rules)
+    if store:
+        o["store"] = {"enabled": True, "path": store}
+    if no_store:
+        o["store"] = {"enabled": False}
+    if output:
+        o["outputs"] = {"stdout": {"enabled": True, "format": output}}
+    if min_priority:
+        o["min_priority"] = min_priority
+    return o
+
+
+def _load(config, overrides):
+    try:
+        return load_config(config, overrides)
+    except ConfigError as e:
+        fail(str(e), 1)
+
+
+_common = [
+    click.option("-c", "--config", type=click.Path(dir_okay=False), default=None,
+                 help="Config file (default /etc/vigil/vigil.yaml if it exists)."),
+    click.option("-r", "--rules", multiple=True, type=click.Path(),
+                 help="Rules file or directory; repeatable; replaces the default ruleset."),
+    click.option("--output", type=click.Choice(["text", "json"]), default=None,
+                 help="Alert format on stdout (text = Falco's one-liner, json = Falco's schema)."),
+    click.option("--min-priority", default=None, help="Drop rules below this priority."),
+    click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv debug)."),
+]
+
+
+def common(fn):
+    for opt in reversed(_common):
+        fn = opt(fn)
+    return fn
+
+
+@click.command("run")
+@common
+@click.option("--store", type=click.Path(dir_okay=False), default=None,
+              help="SQLite alert store path (default /var/lib/vigil/alerts.db).")
+@click.option("--no-store", is_flag=True, help="Do not keep alerts in the embedded store.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--capture", "capture_path", type=click.Path(dir_okay=False), default=None,
+              help="Also record the event stream to this file (see `vigil replay`).")
+def run(config, rules, output, min_priority, verbose, store, no_store, duration, capture_path):
+    """Run the agent: watch the node, judge events with the rules, send alerts.
+
+    Alerts go to the embedded store first, then to the configured outputs
+    (stdout, file, syslog, webhook).  SIGHUP reloads the rules (the last good
+    rules stay on error); Ctrl-C or SIGTERM stop cleanly."""
+    setup_logging(verbose)
+    cfg = _load(config, _overrides(rules, store, no_store, output, min_priority))
+    from .agent import Agent
+    from .rules.loader import RulesError
+
+    writer = None
+    extra = []
+    if capture_path:
+        from .capture import CaptureWriter
+        agent = Agent(cfg)
+        writer = CaptureWriter(capture_path, agent.proctable)
+        agent.extra_handlers.append(writer)
+    else:
+        agent = Agent(cfg, extra_handlers=extra)
+    try:
+        agent.start()
+    except RulesError as e:
+        fail(f"rules: {e}", 1)
+    except ConfigError as e:
+        fail(str(e), 1)
+    except EnvironmentProblem as e:
+        fail(str(e))
+    except BpfError as e:
+        fail(f"{e}{': ' + e.details if e.details else ''}")
+    install_signals(agent.pipeline)
+    signal.signal(signal.SIGHUP, lambda *_: agent.reload())
+    kinds = sorted(k.label for k in agent.pipeline.kernel_kinds())
+    click.echo(f"vigil: running with {len(agent.engine.rules)} rules; event kinds: "
+               f"{','.join(kinds)}", err=True)
+    try:
+        agent.run(duration)
+    finally:
+        st = agent.stats()
+        agent.stop()
+        if writer is not None:
+            writer.close()
+    if verbose:
+        click.echo(f"vigil: {json.dumps(st, default=str)}", err=True)
+
+
+@click.command("capture")
+@click.option("-o", "--output-file", "out", required=True, type=click.Path(dir_okay=False),
+              help="Capture file (.gz to compress).")
+@click.option("--kinds", default="all",
+              help="Comma-separated event kinds to record (exec,open,connect,...), or all.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--no-containers", is_flag=True, help="Do not resolve containers.")
+@click.option("-v", "--verbose", count=True)
+def capture(out, kinds, duration, no_containers, verbose):
+    """Record the raw event stream to a file for `vigil replay`."""
+    setup_logging(verbose)
+    from .capture import CaptureWriter
+    from .events import KIND_BY_NAME, Kind
+    from .pipeline import Pipeline
+
+    if kinds == "all":
+        ks = {k for k in Kind if k not in (Kind.CGROUP_MKDIR, Kind.CGROUP_RMDIR)}
+    else:
+        try:
+            ks = {KIND_BY_NAME[k.strip()] for k in kinds.split(",") if k.strip()}
+        except KeyError as e:
+            fail(f"unknown event kind {e.args[0]!r} (known: {', '.join(sorted(KIND_BY_NAME))})", 1)
+    resolver = None
+    if not no_containers:
+        from .container.resolver import ContainerResolver
+        resolver = ContainerResolver()
+        resolver.seed()
+    pipe = Pipeline(ks, containers=resolver)
+    try:
+        pipe.start()
+    except EnvironmentProblem as e:
+        fail(str(e))
+    except BpfError as e:
+        fail(f"{e}{': ' + e.details if e.details else ''}")
+    writer = CaptureWriter(out, pipe.proctable)
+    pipe.add_handler(writer)
+    install_signals(pipe)
+    click.echo(f"vigil: capturing {','.join(sorted(k.label for k in ks))} to {out}", err=True)
+    try:
+        pipe.run(duration)
+    finally:
+        st = pipe.stats()
+        pipe.stop()
+        writer.close()
+        if resolver is not None:
+            resolver.stop()
+    click.echo(f"vigil: captured {writer.count} events ({st.get('dropped', 0)} dropped in the kernel)",
+               err=True)
+
+
+@click.command("replay")
+@click.argument("capture_file", type=click.Path(exists=True, dir_okay=False))
+@common
+@click.option("--store", type=click.Path(dir_okay=False), default=None,
+              help="Also keep the alerts in this SQLite store.")
+def replay(capture_file, config, rules, output, min_priority, verbose, store):
+    """Run rules over a capture offline; prints the alerts the live agent would have."""
+    setup_logging(verbose)
+    overrides = _overrides(rules, store, not store, output, min_priority)
+    overrides.setdefault("rate_limit", {"window": 0})
+    cfg = _load(config, overrides)
+    from .agent import default_rules_files
+    from .capture import CaptureError, replay as do_replay
+    from .config import expand_rules_paths
+    from .pipeline import Pipeline
+    from .rules.engine import RuleEngine
+    from .rules.loader import RulesError
+
+    pipe = Pipeline(set(), seed=False)
+    try:
+        engine = RuleEngine(min_priority=cfg["min_priority"], proctable=pipe.proctable,
+                            rule_matching=cfg["rule_matching"])
+        engine.load(expand_rules_paths(cfg["rules"] or default_rules_files()))
+    except RulesError as e:
+        fail(f"rules: {e}", 1)
+    alerts = cfg.build_alert_pipeline()
+    pipe.add_handler(lambda ev: [alerts.emit(a) for a in engine.evaluate(ev)])
+    try:
+        n = do_replay(capture_file, pipe)
+    except CaptureError as e:
+        fail(str(e), 1)
+    finally:
+        alerts.close()
+    if verbose:
+        click.echo(f"vigil: replayed {n} events", err=True)
+    sys.stdout.flush()
