@@ -2,7 +2,7 @@
 import pytest
 
 from vigil.rules.parser import (And, Compare, ConditionSyntaxError, FieldRef, FieldValue, ListValue,
-                                MacroRef, Not, Or, Transform, Value, line_col, parse_condition,
+                                MacroRef, Not, Or, Transform, line_col, parse_condition,
                                 parse_lhs, quote_value)
 
 

@@ -24,9 +24,8 @@ from ..alert import priority_rank
 from ..events import Kind
 from . import fields as F
 from .loader import RuleDef, RulesError, RulesWarning, RuleSet
-from .parser import (And, Compare, ConditionSyntaxError, Const, FieldRef, FieldValue, ListValue,
-                     MacroRef, Not, Or, Transform, Value, line_col, parse_condition, parse_lhs,
-                     quote_value)
+from .parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
+                     Or, Transform, line_col, parse_condition, parse_lhs, quote_value)
 
 STRING_OPS = frozenset(("contains", "icontains", "bcontains", "startswith", "bstartswith", "endswith",
                         "glob", "iglob", "regex", "pmatch"))

@@ -28,7 +28,7 @@ import ipaddress
 import os
 import pwd
 import time as _time
-from typing import Callable, Optional
+from typing import Optional
 
 from ..alert import HOSTNAME
 from ..events import Kind

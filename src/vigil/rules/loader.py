@@ -9,7 +9,7 @@ parsed and compiled later, by :mod:`vigil.rules.compiler`, once all files are in
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import yaml
 

@@ -17,7 +17,7 @@ condition text; the loader turns that into a file:line plus column message.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Union
+from typing import Optional, Union
 
 BINARY_OPS = ("=", "==", "!=", "<", "<=", ">", ">=", "contains", "icontains", "bcontains",
               "startswith", "bstartswith", "endswith", "glob", "iglob", "pmatch", "in",
