@@ -266,8 +266,8 @@ class AlertStore:
                     n = c.execute("SELECT count(*) FROM alerts").fetchone()[0]
                     if n == 0:
                         break
-                    # drop the share of rows that is over, plus 5 % headroom
-                    frac = 1.0 - self.max_bytes / used + 0.05
+                    # drop the share of rows needed to get to 90 % of the limit
+                    frac = 1.0 - 0.9 * self.max_bytes / used
                     deleted += self._delete_oldest(max(1, min(n, int(n * frac) + 1)))
             if deleted:
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

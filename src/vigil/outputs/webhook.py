@@ -153,6 +153,8 @@ class WebhookOutput(Output):
                 r = self._session.post(self.url, json=payload, timeout=timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 why = f"{type(exc).__name__}: {exc}"
+                # start the next attempt from fresh connections (and fresh DNS)
+                self._session.close()
             except requests.RequestException as exc:   # bad URL, TLS config, ...
                 self._count("failed")
                 log.warning("webhook %s: %s", self.url, exc)
