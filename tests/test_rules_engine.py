@@ -189,6 +189,20 @@ def test_upper_layer_hook():
     assert eng.evaluate(mk(Kind.EXEC, exe="/bin/ls", args=["ls"], container=WEB))
 
 
+def test_upper_layer_from_exe_ctime():
+    eng = RuleEngine.from_text("""
+- rule: R
+  desc: d
+  condition: evt.type=execve and proc.is_exe_upper_layer=true
+  output: o
+  priority: INFO
+""")
+    c = ContainerInfo(id="a" * 64, start_time=1_700_000_000 * 10**9)
+    assert eng.evaluate(mk(Kind.EXEC, exe="/tmp/x", args=["x"], exe_ctime=1_700_000_100, container=c))
+    assert not eng.evaluate(mk(Kind.EXEC, exe="/bin/ls", args=["ls"], exe_ctime=1_600_000_000, container=c))
+    assert not eng.evaluate(mk(Kind.EXEC, exe="/tmp/x", args=["x"], exe_ctime=1_700_000_100))
+
+
 def test_open_flag_fields():
     ev = mk(Kind.OPEN, syscall="openat", path="/tmp/x", flags=0o1101 | 0o2000000, mode=0o755, ret=4)
     assert value("evt.arg.flags", ev)[0] == "O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC"

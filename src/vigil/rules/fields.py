@@ -672,12 +672,19 @@ def _is_memfd(ev, cx):
 
 def _is_upper(ev, cx):
     hook = cx.written_paths if cx is not None else None
+    c = ev.container
     if hook is None:
-        return False
+        # No write tracking: the executable's inode changed after the container
+        # started, so it was written (dropped) inside the container.
+        if c is None or c.is_host or not c.start_time:
+            return False
+        ctime = getattr(ev, "exe_ctime", None) if ev.kind is Kind.EXEC else None
+        if not ctime and ev.proc is not None:
+            ctime = getattr(ev.proc, "exe_ctime", 0)
+        return bool(ctime) and ctime > c.start_time // 1_000_000_000
     path = _exepath(ev)
     if not path:
         return False
-    c = ev.container
     cid = "host" if c is None else c.id
     if callable(hook):
         return bool(hook(cid, path))
