@@ -1,0 +1,123 @@
+"""Shared fixtures for the kernel-facing tests (sensors, trace CLI, lifecycle).
+
+Nothing here runs unless a test asks for it, so tests that do not touch the
+kernel are not affected.
+
+* ``bpf_objects`` (session): the BPF objects are built (``make bpf`` once if
+  any is missing or older than its source) and we are root.
+* ``start_pipeline`` (session): a factory ``start_pipeline(kinds, **kw)`` that
+  starts a live :class:`vigil.pipeline.Pipeline` (which already ignores our
+  own pid in the kernel) and returns a :class:`Collector`; everything it
+  started is stopped at the end of the session, or earlier by
+  ``collector.stop()``.  Module-scoped fixtures build on it so one started
+  pipeline serves a whole test module.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BPF_SRC = ROOT / "src" / "vigil" / "bpf"
+BPF_BUILD = BPF_SRC / "build"
+SENSOR_NAMES = ("proc", "cgroup", "file", "fsops", "net", "dns", "sys")
+VIGIL = str(Path(sys.executable).parent / "vigil")
+
+
+def _objects_stale() -> bool:
+    headers = [BPF_SRC / "vigil.h", BPF_SRC / "vmlinux.h"]
+    for s in SENSOR_NAMES:
+        obj = BPF_BUILD / f"{s}.bpf.o"
+        if not obj.exists():
+            return True
+        deps = [BPF_SRC / f"{s}.bpf.c"] + headers
+        if any(d.stat().st_mtime > obj.stat().st_mtime for d in deps):
+            return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def bpf_objects() -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("kernel tests need root")
+    if _objects_stale():
+        r = subprocess.run(["make", "-C", str(ROOT), "bpf"], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.fail(f"make bpf failed:\n{r.stdout}\n{r.stderr}")
+    return BPF_BUILD
+
+
+class Collector:
+    """A started pipeline plus the events it handed to its handler."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.events = []
+        pipeline.add_handler(self.events.append)
+
+    @property
+    def sensors(self):
+        return self.pipeline.sensors
+
+    def drain(self) -> int:
+        return self.pipeline.drain(settle=0)
+
+    def clear(self) -> None:
+        self.drain()
+        self.events.clear()
+
+    def find(self, pred) -> list:
+        return [e for e in self.events if pred(e)]
+
+    def wait_for(self, pred, count: int = 1, timeout: float = 3.0) -> list:
+        """Drain until at least `count` collected events match `pred` (or fail)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.drain()
+            found = self.find(pred)
+            if len(found) >= count:
+                return found
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"expected {count} matching event(s) within {timeout}s, got {len(found)}")
+            time.sleep(0.02)
+
+    def settle(self, quiet: float = 0.15) -> None:
+        """Drain until nothing new arrived for `quiet` seconds."""
+        last = -1
+        while last != len(self.events):
+            last = len(self.events)
+            time.sleep(quiet)
+            self.drain()
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+
+
+@pytest.fixture(scope="session")
+def start_pipeline(bpf_objects):
+    from vigil.pipeline import Pipeline
+
+    started = []
+
+    def _start(kinds, **kw) -> Collector:
+        kw.setdefault("ringbuf_size", 4 * 1024 * 1024)
+        p = Pipeline(kinds, **kw).start()
+        started.append(p)
+        return Collector(p)
+
+    yield _start
+    for p in started:
+        p.stop()
+
+
+def run(cmd, **kw) -> subprocess.CompletedProcess:
+    """Run a command to completion, capturing its output."""
+    kw.setdefault("capture_output", True)
+    kw.setdefault("timeout", 20)
+    return subprocess.run(cmd, **kw)
