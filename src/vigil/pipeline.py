@@ -105,7 +105,7 @@ class Pipeline:
 
     def _configure_sensors(self) -> None:
         s = self.sensors
-        s.ignore_pid(os.getpid())
+        s.ignore_pid(os.getpid(), inherit=True)  # vigil and the helpers it runs
         for c in self.ignore_comms:
             s.ignore_comm(c)
         if self.open_prefixes is not None:

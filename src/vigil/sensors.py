@@ -237,11 +237,13 @@ class SensorManager:
         self.kinds = {Kind(k) for k in kinds}
         self._write_cfg()
 
-    def ignore_pid(self, pid: int, on: bool = True) -> None:
+    def ignore_pid(self, pid: int, on: bool = True, inherit: bool = False) -> None:
+        """Drop a process's events in the kernel; with inherit, also those of
+        every process it starts from now on (until they exit)."""
         m = self.maps["ignore_pids"]
         key = struct.pack("<I", pid)
         if on:
-            m.update(key, b"\x01")
+            m.update(key, b"\x02" if inherit else b"\x01")
         else:
             m.delete(key)
 

@@ -67,6 +67,13 @@ int BPF_PROG(exit__sched_exit, struct task_struct *p)
 	/* one event per process: when the thread group leader goes */
 	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
 		return 0;
+	__u32 tgid = BPF_CORE_READ(p, tgid);
+	__u8 *ign = bpf_map_lookup_elem(&ignore_pids, &tgid);
+	if (ign) {
+		if (*ign == IGNORE_INHERIT)
+			bpf_map_delete_elem(&ignore_pids, &tgid);
+		return 0;
+	}
 	if (!wanted(EV_EXIT))
 		return 0;
 	struct ev_exit *e = reserve(sizeof(*e), EV_EXIT);
@@ -86,6 +93,16 @@ int BPF_PROG(fork__sched_fork, struct task_struct *parent, struct task_struct *c
 	/* new processes only, not threads */
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0;
+	/* children of an ignored process with IGNORE_INHERIT are ignored too
+	 * (vigil's own helpers), before they can exec anything */
+	__u32 ptgid = BPF_CORE_READ(parent, tgid);
+	__u8 *ign = bpf_map_lookup_elem(&ignore_pids, &ptgid);
+	if (ign && *ign == IGNORE_INHERIT) {
+		__u32 ctgid = BPF_CORE_READ(child, tgid);
+		__u8 v = IGNORE_INHERIT;
+		bpf_map_update_elem(&ignore_pids, &ctgid, &v, BPF_ANY);
+		return 0;
+	}
 	if (!wanted(EV_FORK))
 		return 0;
 	struct ev_fork *e = reserve(sizeof(*e), EV_FORK);

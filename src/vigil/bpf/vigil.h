@@ -228,9 +228,12 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/* tgid -> IGNORE_ONLY, or IGNORE_INHERIT: its children are ignored too */
+#define IGNORE_ONLY 1
+#define IGNORE_INHERIT 2
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, __u8);
 } ignore_pids SEC(".maps");
