@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -137,3 +138,43 @@ def test_parse_address_and_validation():
         SyslogOutput(address="127.0.0.1:514", format="xml")
     assert set(SEVERITY.values()) == {"emerg", "alert", "crit", "err", "warning", "notice",
                                       "info", "debug"}
+
+
+def test_tcp_lf_framing_and_reconnect_after_server_restart():
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    srv.settimeout(5)
+    port = srv.getsockname()[1]
+    out = SyslogOutput(address=f"tcp://127.0.0.1:{port}", ident="vigil: ")
+    try:
+        out.emit(mk(priority="notice", output="one"))
+        out.emit(mk(priority="notice", output="two"))
+        conn, _ = srv.accept()
+        conn.settimeout(5)
+        data = b""
+        while data.count(b"\n") < 2:
+            data += conn.recv(4096)
+        pri = f"<{LOCAL0 * 8 + 5}>vigil: "
+        assert data.decode().split("\n")[:2] == [pri + mk("notice", "one").text_line(),
+                                                 pri + mk("notice", "two").text_line()]
+        conn.close()                          # the server goes away ...
+        failures = 0
+        for _ in range(50):                   # ... sends fail (counted) until a socket error
+            try:
+                out.emit(mk(output="lost?"))
+            except OSError:
+                failures += 1
+                break
+            time.sleep(0.02)
+        assert failures == 1
+        out.emit(mk(priority="notice", output="three"))   # new connection
+        conn2, _ = srv.accept()
+        conn2.settimeout(5)
+        data = b""
+        while b"three" not in data:
+            data += conn2.recv(4096)
+        conn2.close()
+    finally:
+        out.close()
+        srv.close()

@@ -213,6 +213,8 @@ class AlertStore:
             return []
         ids = []
         with self._lock:
+            if self._conn is None:
+                raise StoreError("alert store is closed")
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:

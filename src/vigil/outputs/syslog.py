@@ -109,6 +109,8 @@ class SyslogOutput(Output):
             raise ValueError(f"unknown syslog facility {facility!r}")
         addr, socktype = parse_address(address)
         self.address = addr
+        # TCP syslog (RFC 6587 non-transparent framing) needs a trailing LF
+        self._terminator = "\n" if socktype == socket.SOCK_STREAM else ""
         self.format = format
         self.max_message_bytes = int(max_message_bytes)
         self._handler = _Handler(address=addr, facility=fac, socktype=socktype)
@@ -124,7 +126,7 @@ class SyslogOutput(Output):
         b = msg.encode("utf-8")
         if self.max_message_bytes and len(b) > self.max_message_bytes:
             msg = b[: self.max_message_bytes].decode("utf-8", "ignore")
-        return msg
+        return msg + self._terminator
 
     def emit(self, alert: Alert) -> bool:
         prio = normalize_priority(alert.priority) or "debug"
@@ -138,6 +140,12 @@ class SyslogOutput(Output):
                 err = self._handler.connect_error
             if err is not None:
                 self._failed += 1
+                if not self._handler.unixsocket:
+                    # SysLogHandler only reconnects unix sockets by itself: drop a
+                    # broken UDP/TCP socket so the next alert creates a new one
+                    sock, self._handler.socket = self._handler.socket, None
+                    if sock is not None:
+                        sock.close()
                 raise OSError(f"syslog send to {self.address} failed: {err}") from err
             self._sent += 1
         return True
