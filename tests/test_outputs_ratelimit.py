@@ -178,3 +178,22 @@ def test_property_nothing_lost(steps, window):
     for r in "ABC":
         # never more than one alert of a key per window, apart from the first
         assert sum(1 for a in got if a.rule == r) <= sum(1 for s in steps if s[0] == r)
+
+
+def test_tick_is_cheap_when_nothing_is_due_and_keys_freed_by_tick():
+    rl, clock, got = make(window=1.0, max_keys=1000)
+    for i in range(1000):
+        rl.emit(mk(rule=f"R{i}"))
+    calls = []
+    orig = rl._close_window
+    rl._close_window = lambda *a: calls.append(1) or orig(*a)
+    clock.t += 0.5
+    rl.tick()
+    assert calls == []
+    rl.emit(mk(rule="overflow"))              # full: passes straight through
+    assert rl.stats()["untracked"] == 1
+    clock.t += 0.5
+    rl.tick()
+    assert len(calls) == 1000 and rl.stats()["keys"] == 0
+    rl.emit(mk(rule="overflow"))
+    assert rl.stats()["keys"] == 1 and len(got) == 1002

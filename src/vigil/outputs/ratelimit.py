@@ -58,6 +58,7 @@ class RateLimiter:
         self.max_keys = int(max_keys)
         self.clock = clock
         self._windows: dict = {}
+        self._oldest = float("inf")       # lower bound of every open window's start
         self._lock = threading.Lock()
         self._stats = {"received": 0, "passed": 0, "folded": 0, "folded_emitted": 0,
                        "untracked": 0}
@@ -92,12 +93,13 @@ class RateLimiter:
                 # window over but tick() has not run yet: close it first
                 w = self._close_window(k, w, now, out)
             if w is None:
-                if len(self._windows) >= self.max_keys:
-                    self._expire(now, out)
+                # when full, pass through rather than scan every key per alert (a
+                # flood of distinct alerts must stay cheap); tick() frees keys
                 if len(self._windows) >= self.max_keys:
                     self._stats["untracked"] += 1
                 else:
                     self._windows[k] = _Window(now)
+                    self._oldest = min(self._oldest, now)
                 self._stats["passed"] += 1
                 out.append(alert)
             else:
@@ -123,6 +125,7 @@ class RateLimiter:
                 if w.count:
                     out.append(self._folded(w))
             self._windows.clear()
+            self._oldest = float("inf")
         self._send(out)
 
     def close(self, timeout: Optional[float] = None) -> None:
@@ -138,9 +141,15 @@ class RateLimiter:
 
     # -- internals (called with the lock held) ------------------------------
     def _expire(self, now: float, out: list) -> None:
+        if now - self._oldest < self.window:
+            return                      # cheap tick: nothing can be due yet
+        oldest = float("inf")
         for k, w in list(self._windows.items()):
             if now - w.start >= self.window:
-                self._close_window(k, w, now, out)
+                w = self._close_window(k, w, now, out)
+            if w is not None:
+                oldest = min(oldest, w.start)
+        self._oldest = oldest
 
     def _close_window(self, k, w: _Window, now: float, out: list) -> Optional[_Window]:
         if w.count:
