@@ -7,6 +7,7 @@ SIGHUP reloads the rules; a reload that fails keeps the last good rules.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Optional
 
 from .config import Config, expand_rules_paths, kubernetes_enabled
@@ -38,6 +39,10 @@ class Agent:
         self.reload_errors = 0
         self._last_drops = 0
         self._last_drop_check = 0.0
+        self._reload_requested = False
+        self._restart_pending = False
+        self._running = False
+        self._stopping = False
 
     # --- rules ---
 
@@ -60,6 +65,11 @@ class Agent:
         self.rules_files = files
         log.info("loaded %d rules from %d files", len(self.engine.rules), len(files))
 
+    def request_reload(self) -> None:
+        """Ask for a rules reload; safe from a signal handler (the reload runs
+        from the event loop, never in the middle of reading the ring)."""
+        self._reload_requested = True
+
     def reload(self) -> bool:
         """Reload the rules files; on any error keep the running rules."""
         from .rules.loader import RulesError
@@ -74,18 +84,31 @@ class Agent:
         self.engine = eng
         self.rules_files = files
         self.reloads += 1
-        if self.pipeline is not None and self.pipeline.sensors is not None:
-            new = eng.required_kinds()
-            self.pipeline.kinds = set(new)
-            sensors = self.pipeline.sensors
-            if self.pipeline.kernel_kinds() - old_kinds - sensors.active_kinds():
-                log.info("new event kinds needed: restarting sensors")
-                self.pipeline.restart_sensors()
+        p = self.pipeline
+        if p is not None and p.sensors is not None:
+            p.kinds = set(eng.required_kinds())
+            p.open_prefixes = eng.open_path_prefixes()
+            if p.kernel_kinds() - old_kinds - p.sensors.active_kinds():
+                # programs for new kinds must be loaded: done by run() once the
+                # event loop has returned (the loop holds the current ring)
+                self._restart_pending = True
+                if self._running:
+                    p.request_stop()
+                else:
+                    self._restart_sensors()
             else:
-                sensors.set_kinds(self.pipeline.kernel_kinds())
-            sensors.set_open_prefixes(eng.open_path_prefixes())
+                p.sensors.set_kinds(p.kernel_kinds())
+                p.sensors.set_open_prefixes(p.open_prefixes)
         log.info("rules reloaded: %d rules", len(eng.rules))
         return True
+
+    def _restart_sensors(self) -> None:
+        self._restart_pending = False
+        log.info("new event kinds needed: restarting sensors")
+        self.pipeline.restart_sensors()   # applies pipeline.open_prefixes
+        if self.scope_tracker is not None:
+            for cgid in self.scope_tracker.cgroup_ids_out_of_scope():
+                self.pipeline.sensors.set_cgroup_scope(cgid, False)
 
     # --- lifecycle ---
 
@@ -106,7 +129,7 @@ class Agent:
                 self.engine.required_kinds(), proctable=self.proctable, containers=self.resolver,
                 ringbuf_size=s["ringbuf_size"], args_max=s["args_max"],
                 open_prefixes=self.engine.open_path_prefixes(), scope=cfg["scope"]["mode"],
-                dns_ports=s["dns_ports"], ignore_comms=s["ignore_comms"])
+                dns_ports=s["dns_ports"], ignore_comms=s["ignore_comms"], ignore_children=True)
             self.pipeline.add_handler(self.on_event)
             for h in self.extra_handlers:
                 self.pipeline.add_handler(h)
@@ -140,7 +163,9 @@ class Agent:
 
         def on_change(cgid, inside):
             # a deny-map: only cgroups known to be out of scope are dropped in the kernel
-            sensors.set_cgroup_scope(cgid, False if inside is False else None)
+            s = self.pipeline.sensors     # the current one (sensors restart on reload)
+            if s is not None:
+                s.set_cgroup_scope(cgid, False if inside is False else None)
 
         self.scope_tracker = ScopeTracker(self.resolver, policy, on_change)
         for cgid in self.scope_tracker.cgroup_ids_out_of_scope():
@@ -151,6 +176,9 @@ class Agent:
             self.alerts.emit(alert)
 
     def _tick(self, now: float) -> None:
+        if self._reload_requested:
+            self._reload_requested = False
+            self.reload()
         self.alerts.tick()
         if now - self._last_drop_check >= 5.0 and self.pipeline.sensors is not None:
             self._last_drop_check = now
@@ -161,9 +189,26 @@ class Agent:
                 self._last_drops = drops
 
     def run(self, duration: Optional[float] = None) -> None:
-        self.pipeline.run(duration)
+        """Until request_stop() or duration seconds; sensors restarted by a
+        reload are swapped in between two runs of the event loop."""
+        deadline = time.monotonic() + duration if duration else None
+        while not self._stopping:
+            left = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+            self._running = True
+            try:
+                self.pipeline.run(left)
+            finally:
+                self._running = False
+            if self._stopping or not self._restart_pending:
+                break
+            self._restart_sensors()
 
-    def request_stop(self) -> None:
+    def request_stop(self, *_args) -> None:
+        self._stopping = True
         if self.pipeline is not None:
             self.pipeline.request_stop()
 

@@ -94,8 +94,9 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
         fail(str(e))
     except BpfError as e:
         fail(f"{e}{': ' + e.details if e.details else ''}")
-    install_signals(agent.pipeline)
-    signal.signal(signal.SIGHUP, lambda *_: agent.reload())
+    signal.signal(signal.SIGINT, agent.request_stop)
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     kinds = sorted(k.label for k in agent.pipeline.kernel_kinds())
     click.echo(f"vigil: running with {len(agent.engine.rules)} rules; event kinds: "
                f"{','.join(kinds)}", err=True)
@@ -137,7 +138,7 @@ def capture(out, kinds, duration, no_containers, verbose):
         from .container.resolver import ContainerResolver
         resolver = ContainerResolver()
         resolver.seed()
-    pipe = Pipeline(ks, containers=resolver)
+    pipe = Pipeline(ks, containers=resolver, ignore_children=True)
     try:
         pipe.start()
     except EnvironmentProblem as e:

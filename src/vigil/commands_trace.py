@@ -70,7 +70,7 @@ def trace(view, as_json, pids, comms, uids, duration, containers, host_only, con
     scope = "host" if host_only else "containers" if containers_only else "all"
     pipe = Pipeline(TRACE_KINDS[view], containers=resolver, args_max=args_max,
                     open_prefixes=list(open_prefixes) or None, scope=scope,
-                    dns_ports=dns_ports or (53,))
+                    dns_ports=dns_ports or (53,), ignore_children=True)
     pipe.add_handler(printer)
     try:
         pipe.start()
@@ -89,6 +89,12 @@ def trace(view, as_json, pids, comms, uids, duration, containers, host_only, con
         pipe.stop()
         if resolver is not None:
             resolver.stop()
+            st["containers"] = resolver.stats()
     dropped = st.get("dropped", 0)
     if dropped or verbose:
         click.echo(f"vigil: {st['events']} events, {dropped} dropped in the kernel", err=True)
+    if verbose and resolver is not None:
+        c = st["containers"]
+        click.echo(f"vigil: containers: {c['containers']} known, {c['fetches']} fetches, "
+                   f"{c['fetch_empty']} empty, {c['timeouts']} events released before their "
+                   f"metadata (hold {resolver.hold}s)", err=True)

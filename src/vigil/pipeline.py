@@ -27,7 +27,7 @@ class Pipeline:
     def __init__(self, kinds: Iterable[Kind], *, proctable: Optional[ProcessTable] = None,
                  containers=None, ringbuf_size: int = 16 * 1024 * 1024, args_max: int = 4096,
                  open_prefixes=None, scope: str = "all", dns_ports=(53,),
-                 ignore_comms=(), seed: bool = True):
+                 ignore_comms=(), seed: bool = True, ignore_children: bool = False):
         self.kinds = set(kinds)
         self.proctable = proctable if proctable is not None else ProcessTable()
         self.containers = containers
@@ -40,6 +40,9 @@ class Pipeline:
         self.dns_ports = tuple(dns_ports)
         self.ignore_comms = tuple(ignore_comms)
         self.seed = seed
+        # the agent also ignores what it runs itself (metadata helpers); a library
+        # user that spawns the processes it wants to watch leaves this off
+        self.ignore_children = ignore_children
         self.sensors = None
         self.ring = None
         self.decoder = Decoder()
@@ -105,7 +108,7 @@ class Pipeline:
 
     def _configure_sensors(self) -> None:
         s = self.sensors
-        s.ignore_pid(os.getpid(), inherit=True)  # vigil and the helpers it runs
+        s.ignore_pid(os.getpid(), inherit=self.ignore_children)
         for c in self.ignore_comms:
             s.ignore_comm(c)
         if self.open_prefixes is not None:
