@@ -6,8 +6,9 @@ kernel are not affected.
 * ``bpf_objects`` (session): the BPF objects are built (``make bpf`` once if
   any is missing or older than its source) and we are root.
 * ``start_pipeline`` (session): a factory ``start_pipeline(kinds, **kw)`` that
-  starts a live :class:`vigil.pipeline.Pipeline` (which already ignores our
-  own pid in the kernel) and returns a :class:`Collector`; everything it
+  starts a live :class:`vigil.pipeline.Pipeline` and returns a
+  :class:`Collector`.  The pipeline ignores our own pid in the kernel (not our
+  children, unless ``ignore_children=True``: they are the tests' workloads); everything it
   started is stopped at the end of the session, or earlier by
   ``collector.stop()``.  Module-scoped fixtures build on it so one started
   pipeline serves a whole test module.

@@ -211,3 +211,35 @@ def test_args_max_limits_capture(proc_small_args, proc):
     assert "\0".join(small.args) == "\0".join(args)[:63]
     full = proc.wait_for(lambda e: e.kind == Kind.EXEC and e.args[:2] == ["/bin/echo", m])[0]
     assert full.args == args and full.args_truncated is False
+
+
+def test_pipeline_ignores_its_own_children_in_the_kernel(start_pipeline, proc):
+    """With ignore_children (the CLI's setting): vigil and every process it starts afterwards are
+    invisible (inheritable ignore entry, removed from the map at exit); a
+    process that existed before is still seen, and so are its children."""
+    m_old, m_new = marker(), marker()
+    older = subprocess.Popen(["/bin/sh", "-c", f"read x; /bin/echo {m_old}"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    c = start_pipeline({Kind.EXEC, Kind.EXIT}, ignore_children=True, seed=False)
+    try:
+        ign = c.sensors.maps["ignore_pids"]
+        import struct
+        me = os.getpid()
+        newer = subprocess.run(["/bin/sh", "-c", f"/bin/echo {m_new}; /bin/true"],
+                               capture_output=True)
+        older.communicate(b"go\n")
+        # the module pipeline (children watched) sees both
+        proc.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m_new])
+        proc.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m_old])
+        got = c.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m_old])
+        assert len(got) == 1
+        c.settle(0.1)
+        assert c.find(lambda e: m_new in (e.args or []) or
+                      e.kind == Kind.EXEC and e.args[:2] == ["/bin/sh", "-c"] and m_new in e.args[2]) == []
+        assert newer.returncode == 0
+        # exited children's entries are gone; ours stays
+        keys = {struct.unpack("<I", k)[0] for k in ign.keys()}
+        assert me in keys
+        assert older.pid not in keys
+    finally:
+        c.stop()
