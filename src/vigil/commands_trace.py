@@ -72,6 +72,8 @@ def trace(view, as_json, pids, comms, uids, duration, containers, host_only, con
                     open_prefixes=list(open_prefixes) or None, scope=scope,
                     dns_ports=dns_ports or (53,), ignore_children=True)
     pipe.add_handler(printer)
+    pipe.batch_end.append(printer.flush)
+    pipe.add_ticker(lambda now: printer.flush())  # held container events
     try:
         pipe.start()
     except EnvironmentProblem as e:

@@ -32,6 +32,7 @@ class Pipeline:
         self.proctable = proctable if proctable is not None else ProcessTable()
         self.containers = containers
         self.handlers: list = []
+        self.batch_end: list = []     # called after each batch read from the ring
         self.tickers: list = []
         self.ringbuf_size = ringbuf_size
         self.args_max = args_max
@@ -135,8 +136,11 @@ class Pipeline:
         ring = self.ring
         on_raw = self.on_raw
         self._stop = False
+        batch_end = self.batch_end
         while not self._stop:
-            ring.poll(on_raw, 0.1)
+            if ring.poll(on_raw, 0.1):
+                for fn in batch_end:
+                    fn()
             now = time.monotonic()
             if now - self._last_tick >= 0.1:
                 self._tick(now)
@@ -146,6 +150,8 @@ class Pipeline:
         ring.consume(on_raw)
         self._tick(time.monotonic())
         self.release_held(flush=True)
+        for fn in batch_end:
+            fn()
 
     def drain(self, settle: float = 0.05) -> int:
         """Consume what is in the ring now (tests and benchmarks)."""

@@ -243,4 +243,12 @@ class TracePrinter:
                 pod = f"{c.namespace}/{c.pod_name}" if c is not None and c.pod_name else "-"
                 row = row[:-1] + [cid, pod] + row[-1:]
             self.out.write(self._fmt(row) + "\n")
-        self.out.flush()
+
+    def flush(self) -> None:
+        """Called by the pipeline after each batch of events."""
+        try:
+            self.out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError:
+            pass
