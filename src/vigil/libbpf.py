@@ -12,6 +12,7 @@ import ctypes.util
 import errno
 import logging
 import os
+import struct
 import threading
 from collections import deque
 
@@ -87,6 +88,7 @@ def lib():
     _sig(L.bpf_program__set_autoload, c_int, c_void_p, ctypes.c_bool)
     _sig(L.bpf_program__autoload, ctypes.c_bool, c_void_p)
     _sig(L.bpf_program__attach, c_void_p, c_void_p)
+    _sig(L.bpf_program__attach_perf_event, c_void_p, c_void_p, c_int)
     _sig(L.bpf_program__fd, c_int, c_void_p)
     _sig(L.bpf_link__destroy, c_int, c_void_p)
     _sig(L.bpf_map__name, c_char_p, c_void_p)
@@ -269,6 +271,49 @@ class Program:
         if not ptr:
             raise _err(f"attach {self.name} ({self.section})")
         return Link(ptr, self.name)
+
+    def attach_tracepoint(self, tracefs: str, category: str, event: str) -> "Link":
+        """Attach to a tracepoint whose id is read from *our* tracefs mount
+        (libbpf only looks at /sys/kernel/tracing or /sys/kernel/debug/tracing)."""
+        what = f"attach {self.name} ({self.section})"
+        try:
+            with open(os.path.join(tracefs, "events", category, event, "id")) as f:
+                tp_id = int(f.read().strip())
+        except OSError as e:
+            raise BpfError(what, e.errno or errno.ENOENT) from None
+        except ValueError:
+            raise BpfError(what, errno.EINVAL) from None
+        pfd = _perf_event_open_tracepoint(tp_id)
+        if pfd < 0:
+            raise BpfError(what, -pfd)
+        ptr = lib().bpf_program__attach_perf_event(self.ptr, pfd)
+        if not ptr:
+            err = _err(what)
+            os.close(pfd)
+            raise err
+        return Link(ptr, self.name)  # the link owns pfd: destroy closes it
+
+
+_NR_PERF_EVENT_OPEN = 298     # x86_64
+_PERF_TYPE_TRACEPOINT = 2
+_PERF_FLAG_FD_CLOEXEC = 8
+_PERF_ATTR_SIZE_VER0 = 64
+
+
+def _perf_event_open_tracepoint(tp_id: int) -> int:
+    """perf_event_open(2) for one tracepoint on CPU 0, all processes (as libbpf
+    does for BPF tracepoint programs); returns the fd or -errno."""
+    lib()
+    attr = ctypes.create_string_buffer(_PERF_ATTR_SIZE_VER0)
+    # type, size, config, sample_period; wakeup_events at offset 48
+    struct.pack_into("<IIQQ", attr, 0, _PERF_TYPE_TRACEPOINT, _PERF_ATTR_SIZE_VER0, tp_id, 1)
+    struct.pack_into("<I", attr, 48, 1)
+    _libc.syscall.restype = ctypes.c_long
+    fd = _libc.syscall(ctypes.c_long(_NR_PERF_EVENT_OPEN), attr, c_int(-1), c_int(0), c_int(-1),
+                       ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        return -(ctypes.get_errno() or errno.EINVAL)
+    return fd
 
 
 class Link:

@@ -77,11 +77,12 @@ class SensorManager:
         self.report = SensorReport()
         self._cfg = VigilCfg()
         self.started = False
+        self.tracefs = None      # set by start(): where tracepoint ids are read
 
     # --- lifecycle ---
 
     def start(self) -> "SensorManager":
-        environment.check_all()
+        self.tracefs = environment.check_all()
         missing = [s for s in SENSORS if not (self.directory / f"{s}.bpf.o").exists()]
         if len(missing) == len(SENSORS):
             raise environment.EnvironmentProblem(
@@ -205,7 +206,7 @@ class SensorManager:
                 if st is None or not st.loaded:
                     continue
                 try:
-                    self.links.append(prog.attach())
+                    self.links.append(self._attach_one(prog))
                     st.attached = True
                 except libbpf.BpfError as e:
                     if e.errno == errno.ENOENT and prog.section.startswith(("tp/", "tracepoint/")):
@@ -218,6 +219,16 @@ class SensorManager:
         attached = [p for p in self.report.programs if p.attached]
         log.info("%d programs attached for kinds %s", len(attached),
                  ",".join(sorted(k.label for k in self.kinds)))
+
+    def _attach_one(self, prog) -> libbpf.Link:
+        # syscall tracepoints: the id comes from the tracefs vigil checked (or
+        # mounted), which need not be where libbpf would look
+        sec = prog.section
+        if sec.startswith(("tp/", "tracepoint/")) and self.tracefs:
+            parts = sec.split("/")
+            if len(parts) == 3:
+                return prog.attach_tracepoint(self.tracefs, parts[1], parts[2])
+        return prog.attach()
 
     def active_kinds(self) -> set:
         """Kinds with at least one attached program."""
