@@ -76,16 +76,19 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
     from .rules.loader import RulesError
 
     writer = None
-    extra = []
+    agent = Agent(cfg)
     if capture_path:
-        from .capture import CaptureWriter
-        agent = Agent(cfg)
-        writer = CaptureWriter(capture_path, agent.proctable)
-        agent.extra_handlers.append(writer)
-    else:
-        agent = Agent(cfg, extra_handlers=extra)
+        # the capture's header holds the process table, so the writer is made
+        # once start() has seeded it from /proc (no event is handled before run())
+        agent.extra_handlers.append(lambda ev: writer(ev))
     try:
         agent.start()
+        if capture_path:
+            from .capture import CaptureWriter
+            writer = CaptureWriter(capture_path, agent.proctable)
+    except OSError as e:
+        agent.stop()
+        fail(f"cannot write capture {capture_path}: {e.strerror or e}", 1)
     except RulesError as e:
         fail(f"rules: {e}", 1)
     except ConfigError as e:
