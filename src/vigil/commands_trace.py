@@ -41,6 +41,9 @@ def install_signals(pipeline) -> None:
 @click.option("--uid", "uids", type=int, multiple=True, help="Only this user id. Repeatable.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--containers", is_flag=True, help="Add container and Kubernetes pod columns/keys.")
+@click.option("--hold", type=click.FloatRange(0, 10), default=0.5, show_default=True,
+              help="With --containers: seconds an event may wait for a new container's "
+                   "metadata (runtime API / CLI) before it is printed without it.")
 @click.option("--host-only", is_flag=True, help="Only host processes (decided in the kernel).")
 @click.option("--containers-only", is_flag=True, help="Only processes in containers (decided in the kernel).")
 @click.option("--open-prefix", "open_prefixes", multiple=True,
@@ -50,7 +53,7 @@ def install_signals(pipeline) -> None:
 @click.option("--args-max", type=click.IntRange(16, 4096), default=4096, show_default=True,
               help="Bytes of argv captured per exec.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
-def trace(view, as_json, pids, comms, uids, duration, containers, host_only, containers_only,
+def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_only, containers_only,
           open_prefixes, dns_ports, args_max, verbose):
     """Print events as they happen: VIEW is exec, open, connect, accept, dns,
     file, net or all (default).  Columns like execsnoop/opensnoop/tcpconnect,
@@ -63,7 +66,7 @@ def trace(view, as_json, pids, comms, uids, duration, containers, host_only, con
     resolver = None
     if containers:
         from .container.resolver import ContainerResolver
-        resolver = ContainerResolver()
+        resolver = ContainerResolver(hold=hold)
         resolver.seed()
     printer = TracePrinter(view, as_json=as_json, pids=pids, comms=comms, uids=uids,
                            containers=containers)

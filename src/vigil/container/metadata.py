@@ -55,6 +55,21 @@ STORAGE_FILES = (
 )
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
 
+
+def api_sockets(env=None) -> tuple:
+    """The Docker-compatible API sockets to ask: ``CONTAINER_HOST`` (podman's variable) and
+    ``DOCKER_HOST`` when they name a ``unix://`` socket, then the well-known paths."""
+    env = os.environ if env is None else env
+    out = []
+    for var in ("CONTAINER_HOST", "DOCKER_HOST"):
+        v = env.get(var) or ""
+        if v.startswith("unix://") and len(v) > len("unix://"):
+            out.append(v[len("unix://"):])
+    for s in DOCKER_SOCKETS:
+        if s not in out:
+            out.append(s)
+    return tuple(out)
+
 # kubelet's labels on containers (dockershim, cri-dockerd; CRI-O mirrors them as annotations)
 K8S_POD_NAME = "io.kubernetes.pod.name"
 K8S_POD_NS = "io.kubernetes.pod.namespace"
@@ -257,12 +272,23 @@ def _read_json(path: str) -> Optional[dict]:
     return v if isinstance(v, dict) else None
 
 
+def containerd_task_dirs(env=None) -> tuple:
+    """The well-known containerd task dirs, plus ``<state>/io.containerd.runtime.v2.task``
+    for every state dir in ``VIGIL_CONTAINERD_STATE`` (colon-separated; a containerd
+    started with ``--state`` elsewhere)."""
+    env = os.environ if env is None else env
+    extra = [f"{d.rstrip('/')}/io.containerd.runtime.v2.task"
+             for d in (env.get("VIGIL_CONTAINERD_STATE") or "").split(":") if d.startswith("/")]
+    return tuple(extra) + CONTAINERD_TASK_DIRS
+
+
 class BundleSource:
     name = "oci-bundle"
 
-    def __init__(self, templates=BUNDLE_TEMPLATES, containerd_dirs=CONTAINERD_TASK_DIRS):
+    def __init__(self, templates=BUNDLE_TEMPLATES, containerd_dirs=None):
         self.templates = tuple(templates)
-        self.containerd_dirs = tuple(containerd_dirs)
+        self.containerd_dirs = containerd_task_dirs() if containerd_dirs is None \
+            else tuple(containerd_dirs)
 
     def find(self, cid: str, runtime: str = "") -> Optional[tuple]:
         """(runtime, path) of the container's config.json, or None."""
@@ -466,9 +492,9 @@ def parse_docker_inspect(d: dict) -> dict:
 class DockerAPISource:
     name = "docker-api"
 
-    def __init__(self, sockets: Iterable[str] = DOCKER_SOCKETS, timeout: float = 2.0,
+    def __init__(self, sockets: Optional[Iterable[str]] = None, timeout: float = 2.0,
                  image_digests: bool = True):
-        self.sockets = tuple(sockets)
+        self.sockets = api_sockets() if sockets is None else tuple(sockets)
         self.timeout = timeout
         self.image_digests = image_digests
         self.errors = 0
@@ -608,7 +634,7 @@ class MetadataFetcher:
     """Runs the sources in order for one container id; returns a merged field dict."""
 
     def __init__(self, sources: Optional[list] = None, kube=None,
-                 podman_cli: bool = True, docker_sockets: Iterable[str] = DOCKER_SOCKETS):
+                 podman_cli: bool = True, docker_sockets: Optional[Iterable[str]] = None):
         if sources is None:
             sources = [BundleSource(), StorageSource(), DockerAPISource(docker_sockets)]
             if podman_cli:
@@ -617,10 +643,27 @@ class MetadataFetcher:
         self.kube = kube
         self.errors = 0
 
-    def fetch(self, cid: str, runtime: str = "", pod_uid: str = "") -> dict:
+    # sources that only read local files: their answer is published at once, before the
+    # slower ones (API sockets, the podman CLI) run
+    FAST = (BundleSource, StorageSource)
+    supports_partial = True
+
+    def fetch(self, cid: str, runtime: str = "", pod_uid: str = "",
+              on_partial: Optional[Callable[[dict], None]] = None) -> dict:
+        """Merged fields from every source.  ``on_partial(fields)`` is called once with what
+        the local-file sources gave, before the first slow source runs (so a short-lived
+        container's events held meanwhile already carry its name and annotations)."""
         fields: dict = {}
         used = []
+        partial_sent = on_partial is None
         for src in self.sources:
+            if not partial_sent and not isinstance(src, self.FAST):
+                partial_sent = True
+                if used:
+                    try:
+                        on_partial(finish(dict(fields, sources=tuple(used))))
+                    except Exception as e:  # pragma: no cover - listener bug
+                        log.warning("partial metadata callback failed: %s", e)
             if isinstance(src, PodmanCLISource):
                 # the CLI is slow: only when nothing told us a name or labels and it is podman's
                 rt = fields.get("runtime") or runtime

@@ -355,7 +355,11 @@ class ContainerResolver:
         if not info.cgroup_path and self.cgfs.available:
             info = self._find_path(cid) or info
         try:
-            fields = self.fetcher.fetch(cid, info.runtime, info.pod_uid)
+            if getattr(self.fetcher, "supports_partial", False):
+                fields = self.fetcher.fetch(cid, info.runtime, info.pod_uid,
+                                            on_partial=lambda f: self._partial(cid, f))
+            else:
+                fields = self.fetcher.fetch(cid, info.runtime, info.pod_uid)
         except Exception as e:  # pragma: no cover - fetcher already guards its sources
             log.warning("metadata fetch for %s failed: %s", cid[:12], e)
             fields = {}
@@ -378,6 +382,19 @@ class ContainerResolver:
             done = self._done.get(cid)
         if done is not None:
             done.set()
+        for g in cgids:
+            self._notify(g, new)
+
+    def _partial(self, cid: str, fields: dict) -> None:
+        """What the fast sources knew, published while the slow ones still run: the info
+        stays ``complete=False`` (held events keep waiting) but carries these fields."""
+        with self._lock:
+            cur = self._containers.get(cid)
+            if cur is None or cur.complete:
+                return
+            new = apply(cur, fields, complete=False)
+            self._publish(cid, new)
+            cgids = list(self._cgids_of.get(cid, ()))
         for g in cgids:
             self._notify(g, new)
 
