@@ -307,3 +307,12 @@ def test_kernel_stats_count_sent(files, workdir):
     assert after["mkdir"]["dropped"] == 0
     assert after["open"]["sent"] > 0
     assert set(after) <= {k.label for k in Kind}
+
+
+def test_no_events_from_own_pid_even_during_start(files, workdir):
+    """Attaching reads tracepoint ids from tracefs: those opens are ours too."""
+    open(workdir / "mine.txt", "w").close()
+    pid = child(PRELUDE + "print(os.getpid())\n", workdir)
+    files.wait_for(lambda e: e.pid == pid)
+    files.settle(0.1)
+    assert files.find(lambda e: e.pid == os.getpid()) == []

@@ -66,8 +66,11 @@ class SensorManager:
     """Loads, configures, attaches and detaches vigil's BPF sensors."""
 
     def __init__(self, kinds, ringbuf_size: int = DEFAULT_RINGBUF, args_max: int = 4096,
-                 directory: Path | None = None):
+                 directory: Path | None = None, ignore_self: bool = True):
         self.kinds = {Kind(k) for k in kinds}
+        # our own pid is ignored before anything is attached: attaching opens
+        # tracefs files, which would otherwise be reported
+        self.ignore_self = ignore_self
         self.ringbuf_size = ringbuf_size
         self.args_max = args_max
         self.directory = Path(directory) if directory else bpf_dir()
@@ -90,6 +93,8 @@ class SensorManager:
                 "(or set VIGIL_BPF_DIR)")
         try:
             self._create_shared_maps()
+            if self.ignore_self:
+                self.ignore_pid(os.getpid())
             for sensor in SENSORS:
                 if sensor in missing:
                     log.warning("sensor %s: object %s.bpf.o missing, skipped", sensor, sensor)
