@@ -7,6 +7,7 @@ checks the rest and maps those errors back to their line.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from typing import Optional
@@ -67,9 +68,11 @@ def _parse_with_lines(text: str, name: str):
     lines = {}
 
     def walk(n, path):
-        lines[path] = n.start_mark.line + 1
+        lines.setdefault(path, n.start_mark.line + 1)   # a key's own line wins
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    continue        # not a usable key; loading below says so
                 key = k.value
                 lines[path + (key,)] = k.start_mark.line + 1
                 walk(v, path + (key,))
@@ -78,7 +81,13 @@ def _parse_with_lines(text: str, name: str):
                 walk(v, path + (i,))
 
     walk(node, ())
-    data = yaml.load(text, Loader=yaml.SafeLoader)
+    try:
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, TypeError, ValueError) as e:
+        # e.g. a tag the safe loader refuses, a key YAML cannot hash
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else 0
+        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', None) or e}", name, line) from None
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a mapping of sections", name, 1)
     return data, lines
@@ -162,9 +171,11 @@ class Config:
         if not isinstance(am, int) or not 16 <= am <= 4096:
             raise self.error(("sensors", "args_max"), f"expected 16..4096, got {am!r}")
         ports = s.get("dns_ports")
-        if not isinstance(ports, list) or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+        if not isinstance(ports, list) or not all(
+                isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
             raise self.error(("sensors", "dns_ports"), f"expected a list of ports, got {ports!r}")
-        if not isinstance(s.get("ignore_comms"), list):
+        ic = s.get("ignore_comms")
+        if not isinstance(ic, list) or not all(isinstance(c, str) and c for c in ic):
             raise self.error(("sensors", "ignore_comms"), "expected a list of process names")
         mode = d["scope"].get("mode")
         if mode not in ("all", "host", "containers"):
@@ -172,6 +183,12 @@ class Config:
         ns = d["scope"].get("namespaces") or {}
         if not isinstance(ns, dict) or set(ns) - {"include", "exclude"}:
             raise self.error(("scope", "namespaces"), "expected {include: [...], exclude: [...]}")
+        for k in ("include", "exclude"):
+            v = ns.get(k)
+            if v is None:
+                ns[k] = []
+            elif not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise self.error(("scope", "namespaces", k), f"expected a list of namespaces, got {v!r}")
         c = d["containers"]
         if not isinstance(c.get("enabled"), bool):
             raise self.error(("containers", "enabled"), "expected true or false")
@@ -181,9 +198,16 @@ class Config:
                 c[k] = parse_duration(c.get(k))
             except (OutErr, ValueError, TypeError) as e:
                 raise self.error(("containers", k), str(e)) from None
+            if not math.isfinite(c[k]):
+                raise self.error(("containers", k), f"expected a finite duration, got {c[k]!r}")
         ke = d["kubernetes"].get("enabled")
         if ke not in (True, False, "auto"):
             raise self.error(("kubernetes", "enabled"), "expected true, false or auto")
+        nn = d["kubernetes"].get("node_name")
+        if nn is None:
+            d["kubernetes"]["node_name"] = ""
+        elif not isinstance(nn, str):
+            raise self.error(("kubernetes", "node_name"), f"expected a node name, got {nn!r}")
         return self
 
     def build_alert_pipeline(self, stream=None):
@@ -196,6 +220,9 @@ class Config:
             msg = str(e)
             key = msg.split(":", 1)[0].strip()
             path = tuple(key.split(".")) if key else ()
+            m = re.search(r"unknown (?:key|output) '([^']*)'", msg)
+            if m and path + (m.group(1),) in self.lines:
+                path += (m.group(1),)       # point at the unknown key itself
             line = 0
             for i in range(len(path), 0, -1):
                 if path[:i] in self.lines:
