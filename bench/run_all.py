@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Run vigil's benchmarks and write bench/results/RESULTS.md.
+
+    .venv/bin/python bench/run_all.py            # full run, about 4-5 minutes
+    .venv/bin/python bench/run_all.py --quick    # short run, under a minute
+
+Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py and
+bench_overhead.py; each also leaves its own JSON and markdown in bench/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-build", action="store_true", help="skip `make -s bpf`")
+    args = ap.parse_args()
+    C.need_root()
+    os.chdir(C.ROOT)
+    if not args.no_build:
+        subprocess.run(["make", "-s", "bpf"], check=True)
+    py = sys.executable
+    q = ["--quick"] if args.quick else []
+    t0 = time.monotonic()
+    timings = {}
+    for name in ("bench_transport", "bench_overhead"):
+        t = time.monotonic()
+        print(f"=== {name} {' '.join(q)}", flush=True)
+        subprocess.run([py, str(C.BENCH / f"{name}.py")] + q, check=True)
+        timings[name] = round(time.monotonic() - t, 1)
+    total = round(time.monotonic() - t0, 1)
+
+    meta = C.machine()
+    tr = (C.RESULTS / "transport.md").read_text()
+    ov = (C.RESULTS / "overhead.md").read_text()
+    tj = json.loads((C.RESULTS / "transport.json").read_text())
+    oj = json.loads((C.RESULTS / "overhead.json").read_text())
+    mode = "quick" if args.quick else "full"
+    head = [
+        "# vigil benchmark results\n\n",
+        f"Command: `{C.command_line()}` ({mode} run, {total} s: transport {timings['bench_transport']} s, "
+        f"overhead {timings['bench_overhead']} s)  \n",
+        f"Date {meta['date']}, git {meta['git']}.  \n",
+        f"Machine: {meta['os']}, kernel {meta['kernel']}, {meta['cores']} cores ({meta['cpu']}), "
+        f"{meta['mem_mb'] // 1024} GiB RAM, Python {meta['python']}; load average at start "
+        f"{' '.join(meta['loadavg_at_start'])}. The machine is shared: other jobs ran during the "
+        "measurements (see 'other CPU s' and the baseline spread), so treat differences of a few "
+        "percent as noise.\n\n",
+        "Reproduce one part: `", tj["command"], "` and `", oj["command"], "`.\n\n",
+        "## Summary\n\n",
+    ]
+    import bench_overhead
+    import bench_transport
+    summary = bench_transport.verdict(tj) + bench_overhead.verdict(oj)
+    head.append("\n".join(f"- {x}" for x in summary) + "\n\n")
+    body = "".join(head) + _demote(tr) + "\n" + _demote(ov)
+    (C.RESULTS / "RESULTS.md").write_text(body)
+    print(f"\nwrote bench/results/RESULTS.md ({mode}, {total} s)")
+
+
+def _demote(md: str) -> str:
+    return "\n".join("#" + line if line.startswith("#") else line for line in md.splitlines()) + "\n"
+
+
+if __name__ == "__main__":
+    main()
