@@ -27,7 +27,7 @@ DEFAULTS: dict = {
         "ignore_comms": [],
     },
     "scope": {"mode": "all", "namespaces": {"include": [], "exclude": []}},
-    "containers": {"enabled": True, "hold": 0.05, "grace": 30.0},
+    "containers": {"enabled": True, "hold": 0.25, "grace": 30.0},
     "kubernetes": {"enabled": "auto", "node_name": ""},
     "outputs": {"stdout": {"enabled": True, "format": "text"}},
     "store": {"enabled": True},
