@@ -316,3 +316,36 @@ def test_no_events_from_own_pid_even_during_start(files, workdir):
     files.wait_for(lambda e: e.pid == pid)
     files.settle(0.1)
     assert files.find(lambda e: e.pid == os.getpid()) == []
+
+
+def test_configure_hook_filters_from_the_first_event(bpf_objects, tmp_path):
+    """SensorManager.start(configure=...) sets filters before anything is
+    attached: not one event from outside the prefix gets through, even from
+    other processes during the start."""
+    from vigil.ringbuf import RingBuffer
+    from vigil.sensors import SensorManager
+    from vigil.structs import EvOpen
+
+    base = f"/tmp/vigil-cfg{uuid.uuid4().hex[:6]}"
+    seen = {}
+
+    def configure(m):
+        seen["links"] = len(m.links)
+        m.set_open_prefixes([base])
+
+    m = SensorManager({Kind.OPEN}, ringbuf_size=1 << 20).start(configure=configure)
+    ring = RingBuffer(m.maps["events"].fd, 1 << 20)
+    try:
+        assert seen == {"links": 0}
+        os.makedirs(base)
+        subprocess.run(["/bin/cat", "/etc/hostname", base + "/nope"], capture_output=True)
+        raws = []
+        ring.poll(lambda r: raws.append(EvOpen.from_buffer_copy(bytes(r))), 0.2)
+        ring.consume(lambda r: raws.append(EvOpen.from_buffer_copy(bytes(r))))
+        paths = [r.path.decode() for r in raws if r.h.kind == int(Kind.OPEN)]
+        assert base + "/nope" in paths
+        assert [p for p in paths if not p.startswith(base) and ".." not in p] == []
+    finally:
+        ring.close()
+        m.stop()
+        os.rmdir(base)

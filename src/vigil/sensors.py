@@ -84,7 +84,10 @@ class SensorManager:
 
     # --- lifecycle ---
 
-    def start(self) -> "SensorManager":
+    def start(self, configure=None) -> "SensorManager":
+        """Load and attach.  configure(self), if given, runs once the maps
+        exist and before anything is attached, so filters (open prefixes,
+        scope, comms, DNS ports) hold from the first event on."""
         self.tracefs = environment.check_all()
         missing = [s for s in SENSORS if not (self.directory / f"{s}.bpf.o").exists()]
         if len(missing) == len(SENSORS):
@@ -100,6 +103,8 @@ class SensorManager:
                     log.warning("sensor %s: object %s.bpf.o missing, skipped", sensor, sensor)
                     continue
                 self._load_sensor(sensor)
+            if configure is not None:
+                configure(self)
             self._write_cfg()
             self._attach()
         except BaseException:
