@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import time
 from typing import IO, Iterator, Optional
 
@@ -21,6 +22,8 @@ from .events import Event
 from .proctable import ProcessTable
 
 FORMAT = 1
+
+log = logging.getLogger("vigil.capture")
 
 
 class CaptureError(ValueError):
@@ -103,7 +106,11 @@ def read_capture(path: str):
                 except (ValueError, KeyError, TypeError) as e:
                     raise CaptureError(f"{path}:{lineno}: bad record: {e}") from None
         except EOFError:
-            return  # a capture cut short (agent killed) still replays what it has
+            # a capture cut short (agent killed) still replays what it has
+            log.warning("%s: capture ends early (cut short?) after line %d", path, lineno)
+            return
+        except OSError as e:        # e.g. corrupt gzip data
+            raise CaptureError(f"{path}:{lineno}: cannot read capture: {e}") from None
         finally:
             f.close()
 
@@ -114,7 +121,11 @@ def replay(path: str, pipeline) -> int:
     """Feed a capture through a pipeline (seeded from the capture's process
     table); returns the number of events."""
     header, events, containers = read_capture(path)
-    pipeline.proctable.load_snapshot(header.get("procs") or [])
+    try:
+        pipeline.proctable.load_snapshot(header.get("procs") or [])
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        events.close()
+        raise CaptureError(f"{path}:1: bad process table in the header: {e!r}") from None
     n = 0
     for ev, cid in events:
         ev.container = containers.resolve_recorded(cid)
