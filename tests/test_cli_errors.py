@@ -169,6 +169,9 @@ def test_replay_synthetic_capture(tmp_path, good_rules):
     (b'{"vigil_capture": 1, "procs": []}\n{"e": {"type": "nope"}}\n', ":2: bad record"),
     (b'{"vigil_capture": 1, "procs": []}\n{"e": {"type": "open"}}\n{"e": \n', ":3: bad record"),
     (b'{"vigil_capture": 1, "procs": 5}\n', ":1: bad process table"),
+    (b'{"vigil_capture": 1, "procs": []}\n{"e": {"type": "open", "time": "yesterday"}}\n',
+     ":2: bad record"),
+    (b'{"vigil_capture": 1, "procs": []}\n[1, 2]\n', ":2: bad record"),
     (b"\xff\xfe\xfd\n", "cannot read capture"),
     (b"\x1f\x8b\x08\x00garbage", "cannot read capture"),
 ])

@@ -76,6 +76,20 @@ class ReplayContainers:
         return self.by_id.get(cid)
 
 
+# the header every event has; live they are ints from the decoder, a file may say anything
+_INT_FIELDS = ("time", "pid", "tid", "ppid", "uid", "gid", "cgroup_id")
+
+
+def _event(d) -> Event:
+    if not isinstance(d, dict):
+        raise ValueError("event is not a JSON object")
+    for k in _INT_FIELDS:
+        v = d.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise ValueError(f"event field {k!r} is not an integer: {v!r}")
+    return Event.from_dict(d)
+
+
 def read_capture(path: str):
     """(header, iterator of (Event, container id or None), ReplayContainers)."""
     try:
@@ -98,8 +112,10 @@ def read_capture(path: str):
                     continue
                 try:
                     rec = json.loads(line)
+                    if not isinstance(rec, dict):
+                        raise ValueError("not a JSON object")
                     if "e" in rec:
-                        yield Event.from_dict(rec["e"]), rec.get("c")
+                        yield _event(rec["e"]), rec.get("c")
                     elif "c" in rec:
                         info = ContainerInfo.from_dict(rec["c"])
                         containers.by_id[info.id] = info
