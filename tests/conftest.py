@@ -88,10 +88,12 @@ class Collector:
                     f"expected {count} matching event(s) within {timeout}s, got {len(found)}")
             time.sleep(0.02)
 
-    def settle(self, quiet: float = 0.15) -> None:
-        """Drain until nothing new arrived for `quiet` seconds."""
+    def settle(self, quiet: float = 0.15, limit: float = 1.0) -> None:
+        """Drain until nothing new arrived for `quiet` seconds (at most `limit`
+        seconds: other processes on the node may never be quiet)."""
         last = -1
-        while last != len(self.events):
+        deadline = time.monotonic() + limit
+        while last != len(self.events) and time.monotonic() < deadline:
             last = len(self.events)
             time.sleep(quiet)
             self.drain()
