@@ -396,3 +396,19 @@ def test_tracefs_unmounted_is_mounted_again(bpf_objects, tmp_path, where):
     assert any(e["path"] == str(mark) and e["comm"] == "cat" for e in evs)
     # the host's tracefs was never touched
     assert os.path.isdir("/sys/kernel/tracing/events")
+
+
+def test_view_without_any_sensor_is_an_error(bpf_objects, tmp_path):
+    """Only the proc object present: `trace open` has nothing to attach, which is
+    an error rather than a silent empty trace."""
+    import shutil
+    shutil.copy(bpf_objects / "proc.bpf.o", tmp_path / "proc.bpf.o")
+    r = _vigil("open", "--duration", "1", env={"VIGIL_BPF_DIR": str(tmp_path)})
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("vigil: error:")]
+    assert errors == ["vigil: error: no sensor for 'open' could be attached on this kernel "
+                      "(see the warnings above)"]
+    assert "file.bpf.o missing" in r.stderr
+    # the exec view works from the same directory
+    r = _vigil("exec", "--duration", "0.5", env={"VIGIL_BPF_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr

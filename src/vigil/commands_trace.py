@@ -83,6 +83,11 @@ def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_onl
         fail(str(e))
     except BpfError as e:
         fail(f"{e}{': ' + e.details if e.details else ''}")
+    if not pipe.sensors.active_kinds() & TRACE_KINDS[view]:
+        pipe.stop()
+        if resolver is not None:
+            resolver.stop()
+        fail(f"no sensor for '{view}' could be attached on this kernel (see the warnings above)")
     install_signals(pipe)
     try:
         printer.header()
