@@ -24,9 +24,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-build", action="store_true", help="skip `make -s bpf`")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rebuild the markdown from the JSON results already in bench/results")
     args = ap.parse_args()
     C.need_root()
     os.chdir(C.ROOT)
+    if args.report_only:
+        return rebuild()
     if not args.no_build:
         subprocess.run(["make", "-s", "bpf"], check=True)
     py = sys.executable
@@ -66,6 +70,24 @@ def main():
     body = "".join(head) + _demote(tr) + "\n" + _demote(ov)
     (C.RESULTS / "RESULTS.md").write_text(body)
     print(f"\nwrote bench/results/RESULTS.md ({mode}, {total} s)")
+
+
+def rebuild():
+    """Markdown of both benches and RESULTS.md from their JSON (after a report change)."""
+    import bench_overhead
+    import bench_transport
+    tj = json.loads((C.RESULTS / "transport.json").read_text())
+    oj = json.loads((C.RESULTS / "overhead.json").read_text())
+    (C.RESULTS / "transport.md").write_text(bench_transport.report(tj))
+    (C.RESULTS / "overhead.md").write_text(bench_overhead.report(oj))
+    old = (C.RESULTS / "RESULTS.md").read_text() if (C.RESULTS / "RESULTS.md").exists() else ""
+    head = old.split("## Summary", 1)[0] if old else "# vigil benchmark results\n\n"
+    summary = bench_transport.verdict(tj) + bench_overhead.verdict(oj)
+    body = (head + "## Summary\n\n" + "\n".join(f"- {x}" for x in summary) + "\n\n"
+            + _demote((C.RESULTS / "transport.md").read_text()) + "\n"
+            + _demote((C.RESULTS / "overhead.md").read_text()))
+    (C.RESULTS / "RESULTS.md").write_text(body)
+    print("rebuilt bench/results/*.md from the JSON")
 
 
 def _demote(md: str) -> str:
