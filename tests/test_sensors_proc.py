@@ -243,3 +243,17 @@ def test_pipeline_ignores_its_own_children_in_the_kernel(start_pipeline, proc):
         assert older.pid not in keys
     finally:
         c.stop()
+
+
+def test_args_exactly_at_the_limit_not_truncated(proc_small_args):
+    """argv of exactly args_max bytes (final NUL included) fits: only the NUL is
+    dropped, nothing is lost; one byte more is truncated."""
+    m = marker()                       # 17 chars
+    head = f"/bin/echo\0{m}\0"         # 28 bytes
+    fill = "q" * (64 - len(head) - 1)  # + NUL = 64
+    subprocess.run(["/bin/echo", m, fill], capture_output=True)
+    subprocess.run(["/bin/echo", m, fill + "q"], capture_output=True)
+    evs = proc_small_args.wait_for(lambda e: e.kind == Kind.EXEC and e.args[:2] == ["/bin/echo", m],
+                                   count=2)
+    assert (evs[0].args, evs[0].args_truncated) == (["/bin/echo", m, fill], False)
+    assert (evs[1].args, evs[1].args_truncated) == (["/bin/echo", m, fill], True)

@@ -35,11 +35,10 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 	__u32 max = cfg_args_max;
 	if (max > ARGS_LEN)
 		max = ARGS_LEN;
-	e->args_truncated = 0;
-	if (len >= max) {
+	/* len counts the final NUL: exactly max bytes lose only that NUL */
+	e->args_truncated = len > max;
+	if (len >= max)
 		len = max - 1;
-		e->args_truncated = 1;
-	}
 	len &= (ARGS_LEN - 1);
 	if (bpf_probe_read_user(e->args, len, (void *)start) == 0)
 		e->args_len = len;
