@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -85,3 +86,62 @@ def test_ctrl_c_exits_zero_and_detaches(late):
     assert agent.stop_seconds < 2.5
     assert not (links & system_link_ids())
     assert "Traceback" not in agent.stderr()
+
+
+def test_text_repeats_are_folded(tmp_path):
+    """Rate limiting in text form: `(repeated N times)`, counts adding up."""
+    require_kernel()
+    rules = write_rules(tmp_path / "rules.yaml", [
+        rule("Burst marker", f"evt.type in (open, openat) and fd.name startswith {tmp_path}/b-",
+             "Burst (file=%fd.name pid=%proc.pid)", "WARNING"),
+    ])
+    cfg = write_config(tmp_path / "vigil.yaml", {"store": {"enabled": False},
+                                                 "rate_limit": {"window": "500ms"}})
+    (tmp_path / "b-1").write_text("x")
+    agent = AgentProc(["run", "-c", cfg, "-r", rules, "--output", "text"], tmp_path)
+    try:
+        code = f"for _ in range(20): open({str(tmp_path / 'b-1')!r}).close()"
+        subprocess.run([sys.executable, "-c", code], check=True)
+
+        def total():
+            n = 0
+            for line in agent.stdout().splitlines():
+                m = re.search(r"\(repeated (\d+) times\)$", line)
+                n += int(m.group(1)) if m else 1
+            return n >= 20 and n
+        assert wait_until(total, 5, what="20 folded alerts") == 20
+        lines = agent.stdout().splitlines()
+        assert 1 < len(lines) < 20
+        assert TEXT_LINE.match(lines[0]) and "repeated" not in lines[0]
+    finally:
+        assert agent.stop(signal.SIGTERM) == 0
+
+
+def test_sigterm_with_hung_webhook_is_bounded(tmp_path):
+    """A receiver that accepts connections and never answers: the alert is in
+    the store at once, and SIGTERM still ends the agent (exit 0) after the
+    webhook's bounded drain (5 s) instead of hanging."""
+    require_kernel()
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)                     # the kernel completes handshakes; nobody reads
+    port = hung.getsockname()[1]
+    rules = write_rules(tmp_path / "rules.yaml", [
+        rule("Hung marker", f"evt.type in (open, openat) and fd.name startswith {tmp_path}/h-",
+             "Hung (file=%fd.name)", "WARNING"),
+    ])
+    cfg = write_config(tmp_path / "vigil.yaml", {
+        "outputs": {"webhook": {"url": f"http://127.0.0.1:{port}/", "timeout": 1}},
+        "store": {"path": str(tmp_path / "a.db")}})
+    (tmp_path / "h-1").write_text("x")
+    agent = AgentProc(["run", "-c", cfg, "-r", rules], tmp_path)
+    try:
+        subprocess.run(["cat", str(tmp_path / "h-1")], stdout=subprocess.DEVNULL, check=True)
+        wait_until(lambda: "Hung (file=" in agent.stdout(), 5, what="the alert")
+        assert [a["rule"] for a in store_alerts(tmp_path / "a.db")] == ["Hung marker"]
+        rc = agent.stop(signal.SIGTERM, timeout=15)
+        assert rc == 0, agent.stderr()
+        assert agent.stop_seconds < 8, agent.stop_seconds
+    finally:
+        agent.kill()
+        hung.close()
