@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import mmap
 import select
-import struct
 
 BUSY = 1 << 31
 DISCARD = 1 << 30
-_U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
 
 
 class RingBuffer:
@@ -31,26 +28,33 @@ class RingBuffer:
         self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._data = memoryview(self._prod)[page:]
         self._prod_pos = memoryview(self._prod)[:8]
+        # 8-byte loads and stores: the kernel must never see half a position
+        # (struct.pack_into('<Q') writes byte by byte, which it can catch mid-way
+        # and take for a full ring)
+        self._cons_q = memoryview(self._cons).cast("Q")
+        self._prod_q = self._prod_pos.cast("Q")
+        self._data_i = self._data.cast("I")     # record headers (8-byte aligned)
         self._ep = select.epoll()
         self._ep.register(map_fd, select.EPOLLIN)
         self.records = 0
 
     def available(self) -> int:
-        return _U64.unpack_from(self._prod_pos)[0] - _U64.unpack_from(self._cons)[0]
+        return self._prod_q[0] - self._cons_q[0]
 
     def consume(self, handler, limit: int = 1 << 30) -> int:
         """Hand every ready record (a memoryview, valid only during the call)
         to handler; returns how many were read."""
-        cons_mm = self._cons
-        cons = _U64.unpack_from(cons_mm)[0]
-        prod = _U64.unpack_from(self._prod_pos)[0]
+        cons_q = self._cons_q
+        prod_q = self._prod_q
+        cons = cons_q[0]
+        prod = prod_q[0]
         data = self._data
+        hdrs = self._data_i
         mask = self.mask
-        u32 = _U32.unpack_from
         n = 0
         while cons < prod and n < limit:
             off = cons & mask
-            hdr = u32(data, off)[0]
+            hdr = hdrs[off >> 2]
             if hdr & BUSY:
                 break
             length = hdr & ~(BUSY | DISCARD)
@@ -59,9 +63,9 @@ class RingBuffer:
             cons += (length + 15) & ~7
             n += 1
             if not n & 255:
-                _U64.pack_into(cons_mm, 0, cons)
-                prod = _U64.unpack_from(self._prod_pos)[0]
-        _U64.pack_into(cons_mm, 0, cons)
+                cons_q[0] = cons
+                prod = prod_q[0]
+        cons_q[0] = cons
         self.records += n
         return n
 
@@ -80,6 +84,9 @@ class RingBuffer:
         if self._ep is not None:
             self._ep.close()
             self._ep = None
+            self._data_i.release()
+            self._cons_q.release()
+            self._prod_q.release()
             self._data.release()
             self._prod_pos.release()
             self._prod.close()
