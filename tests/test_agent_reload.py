@@ -143,3 +143,30 @@ def test_sigterm_after_reloads(agent):
     assert not (links & system_link_ids())
     assert '"reloads": 1' in agent.stderr() and '"reload_errors": 3' in agent.stderr()
     assert "Traceback" not in agent.stderr()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_signal_while_starting(tmp_path, sig):
+    """A signal that arrives while the sensors load: SIGHUP does not kill the
+    agent (it reloads once running), SIGTERM stops it cleanly (exit 0)."""
+    require_kernel()
+    rules = write_rules(tmp_path / "rules.yaml", [
+        rule("Start A", f"evt.type in (open, openat) and fd.name startswith {tmp_path}/a-",
+             "A (file=%fd.name pid=%proc.pid)")])
+    cfg = write_config(tmp_path / "vigil.yaml", {"store": {"enabled": False},
+                                                 "outputs": {"stdout": {"format": "json"}}})
+    (tmp_path / "a-1").write_text("x")
+    # "loaded N rules" is logged inside start(), before the BPF programs load
+    a = AgentProc(["run", "-c", cfg, "-r", rules, "-v"], tmp_path, ready="loaded 1 rules")
+    try:
+        a.send(sig)
+        if sig == signal.SIGHUP:
+            a.wait_stderr("rules reloaded: 1 rules", timeout=10)
+            _fires(a, "Start A", _open(tmp_path / "a-1"))
+            assert a.stop(signal.SIGTERM) == 0
+        else:
+            assert a.wait(10) == 0, a.stderr()
+            assert "running with" in a.stderr()
+        assert "Traceback" not in a.stderr()
+    finally:
+        a.kill()

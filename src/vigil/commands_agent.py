@@ -81,6 +81,11 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
         # the capture's header holds the process table, so the writer is made
         # once start() has seeded it from /proc (no event is handled before run())
         agent.extra_handlers.append(lambda ev: writer(ev))
+    # before start(): a SIGHUP while the sensors load must not kill the agent
+    # (default action), and a stop request is honoured as soon as run() starts
+    signal.signal(signal.SIGINT, agent.request_stop)
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     try:
         agent.start()
         if capture_path:
@@ -97,9 +102,6 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
         fail(str(e))
     except BpfError as e:
         fail(f"{e}{': ' + e.details if e.details else ''}")
-    signal.signal(signal.SIGINT, agent.request_stop)
-    signal.signal(signal.SIGTERM, agent.request_stop)
-    signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     kinds = sorted(k.label for k in agent.pipeline.kernel_kinds())
     click.echo(f"vigil: running with {len(agent.engine.rules)} rules; event kinds: "
                f"{','.join(kinds)}", err=True)
