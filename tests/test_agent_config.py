@@ -274,3 +274,25 @@ def test_fuzz_raw_text(parts):
         text = "".join(parts)
         # only load: the default store path is a real one; the structured fuzz builds
         _check(text, tmp, build=False)
+
+
+def test_precedence_file_env_flags(tmp_path, monkeypatch):
+    p = tmp_path / "vigil.yaml"
+    p.write_text("min_priority: notice\nkubernetes:\n  node_name: ''\n")
+    monkeypatch.delenv("VIGIL_MIN_PRIORITY", raising=False)
+    monkeypatch.delenv("VIGIL_NODE_NAME", raising=False)
+    monkeypatch.setenv("NODE_NAME", "node-a")
+    assert load_config(str(p))["min_priority"] == "notice"
+    assert load_config(str(p))["kubernetes"]["node_name"] == "node-a"
+    monkeypatch.setenv("VIGIL_MIN_PRIORITY", "error")
+    assert load_config(str(p))["min_priority"] == "error"
+    assert load_config(str(p), {"min_priority": "warning"})["min_priority"] == "warning"
+    monkeypatch.setenv("VIGIL_MIN_PRIORITY", "loud")
+    with pytest.raises(ConfigError, match="min_priority"):
+        load_config(str(p))
+    # -r replaces the rules list, --output only touches stdout's format
+    p.write_text("rules: [/a.yaml, /b.yaml]\noutputs:\n  stdout: {enabled: true, format: text}\n")
+    monkeypatch.delenv("VIGIL_MIN_PRIORITY")
+    cfg = load_config(str(p), {"rules": ["/c.yaml"], "outputs": {"stdout": {"format": "json"}}})
+    assert cfg["rules"] == ["/c.yaml"]
+    assert cfg["outputs"]["stdout"] == {"enabled": True, "format": "json"}

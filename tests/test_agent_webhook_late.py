@@ -95,9 +95,10 @@ def test_text_repeats_are_folded(tmp_path):
         rule("Burst marker", f"evt.type in (open, openat) and fd.name startswith {tmp_path}/b-",
              "Burst (file=%fd.name pid=%proc.pid)", "WARNING"),
     ])
-    cfg = write_config(tmp_path / "vigil.yaml", {"store": {"enabled": False},
+    cfg = write_config(tmp_path / "vigil.yaml", {"store": {"path": str(tmp_path / "a.db")},
                                                  "rate_limit": {"window": "500ms"}})
     (tmp_path / "b-1").write_text("x")
+    (tmp_path / "b-2").write_text("x")
     agent = AgentProc(["run", "-c", cfg, "-r", rules, "--output", "text"], tmp_path)
     try:
         code = f"for _ in range(20): open({str(tmp_path / 'b-1')!r}).close()"
@@ -113,8 +114,16 @@ def test_text_repeats_are_folded(tmp_path):
         lines = agent.stdout().splitlines()
         assert 1 < len(lines) < 20
         assert TEXT_LINE.match(lines[0]) and "repeated" not in lines[0]
-    finally:
+        # a burst still folding when SIGTERM comes is flushed, not lost
+        code = f"for _ in range(30): open({str(tmp_path / 'b-2')!r}).close()"
+        subprocess.run([sys.executable, "-c", code], check=True)
+        wait_until(lambda: "b-2" in agent.stdout(), 5, what="first b-2 alert")
         assert agent.stop(signal.SIGTERM) == 0
+        stored = [a for a in store_alerts(tmp_path / "a.db", "--limit", "0")
+                  if a["output_fields"]["fd.name"].endswith("b-2")]
+        assert sum(a["output_fields"].get("vigil.repeat_count", 1) for a in stored) == 30
+    finally:
+        agent.kill()
 
 
 def test_sigterm_with_hung_webhook_is_bounded(tmp_path):
