@@ -224,10 +224,6 @@ def test_open_json(trace, tmp_path):
     assert j["syscall"] == "openat"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "Pipeline.start() sets the open prefixes after the sensors are attached, so opens "
-    "by other processes during start-up get through; needs Pipeline to pass its "
-    "configuration through SensorManager.start(configure=...)"))
 def test_open_prefix_option(trace, tmp_path):
     inside = tmp_path / "in" / (mk() + ".txt")
     inside.parent.mkdir()

@@ -24,6 +24,7 @@ CGROUP_KINDS = {Kind.CGROUP_MKDIR, Kind.CGROUP_RMDIR}
 
 
 class Pipeline:
+    DRAIN_SECONDS = 0.5
     def __init__(self, kinds: Iterable[Kind], *, proctable: Optional[ProcessTable] = None,
                  containers=None, ringbuf_size: int = 16 * 1024 * 1024, args_max: int = 4096,
                  open_prefixes=None, scope: str = "all", dns_ports=(53,),
@@ -79,10 +80,10 @@ class Pipeline:
 
         if self.seed:
             self.proctable.seed_from_proc()
+        # filters are set before any program is attached (configure=)
         self.sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,
-                                     args_max=self.args_max).start()
+                                     args_max=self.args_max).start(configure=self._configure_sensors)
         try:
-            self._configure_sensors()
             self.ring = RingBuffer(self.sensors.maps["events"].fd, self.ringbuf_size)
         except BaseException:
             self.sensors.stop()
@@ -103,12 +104,10 @@ class Pipeline:
         if old is not None:
             old.stop()
         self.sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,
-                                     args_max=self.args_max).start()
-        self._configure_sensors()
+                                     args_max=self.args_max).start(configure=self._configure_sensors)
         self.ring = RingBuffer(self.sensors.maps["events"].fd, self.ringbuf_size)
 
-    def _configure_sensors(self) -> None:
-        s = self.sensors
+    def _configure_sensors(self, s) -> None:
         s.ignore_pid(os.getpid(), inherit=self.ignore_children)
         for c in self.ignore_comms:
             s.ignore_comm(c)
@@ -146,8 +145,11 @@ class Pipeline:
                 self._tick(now)
             if deadline is not None and now >= deadline:
                 break
-        # what is already in the ring still goes through
-        ring.consume(on_raw)
+        # what is already in the ring still goes through, for at most
+        # DRAIN_SECONDS (an agent told to stop under load must stop)
+        end = time.monotonic() + self.DRAIN_SECONDS
+        while ring.consume(on_raw, limit=4096) and time.monotonic() < end:
+            pass
         self._tick(time.monotonic())
         self.release_held(flush=True)
         for fn in batch_end:

@@ -202,7 +202,11 @@ class SensorManager:
             if not good:
                 return
             obj = self._open(sensor, good)
-            obj.load()
+            try:
+                obj.load()
+            except BaseException:
+                obj.close()
+                raise
             names = good
         for name in names:
             states[name].loaded = True
