@@ -585,6 +585,8 @@ def container_run(agent, rootfs):
         f"apt --version {m} >/dev/null 2>&1",
         "nc 10.96.0.1 443 2>/dev/null",
         "nc 169.254.169.254 80 2>/dev/null",
+        "nc 10.96.0.1 8080 2>/dev/null",              # look-alikes: API address, other port;
+        "nc 169.254.10.10 8080 2>/dev/null",          # another link-local address
         f"/usr/bin/python3 -c \"{dns}\"",
         "true",
     ])
@@ -667,3 +669,9 @@ def test_cloud_metadata_contact_from_container(agent, container_run):
     _container_fields(a["output_fields"], name)
     assert a["output_fields"]["fd.name"].endswith("->169.254.169.254:80")
     assert a["output_fields"]["proc.cmdline"] == "nc 169.254.169.254 80"
+    # benign look-alikes in the same container: no alert of any rule (the DNS
+    # query that ran after them has been judged)
+    agent.wait_for("Contact K8S API server from container",
+                   **{"container.name": name, "dns.query": "kubernetes.default.svc.cluster.local"})
+    for cmd in ("nc 10.96.0.1 8080", "nc 169.254.10.10 8080"):
+        assert not agent.find(**{"container.name": name, "proc.cmdline": cmd}), cmd
