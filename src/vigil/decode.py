@@ -105,6 +105,7 @@ class Decoder:
         self.boot_offset = 0
         self.resync_clock()
         self.errors = 0
+        self._comms: dict = {}   # raw comm bytes -> str
         self._by_kind = {
             Kind.EXEC: self._exec, Kind.EXIT: self._exit, Kind.FORK: self._fork,
             Kind.OPEN: self._open,
@@ -125,31 +126,38 @@ class Decoder:
         """Offset from CLOCK_BOOTTIME (kernel timestamps) to wall-clock ns."""
         self.boot_offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
-    def decode(self, raw) -> Event | None:
+    def decode(self, raw, offset: int = 0) -> Event | None:
+        """Decode the record at raw[offset:]."""
         try:
-            kind = _KIND.unpack_from(raw, 8)[0]
+            kind = _KIND.unpack_from(raw, offset + 8)[0]
             entry = self._table[kind] if kind < 64 else None
             if entry is None:
                 self.errors += 1
                 return None
-            return entry[2](raw, entry[0], entry[1])
+            return entry[2](raw, entry[0], entry[1], offset)
         except (struct.error, IndexError, ValueError, UnicodeError):
             self.errors += 1
             return None
 
     def _hdr(self, v, kind, label) -> Event:
+        comms = self._comms
+        comm = comms.get(v[8])
+        if comm is None:
+            if len(comms) > 4096:
+                comms.clear()
+            comm = comms[v[8]] = _s(v[8])
         e = Event.__new__(Event)
         e.__dict__ = {
             "kind": kind, "type": label, "time": v[0] + self.boot_offset, "pid": v[2],
             "tid": v[3], "ppid": v[4], "uid": v[5], "gid": v[6], "cgroup_id": v[7],
-            "comm": _s(v[8]),
+            "comm": comm,
         }
         return e
 
     # v indices: 0 ts 1 kind 2 pid 3 tid 4 ppid 5 uid 6 gid 7 cgroup 8 comm, then per layout
 
-    def _exec(self, raw, kind, label):
-        v = _EXEC.unpack_from(raw)
+    def _exec(self, raw, kind, label, off=0):
+        v = _EXEC.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         loginuid, args_len, args_trunc, _exe_t, _cwd_t, exe_ctime, tty, cgname, exe, cwd, args = v[9:]
         blob = args[:args_len]
@@ -168,21 +176,21 @@ class Decoder:
         d["syscall"] = "execve"
         return e
 
-    def _exit(self, raw, kind, label):
-        v = _EXIT.unpack_from(raw)
+    def _exit(self, raw, kind, label, off=0):
+        v = _EXIT.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         e.exit_code = v[9]
         e.exit_signal = v[10]
         return e
 
-    def _fork(self, raw, kind, label):
-        v = _FORK.unpack_from(raw)
+    def _fork(self, raw, kind, label, off=0):
+        v = _FORK.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         e.child_pid = v[9]
         return e
 
-    def _open(self, raw, kind, label):
-        v = _OPEN.unpack_from(raw)
+    def _open(self, raw, kind, label, off=0):
+        v = _OPEN.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         ret, flags, mode, dirfd, sc, _trunc, _unres, path = v[9:]
         d = e.__dict__
@@ -194,8 +202,8 @@ class Decoder:
         d["path"] = _norm(_s(path))
         return e
 
-    def _path2(self, raw, kind, label):
-        v = _PATH2.unpack_from(raw)
+    def _path2(self, raw, kind, label, off=0):
+        v = _PATH2.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         ret, flags, mode, sc, _t1, _t2, path, path2 = v[9:]
         d = e.__dict__
@@ -210,8 +218,8 @@ class Decoder:
             d["path2"] = _norm(p2)
         return e
 
-    def _net(self, raw, kind, label):
-        v = _NET.unpack_from(raw)
+    def _net(self, raw, kind, label, off=0):
+        v = _NET.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         ret, fd, family, sc, proto, sport, dport, saddr, daddr, unix_path = v[9:]
         d = e.__dict__
@@ -230,8 +238,8 @@ class Decoder:
             d["dport"] = dport
         return e
 
-    def _dns(self, raw, kind, label):
-        v = _DNS.unpack_from(raw)
+    def _dns(self, raw, kind, label, off=0):
+        v = _DNS.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         fd, family, sc, dport, ln, daddr, payload = v[9:]
         q, t = parse_dns_query(payload[:ln])
@@ -246,8 +254,8 @@ class Decoder:
         d["qtype"] = t
         return e
 
-    def _sys(self, raw, kind, label):
-        v = _SYS.unpack_from(raw)
+    def _sys(self, raw, kind, label, off=0):
+        v = _SYS.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         ret, a0, a1, sc, family, fd_type, sport, dport, proto, saddr, daddr, path = v[9:]
         d = e.__dict__
@@ -286,8 +294,8 @@ class Decoder:
             d["new_uid"] = a0
         return e
 
-    def _cgroup(self, raw, kind, label):
-        v = _CGROUP.unpack_from(raw)
+    def _cgroup(self, raw, kind, label, off=0):
+        v = _CGROUP.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         cg_id, hierarchy, level, path = v[9:]
         d = e.__dict__

@@ -137,7 +137,7 @@ class Pipeline:
         self._stop = False
         batch_end = self.batch_end
         while not self._stop:
-            if ring.poll(on_raw, 0.1):
+            if ring.poll(on_raw, 0.1, at=True):
                 for fn in batch_end:
                     fn()
             now = time.monotonic()
@@ -148,7 +148,7 @@ class Pipeline:
         # what is already in the ring still goes through, for at most
         # DRAIN_SECONDS (an agent told to stop under load must stop)
         end = time.monotonic() + self.DRAIN_SECONDS
-        while ring.consume(on_raw, limit=4096) and time.monotonic() < end:
+        while ring.consume(on_raw, limit=4096, at=True) and time.monotonic() < end:
             pass
         self._tick(time.monotonic())
         self.release_held(flush=True)
@@ -180,8 +180,8 @@ class Pipeline:
             self.decoder.resync_clock()
             self.proctable.reap()
 
-    def on_raw(self, raw) -> None:
-        ev = self.decoder.decode(raw)
+    def on_raw(self, raw, offset: int = 0) -> None:
+        ev = self.decoder.decode(raw, offset)
         if ev is not None:
             self.process(ev)
 

@@ -265,7 +265,8 @@ class ProcessTable:
             p.cgroup_id = ev.cgroup_id or 0
             self._put(p)
         else:
-            self._procs.move_to_end(pid)
+            # the LRU order follows exec/fork only (cheap on the hot path); an
+            # evicted process that shows up again is re-read from /proc
             if ev.ppid and p.ppid != ev.ppid:
                 p.ppid = ev.ppid  # reparented
             if ev.uid is not None:

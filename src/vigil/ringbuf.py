@@ -41,9 +41,10 @@ class RingBuffer:
     def available(self) -> int:
         return self._prod_q[0] - self._cons_q[0]
 
-    def consume(self, handler, limit: int = 1 << 30) -> int:
+    def consume(self, handler, limit: int = 1 << 30, at: bool = False) -> int:
         """Hand every ready record (a memoryview, valid only during the call)
-        to handler; returns how many were read."""
+        to handler; returns how many were read.  With at=True the handler gets
+        (buffer, offset) instead, which saves a slice per record."""
         cons_q = self._cons_q
         prod_q = self._prod_q
         cons = cons_q[0]
@@ -59,7 +60,10 @@ class RingBuffer:
                 break
             length = hdr & ~(BUSY | DISCARD)
             if not hdr & DISCARD:
-                handler(data[off + 8:off + 8 + length])
+                if at:
+                    handler(data, off + 8)
+                else:
+                    handler(data[off + 8:off + 8 + length])
             cons += (length + 15) & ~7
             n += 1
             if not n & 255:
@@ -69,13 +73,13 @@ class RingBuffer:
         self.records += n
         return n
 
-    def poll(self, handler, timeout: float = 0.1) -> int:
+    def poll(self, handler, timeout: float = 0.1, at: bool = False) -> int:
         """Consume what is ready, else wait up to timeout seconds for more."""
-        n = self.consume(handler)
+        n = self.consume(handler, at=at)
         if n:
             return n
         self._ep.poll(timeout)
-        return self.consume(handler)
+        return self.consume(handler, at=at)
 
     def fileno(self) -> int:
         return self._ep.fileno()
