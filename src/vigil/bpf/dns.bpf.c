@@ -51,10 +51,7 @@ static __always_inline int dns_send(__u16 sc, int fd, const void *uaddr, const v
 	if (bpf_probe_read_user(e->payload, n, buf))
 		n = 0;
 	e->len = n;
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
-		count(EV_DNS, 1);
-	else
-		count(EV_DNS, 0);
+	output(e, sizeof(*e), EV_DNS);
 	return 0;
 }
 

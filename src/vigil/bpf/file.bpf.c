@@ -63,10 +63,7 @@ static __always_inline int open_exit(long ret)
 	e->syscall = a.syscall;
 	e->path_truncated = r == 1;
 	e->unresolved = r == 2;
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
-		count(EV_OPEN, 1);
-	else
-		count(EV_OPEN, 0);
+	output(e, sizeof(*e), EV_OPEN);
 	return 0;
 }
 

@@ -69,10 +69,7 @@ static __always_inline int fsop_exit(long ret)
 	e->path2_truncated = 0;
 	if (a.p2)
 		e->path2_truncated = read_abs_path(a.p2, a.d2, e->path2) == 1;
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
-		count(a.kind, 1);
-	else
-		count(a.kind, 0);
+	output(e, sizeof(*e), a.kind);
 	return 0;
 }
 

@@ -73,14 +73,6 @@ static __always_inline struct ev_net *net_event(__u32 kind, __u16 sc, int fd, lo
 	return e;
 }
 
-static __always_inline void net_output(struct ev_net *e, __u32 kind)
-{
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
-		count(kind, 1);
-	else
-		count(kind, 0);
-}
-
 /* enter: remember fd and the user's sockaddr */
 static __always_inline int net_enter(__u32 kind, __u16 sc, int fd, const void *uaddr)
 {
@@ -133,7 +125,7 @@ static __always_inline int net_exit(long ret)
 	if (a->family == AF_UNIX)
 		bpf_probe_read_kernel_str(e->unix_path, sizeof(e->unix_path), a->unix_path);
 	bpf_map_delete_elem(&net_pending, &tid);
-	net_output(e, kind);
+	output(e, sizeof(*e), kind);
 	return 0;
 }
 
@@ -182,7 +174,7 @@ static __always_inline int accept_exit(long ret, __u16 sc)
 	if (!e)
 		return 0;
 	track(ret);
-	net_output(e, EV_ACCEPT);
+	output(e, sizeof(*e), EV_ACCEPT);
 	return 0;
 }
 
@@ -210,6 +202,6 @@ int close__enter(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	struct ev_net *e = net_event(EV_CLOSE, SC_CLOSE, fd, 0);
 	if (e)
-		net_output(e, EV_CLOSE);
+		output(e, sizeof(*e), EV_CLOSE);
 	return 0;
 }

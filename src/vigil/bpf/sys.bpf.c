@@ -93,10 +93,7 @@ static __always_inline int sys_exit(long ret)
 			path_to_str(&fp, e->path);
 		}
 	}
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
-		count(kind, 1);
-	else
-		count(kind, 0);
+	output(e, sizeof(*e), kind);
 	return 0;
 }
 

@@ -383,6 +383,15 @@ static __always_inline void submit(void *e, __u32 kind)
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Copy a finished event (built in a per-CPU buffer) into the ring buffer. */
+static __always_inline void output(void *e, __u32 size, __u32 kind)
+{
+	if (bpf_ringbuf_output(&events, e, size, 0))
+		count(kind, 1);
+	else
+		count(kind, 0);
+}
+
 static __always_inline struct scratch *get_scratch(void)
 {
 	__u32 zero = 0;
