@@ -257,3 +257,14 @@ def test_args_exactly_at_the_limit_not_truncated(proc_small_args):
                                    count=2)
     assert (evs[0].args, evs[0].args_truncated) == (["/bin/echo", m, fill], False)
     assert (evs[1].args, evs[1].args_truncated) == (["/bin/echo", m, fill], True)
+
+
+def test_memfd_exec_exe_path(proc):
+    """A binary run from a memfd (fileless) reports exe /memfd:<name>, not '/'."""
+    m = marker()
+    code = ("import os\nfd = os.memfd_create('vigil-mfd')\n"
+            "os.write(fd, open('/bin/true', 'rb').read())\n"
+            f"os.execve(f'/proc/self/fd/{{fd}}', ['{m}'], {{}})")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    ev = proc.wait_for(lambda e: e.kind == Kind.EXEC and e.args == [m])[0]
+    assert ev.exe == "/memfd:vigil-mfd"

@@ -414,14 +414,17 @@ static long path_walk_step(__u32 idx, void *arg)
 	struct mount *m = w->m;
 	struct dentry *root = BPF_CORE_READ(m, mnt.mnt_root);
 	struct dentry *parent = BPF_CORE_READ(d, d_parent);
-	if (d == root || d == parent) {
+	if (d == root) {
 		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-		if (d != root || m == mp)
+		if (m == mp)
 			return 1;   /* reached the namespace root */
 		w->d = BPF_CORE_READ(m, mnt_mountpoint);
 		w->m = mp;
 		return 0;
 	}
+	/* a pseudo file (memfd, pipe, socket) has a dentry that is its own parent
+	 * without being a mount root: its name is the whole path ("/memfd:x") */
+	int last = d == parent;
 	__u32 len = BPF_CORE_READ(d, d_name.len) & 255;
 	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
 	int pos = w->pos;
@@ -433,7 +436,7 @@ static long path_walk_step(__u32 idx, void *arg)
 	s->buf[pos & (SCRATCH_HALF - 1)] = '/';
 	w->pos = pos;
 	w->d = parent;
-	return 0;
+	return last;
 }
 
 /* Walk a struct path up to the root of the mount namespace, writing the
