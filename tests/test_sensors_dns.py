@@ -106,6 +106,8 @@ for i in range(2):
 n = libc.sendmmsg(c.fileno(), msgs, 2, 0)
 assert n == 2, ctypes.get_errno()
 c.recv(512); c.recv(512)
+# write() on the connected socket (busybox nslookup, Go's resolver)
+os.write(c.fileno(), q('write.' + tag + '.example', 16, 6)); c.recv(512)
 # a datagram to a port that is not DNS is not reported
 s.sendto(q('notdns.' + tag + '.example', 1, 5), ('127.0.0.1', 9))
 print(os.getpid())
@@ -118,7 +120,7 @@ def test_queries_sendto_sendmsg_sendmmsg(dns, responder):
                        capture_output=True, text=True, timeout=20)
     assert p.returncode == 0, p.stderr
     pid = int(p.stdout.split()[-1])
-    evs = dns.wait_for(lambda e: e.kind == Kind.DNS and e.pid == pid, count=4)
+    evs = dns.wait_for(lambda e: e.kind == Kind.DNS and e.pid == pid, count=5)
     dns.settle(0.1)
     evs = dns.find(lambda e: e.kind == Kind.DNS and e.pid == pid)
     got = [(e.syscall, e.query, e.qtype) for e in evs]
@@ -127,11 +129,12 @@ def test_queries_sendto_sendmsg_sendmmsg(dns, responder):
         ("sendmsg", f"sendmsg.{tag}.example", "AAAA"),
         ("sendmmsg", f"mx.{tag}.example", "MX"),
         ("sendmmsg", f"aaaa.{tag}.example", "AAAA"),
+        ("write", f"write.{tag}.example", "TXT"),
     ]
     for e in evs:
         assert (e.family, e.daddr, e.dport, e.proto) == ("AF_INET", "127.0.0.1", responder.port, "udp")
         assert e.comm.startswith("python")
-    assert len(responder.seen) >= 4
+    assert len(responder.seen) >= 5
 
 
 def test_set_dns_ports_changes_what_is_decoded(dns, responder):

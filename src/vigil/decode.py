@@ -35,6 +35,7 @@ SYSCALLS = (
     "mkdir", "mkdirat", "chmod", "fchmodat",
     "ptrace", "init_module", "finit_module",
     "dup", "dup2", "dup3", "memfd_create", "setuid",
+    "write",
 )
 
 FAMILIES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6"}

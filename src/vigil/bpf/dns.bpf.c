@@ -17,6 +17,21 @@ struct {
 	__type(value, struct ev_dns);
 } dns_buf SEC(".maps");
 
+/* (tgid << 32 | fd) of sockets connect()ed to a DNS port: their write()s are
+ * queries (busybox nslookup, Go's resolver).  Stale entries are harmless:
+ * dns_send checks the socket again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, __u8);
+} dns_socks SEC(".maps");
+
+static __always_inline __u64 fd_key(int fd)
+{
+	return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (__u32)fd;
+}
+
 /* one datagram: destination from the sockaddr, else from the connected socket */
 static __always_inline int dns_send(__u16 sc, int fd, const void *uaddr, const void *buf, __u64 len)
 {
@@ -99,4 +114,30 @@ int dns__enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
 	if (vlen > 1)
 		dns_msghdr(SC_SENDMMSG, fd, &mm[1].msg_hdr);
 	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_connect")
+int dns__enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u8 addr[16];
+	__u16 port = 0;
+	int fam = read_sockaddr((const void *)ctx->args[1], addr, &port, NULL);
+	if ((fam != AF_INET && fam != AF_INET6) || !bpf_map_lookup_elem(&dns_ports, &port))
+		return 0;
+	__u64 key = fd_key(ctx->args[0]);
+	__u8 one = 1;
+	bpf_map_update_elem(&dns_socks, &key, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_write")
+int dns__enter_write(struct trace_event_raw_sys_enter *ctx)
+{
+	/* one hash lookup for every write; nothing more unless it is a DNS socket */
+	__u64 key = fd_key(ctx->args[0]);
+	if (!bpf_map_lookup_elem(&dns_socks, &key))
+		return 0;
+	if (!wanted(EV_DNS))
+		return 0;
+	return dns_send(SC_WRITE, ctx->args[0], 0, (const void *)ctx->args[1], ctx->args[2]);
 }
