@@ -534,3 +534,15 @@ def test_sample_ruleset_with_overrides(pt):
     assert eng.evaluate(mk(Kind.CONNECT, pt=pt, comm="nc", **c2))
     assert eng.evaluate(mk(Kind.MODULE, pt=pt, syscall="init_module", ret=0))[0].rule == \
         "Kernel module loaded"
+
+
+def test_block_scalar_output_is_one_line():
+    from vigil.events import Event, Kind
+    from vigil.rules.engine import RuleEngine
+    eng = RuleEngine.from_text(
+        "- rule: folded\n  desc: d\n  condition: evt.type = execve\n"
+        "  output: >\n    hello %proc.name\n  priority: INFO\n")
+    ev = Event(Kind.EXEC, pid=1, tid=1, ppid=0, uid=0, gid=0, comm="sh", exe="/bin/sh",
+               args=["sh"], time=1)
+    (alert,) = eng.evaluate(ev)
+    assert alert.output == "hello sh"

@@ -504,7 +504,8 @@ class OutputFormat:
     """A rule output with %field placeholders, parsed once."""
 
     def __init__(self, text: str):
-        self.text = text
+        # YAML block scalars (`output: >`) end in a newline; an alert is one line
+        self.text = text.strip()
         self.parts = []    # str or Extractor
         self.fields = []   # Extractors, in order of first appearance
         self._parse()
