@@ -87,13 +87,13 @@ class Agent:
         p = self.pipeline
         if p is not None and p.sensors is not None:
             p.kinds = set(eng.required_kinds())
-            p.open_prefixes = eng.open_path_prefixes()
+            p.open_prefixes = eng.open_path_filter()
             if p.kernel_kinds() - old_kinds - p.sensors.active_kinds():
                 # programs for new kinds must be loaded: done by run() once the
                 # event loop has returned (the loop holds the current ring)
                 self._restart_pending = True
                 if self._running:
-                    p.request_stop()
+                    p.pause()
                 else:
                     self._restart_sensors()
             else:
@@ -128,7 +128,7 @@ class Agent:
             self.pipeline = Pipeline(
                 self.engine.required_kinds(), proctable=self.proctable, containers=self.resolver,
                 ringbuf_size=s["ringbuf_size"], args_max=s["args_max"],
-                open_prefixes=self.engine.open_path_prefixes(), scope=cfg["scope"]["mode"],
+                open_prefixes=self.engine.open_path_filter(), scope=cfg["scope"]["mode"],
                 dns_ports=s["dns_ports"], ignore_comms=s["ignore_comms"], ignore_children=True)
             self.pipeline.add_handler(self.on_event)
             for h in self.extra_handlers:

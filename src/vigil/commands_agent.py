@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from .commands_trace import fail, install_signals, setup_logging
+from .commands_trace import fail, setup_logging, start_or_fail
 from .config import ConfigError, load_config
 from .environment import EnvironmentProblem
 from .libbpf import BpfError
@@ -144,15 +144,9 @@ def capture(out, kinds, duration, no_containers, verbose):
         resolver = ContainerResolver()
         resolver.seed()
     pipe = Pipeline(ks, containers=resolver, ignore_children=True)
-    try:
-        pipe.start()
-    except EnvironmentProblem as e:
-        fail(str(e))
-    except BpfError as e:
-        fail(f"{e}{': ' + e.details if e.details else ''}")
+    start_or_fail(pipe, [resolver.stop] if resolver is not None else [])
     writer = CaptureWriter(out, pipe.proctable)
     pipe.add_handler(writer)
-    install_signals(pipe)
     click.echo(f"vigil: capturing {','.join(sorted(k.label for k in ks))} to {out}", err=True)
     try:
         pipe.run(duration)
@@ -176,6 +170,13 @@ def replay(capture_file, config, rules, output, min_priority, verbose, store):
     setup_logging(verbose)
     overrides = _overrides(rules, store, not store, output, min_priority)
     overrides.setdefault("rate_limit", {"window": 0})
+    # replayed alerts are old: they go to stdout (and --store), never to the
+    # node's file/syslog/webhook outputs from vigil.yaml
+    overrides["outputs"] = {
+        "stdout": {"enabled": True, "format": output or "text"},
+        "file": {"enabled": False}, "syslog": {"enabled": False},
+        "webhook": {"enabled": False},
+    }
     cfg = _load(config, overrides)
     from .agent import default_rules_files
     from .capture import CaptureError, replay as do_replay

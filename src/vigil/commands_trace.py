@@ -33,6 +33,22 @@ def install_signals(pipeline) -> None:
     signal.signal(signal.SIGTERM, _stop)
 
 
+def start_or_fail(pipeline, cleanup=()) -> None:
+    """Install the stop signals, then load and attach; an unfit machine ends
+    the command with one line (exit 2) after running cleanup callables."""
+    install_signals(pipeline)   # before start: Ctrl-C while loading stops cleanly
+    try:
+        pipeline.start()
+        return
+    except EnvironmentProblem as e:
+        msg = str(e)
+    except BpfError as e:
+        msg = f"{e}{': ' + e.details if e.details else ''}"
+    for fn in cleanup:
+        fn()
+    fail(msg)
+
+
 @click.command("trace")
 @click.argument("view", type=click.Choice(sorted(TRACE_KINDS)), default="all")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -77,18 +93,12 @@ def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_onl
     pipe.add_handler(printer)
     pipe.batch_end.append(printer.flush)
     pipe.add_ticker(lambda now: printer.flush())  # held container events
-    try:
-        pipe.start()
-    except EnvironmentProblem as e:
-        fail(str(e))
-    except BpfError as e:
-        fail(f"{e}{': ' + e.details if e.details else ''}")
+    start_or_fail(pipe, [resolver.stop] if resolver is not None else [])
     if not pipe.sensors.active_kinds() & TRACE_KINDS[view]:
         pipe.stop()
         if resolver is not None:
             resolver.stop()
         fail(f"no sensor for '{view}' could be attached on this kernel (see the warnings above)")
-    install_signals(pipe)
     try:
         printer.header()
         pipe.run(duration)

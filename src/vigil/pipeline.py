@@ -37,6 +37,9 @@ class Pipeline:
         self.tickers: list = []
         self.ringbuf_size = ringbuf_size
         self.args_max = args_max
+        # kernel open filter: None (every open), a list of path prefixes, or a
+        # dict prefix -> modes wanted (1 reads, 2 writes, 3 both), as
+        # RuleEngine.open_path_filter() gives it
         self.open_prefixes = open_prefixes
         self.scope = scope
         self.dns_ports = tuple(dns_ports)
@@ -51,6 +54,7 @@ class Pipeline:
         self.events = 0
         self.handler_errors = 0
         self._stop = False
+        self._pause = False
         self._last_tick = 0.0
         self._hold = None
         if containers is not None:
@@ -127,16 +131,21 @@ class Pipeline:
             self.sensors = None
 
     def request_stop(self, *_args) -> None:
+        """Stop for good (signal handlers; also before run() has started)."""
         self._stop = True
+
+    def pause(self) -> None:
+        """Make run() return without stopping (the agent swaps sensors then)."""
+        self._pause = True
 
     def run(self, duration: Optional[float] = None) -> None:
         """Consume events until request_stop() or duration seconds."""
         deadline = time.monotonic() + duration if duration else None
         ring = self.ring
         on_raw = self.on_raw
-        self._stop = False
+        self._pause = False
         batch_end = self.batch_end
-        while not self._stop:
+        while not (self._stop or self._pause):
             if ring.poll(on_raw, 0.1, at=True):
                 for fn in batch_end:
                     fn()

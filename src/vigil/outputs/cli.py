@@ -32,7 +32,9 @@ def parse_since(value: str, now_ns: Optional[int] = None) -> int:
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.timezone.utc)
     delta = t - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    ns = (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    # SQLite integers are 64-bit: times past 2262 match nothing anyway
+    return max(-(1 << 63), min(ns, (1 << 63) - 1))
 
 
 def _short_time(ns: int) -> str:

@@ -89,8 +89,12 @@ class WebhookOutput(Output):
             except queue.Full:
                 pass  # the worker notices _closing once the queue empties
         if self._thread.is_alive():
-            self._thread.join(None if timeout is None else max(0.0, timeout) + self.timeout + 1)
-        self._session.close()
+            # wait for the drain only: a request hanging on a dead receiver must
+            # not hold up the agent's exit (the worker is a daemon thread, and
+            # every alert is already in the store)
+            self._thread.join(None if timeout is None else max(0.0, timeout))
+        if not self._thread.is_alive():
+            self._session.close()
 
     def stats(self) -> dict:
         with self._lock:
