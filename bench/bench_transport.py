@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -413,7 +412,7 @@ def verdict(res) -> list:
 
 def report(res) -> str:
     m = res["machine"]
-    out = [f"# vigil transport benchmark\n",
+    out = ["# vigil transport benchmark\n",
            f"Command: `{res['command']}`  \n",
            f"Date {m['date']}, git {m['git']}, kernel {m['kernel']}, {m['cores']} cores ({m['cpu']}), "
            f"Python {m['python']}, load average at start {' '.join(m['loadavg_at_start'])}.  \n",

@@ -2,7 +2,6 @@
 never a traceback.  None of these reach the kernel."""
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 import time

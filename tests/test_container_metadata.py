@@ -1,6 +1,5 @@
 """Metadata sources: OCI config.json annotations, containers/storage, the Docker API."""
 import json
-import os
 import shutil
 import socketserver
 import threading

@@ -13,7 +13,6 @@ that rule is checked by replaying a hand-made capture
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -584,7 +583,7 @@ def container_run(agent, rootfs):
            f"u.sendto(bytes.fromhex('{dns_packet('kubernetes.default.svc.cluster.local').hex()}'), "
            "('127.0.0.1', 53))")
     script = "; ".join([
-        f"cat /etc/hostname >/dev/null",                # image binary: no drop alert
+        "cat /etc/hostname >/dev/null",                # image binary: no drop alert
         f"ls /tmp/{m}-image >/dev/null 2>&1",
         "sleep 1",                                      # exe ctime has 1 s resolution
         f"mkdir /tmp/{m}", f"cp /bin/busybox /tmp/{m}/ls", f"/tmp/{m}/ls /tmp/{m}-dropped >/dev/null 2>&1",

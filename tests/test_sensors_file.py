@@ -1,5 +1,4 @@
 """File sensors against the real kernel: open family and filesystem changes."""
-import ctypes
 import errno
 import os
 import subprocess

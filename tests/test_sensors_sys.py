@@ -2,7 +2,6 @@
 setuid; and a program the kernel cannot attach (module load) being disabled alone."""
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys

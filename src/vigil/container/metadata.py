@@ -26,7 +26,6 @@ import os
 import re
 import socket
 import subprocess
-import time
 from typing import Callable, Iterable, Optional
 from urllib.parse import quote
 
