@@ -268,3 +268,16 @@ def test_memfd_exec_exe_path(proc):
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     ev = proc.wait_for(lambda e: e.kind == Kind.EXEC and e.args == [m])[0]
     assert ev.exe == "/memfd:vigil-mfd"
+
+
+def test_exec_vpid_host_and_new_pid_namespace(proc):
+    m = marker()
+    subprocess.run(["/bin/echo", m], stdout=subprocess.DEVNULL)
+    host = proc.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m])[0]
+    assert host.vpid == host.pid
+    m2 = marker()
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "/bin/sh", "-c",
+                        f"exec /bin/echo {m2}"], stdout=subprocess.DEVNULL)
+    assert r.returncode == 0
+    ns = proc.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m2])[0]
+    assert ns.vpid == 1 and ns.pid != 1

@@ -160,7 +160,7 @@ class Decoder:
     def _exec(self, raw, kind, label, off=0):
         v = _EXEC.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
-        loginuid, args_len, args_trunc, _exe_t, _cwd_t, exe_ctime, tty, cgname, exe, cwd, args = v[9:]
+        loginuid, args_len, args_trunc, _exe_t, _cwd_t, exe_ctime, vpid, tty, cgname, exe, cwd, args = v[9:]
         blob = args[:args_len]
         if blob.endswith(b"\0"):
             blob = blob[:-1]
@@ -174,6 +174,7 @@ class Decoder:
         d["loginuid"] = -1 if loginuid == 0xFFFFFFFF else loginuid
         d["cgroup_name"] = _s(cgname)
         d["exe_ctime"] = exe_ctime
+        d["vpid"] = vpid
         d["syscall"] = "execve"
         return e
 

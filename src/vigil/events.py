@@ -56,6 +56,7 @@ FIELDS = (
     # exec
     "exe", "args", "args_truncated", "cwd", "tty", "loginuid", "cgroup_name",
     "exe_ctime",  # seconds since epoch: when the executable's inode last changed
+    "vpid",       # pid in the process's own pid namespace
     # exit
     "exit_code", "exit_signal",
     # fork

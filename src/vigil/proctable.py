@@ -20,7 +20,7 @@ EXIT_GRACE_NS = 5 * 1_000_000_000
 class ProcInfo:
     __slots__ = ("pid", "ppid", "comm", "exe", "args", "cwd", "uid", "gid", "loginuid",
                  "tty", "start_time", "cgroup_id", "exited_at", "exe_from_memfd", "sid",
-                 "container_id", "exe_ctime")
+                 "container_id", "exe_ctime", "vpid")
 
     def __init__(self, pid: int, ppid: int = 0, comm: str = "", exe: str = "",
                  args: Optional[list] = None, cwd: str = "", uid: int = 0, gid: int = 0,
@@ -43,6 +43,7 @@ class ProcInfo:
         self.sid = sid
         self.container_id = None
         self.exe_ctime = 0
+        self.vpid = 0
 
     @property
     def cmdline(self) -> str:
@@ -108,13 +109,15 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
         cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         cwd = ""
-    uid = gid = 0
+    uid = gid = vpid = 0
     status = _read(f"/proc/{pid}/status") or b""
     for line in status.split(b"\n"):
         if line.startswith(b"Uid:"):
             uid = int(line.split()[1])
         elif line.startswith(b"Gid:"):
             gid = int(line.split()[1])
+        elif line.startswith(b"NSpid:"):
+            vpid = int(line.split()[-1])
     lu = _read(f"/proc/{pid}/loginuid")
     loginuid = -1
     if lu:
@@ -126,6 +129,7 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
             pass
     p = ProcInfo(pid, ppid, comm, exe, args, cwd, uid, gid, loginuid, _tty_name(tty_nr),
                  _boot_ticks_to_wall_ns(start_ticks), 0, sid)
+    p.vpid = vpid
     if exe.startswith("/memfd:"):
         p.exe_from_memfd = True
     try:
@@ -239,6 +243,7 @@ class ProcessTable:
             p.cgroup_id = ev.cgroup_id
             p.exe_from_memfd = bool(ev.exe and ev.exe.startswith("/memfd:"))
             p.exe_ctime = ev.exe_ctime or 0
+            p.vpid = ev.vpid or 0
             p.exited_at = 0
             self._put(p)
             return p

@@ -31,7 +31,7 @@ class EvExec(ctypes.Structure):
     _fields_ = [
         ("h", EvHdr), ("loginuid", c_uint32), ("args_len", c_uint32),
         ("args_truncated", c_uint8), ("exe_truncated", c_uint8), ("cwd_truncated", c_uint8),
-        ("_pad0", c_uint8), ("exe_ctime", c_uint32),
+        ("_pad0", c_uint8), ("exe_ctime", c_uint32), ("vpid", c_uint32), ("_pad2", c_uint32),
         ("tty", c_char * 16), ("cgroup_name", c_char * CGNAME_LEN),
         ("exe", c_char * PATH_LEN), ("cwd", c_char * PATH_LEN), ("args", c_char * ARGS_LEN),
     ]

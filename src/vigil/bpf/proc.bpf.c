@@ -18,6 +18,11 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 		e->exe_ctime = BPF_CORE_READ(ino, i_ctime_sec);
 	else
 		e->exe_ctime = 0;
+	struct pid *tp = BPF_CORE_READ(p, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level);
+	struct upid up = {};
+	bpf_core_read(&up, sizeof(up), &tp->numbers[level & 31]);
+	e->vpid = up.nr;
 	struct path fp = BPF_CORE_READ(bprm, file, f_path);
 	int n = path_to_str(&fp, e->exe);
 	e->exe_truncated = n >= PATH_LEN;

@@ -92,6 +92,8 @@ struct ev_exec {
 	__u8 cwd_truncated;
 	__u8 _pad0;
 	__u32 exe_ctime;   /* seconds: inode change time of the executable */
+	__u32 vpid;        /* pid in the process's own pid namespace (1 = a container's init) */
+	__u32 _pad2;
 	char tty[16];
 	char cgroup_name[CGNAME_LEN];
 	char exe[PATH_LEN];
@@ -201,6 +203,11 @@ struct vigil_cfg {
 	__u8 cgroup_filter;    /* 1: consult cgroup_scope for every event */
 	__u32 _pad;
 };
+
+/* open_prefixes values: which opens below the prefix are wanted */
+#define OPEN_WANT_READ 1       /* O_RDONLY / O_RDWR */
+#define OPEN_WANT_WRITE 2      /* O_WRONLY / O_RDWR, O_CREAT, O_TRUNC */
+#define OPEN_WANT_ALL 0xff
 
 struct prefix_key {
 	__u32 prefixlen;       /* bits */
@@ -546,12 +553,14 @@ static __always_inline int read_abs_path(const char *upath, int dirfd, char *out
 	return total >= PATH_LEN ? 1 : 0;
 }
 
-/* Does an absolute path pass the open prefix filter? */
-static __always_inline int path_of_interest(const char *path)
+/* Which open modes the open prefix filter wants for an absolute path: the
+ * value of the longest matching prefix (OPEN_WANT_* bits), 0 when none
+ * matches, all bits when the filter cannot decide. */
+static __always_inline __u8 path_of_interest(const char *path)
 {
 	struct scratch *s = get_scratch();
 	if (!s)
-		return 1;
+		return OPEN_WANT_ALL;
 	/* paths with ".." could dodge a prefix match: always let them through */
 	char prev = 0;
 	for (int i = 0; i < PATH_LEN; i++) {
@@ -559,15 +568,16 @@ static __always_inline int path_of_interest(const char *path)
 		if (ch == 0)
 			break;
 		if (ch == '.' && prev == '.')
-			return 1;
+			return OPEN_WANT_ALL;
 		prev = ch;
 	}
 	__builtin_memset(&s->key, 0, sizeof(s->key));
 	int n = bpf_probe_read_kernel_str(s->key.data, PREFIX_LEN, path);
 	if (n <= 0)
-		return 1;
+		return OPEN_WANT_ALL;
 	s->key.prefixlen = (n - 1) * 8;
-	return bpf_map_lookup_elem(&open_prefixes, &s->key) != NULL;
+	__u8 *want = bpf_map_lookup_elem(&open_prefixes, &s->key);
+	return want ? *want : 0;
 }
 
 /* Fill family/ports/addresses from a socket; returns the family or 0. */

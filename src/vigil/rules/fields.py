@@ -646,8 +646,14 @@ _f("proc.cmdnargs", "int", _safe(lambda ev, cx: (lambda a: None if a is None els
 _f("proc.cmdlenargs", "int", _safe(lambda ev, cx: (lambda a: None if a is None else sum(len(x) for x in a[1:]))(_args(ev))))
 _f("proc.pid", "int", lambda ev, cx: ev.pid, inline={None: "ev.pid"})
 _f("proc.ppid", "int", _safe(lambda ev, cx: _ppid(ev)))
-_f("proc.vpid", "int", lambda ev, cx: None)
-_f("proc.pvpid", "int", lambda ev, cx: None)
+def _vpid(p):
+    """pid inside the process's pid namespace; None while unknown (0)."""
+    return (p.vpid or None) if p is not None else None
+
+
+_f("proc.vpid", "int", _safe(lambda ev, cx: (ev.vpid if ev.kind is Kind.EXEC and ev.vpid else
+                                             _vpid(ev.proc))))
+_f("proc.pvpid", "int", _safe(lambda ev, cx: _vpid(_parent(ev, cx))))
 _f("thread.tid", "int", lambda ev, cx: ev.tid, inline={None: "ev.tid"})
 _f("thread.vtid", "int", lambda ev, cx: None)
 _f("proc.sid", "int", _safe(lambda ev, cx: ev.proc.sid if ev.proc is not None else None))
