@@ -283,17 +283,30 @@ class SensorManager:
         self._write_cfg()
 
     def set_open_prefixes(self, prefixes) -> None:
-        """Only opens below these path prefixes are sent up; None = all."""
+        """Only opens below these path prefixes are sent up; None = all.
+
+        A list wants every open below each prefix; a dict maps a prefix to
+        the opens it wants: OPEN_WANT_READ (1, O_RDONLY/O_RDWR), OPEN_WANT_WRITE
+        (2, O_WRONLY/O_RDWR, O_CREAT, O_TRUNC) or both (3).  An open is sent
+        when it is either of the modes wanted for its path; a prefix also wants
+        what every shorter prefix covering it wants ("" covers every path).
+        """
         m = self.maps["open_prefixes"]
-        m.clear()
         if prefixes is None:
             self._cfg.open_filter = 0
-        else:
-            for p in prefixes:
-                b = p.encode()[:PREFIX_LEN]
-                k = PrefixKey(len(b) * 8, b)
-                m.update(bytes(k), b"\x01")
-            self._cfg.open_filter = 1
+            self._write_cfg()
+            m.clear()
+            return
+        want = open_filter_entries(prefixes)
+        keys = set()
+        for b, mask in want.items():
+            k = bytes(PrefixKey(len(b) * 8, b))
+            m.update(k, bytes((mask,)))
+            keys.add(k)
+        for k in list(m.keys()):
+            if k not in keys:
+                m.delete(k)
+        self._cfg.open_filter = 1
         self._write_cfg()
 
     def set_scope(self, scope: str) -> None:
@@ -339,6 +352,37 @@ class SensorManager:
 
     def dropped_total(self) -> int:
         return sum(v["dropped"] for v in self.stats().values())
+
+
+OPEN_WANT_READ, OPEN_WANT_WRITE, OPEN_WANT_ALL = 1, 2, 3
+
+
+def open_filter_entries(prefixes) -> dict:
+    """open_prefixes map entries (key bytes -> mask) for a prefix list or
+    prefix -> mask dict.  The trie answers with the longest matching prefix
+    only, so each entry carries the modes of the prefixes covering it.  The
+    kernel compares at most PREFIX_LEN - 1 bytes of a path: longer prefixes
+    are cut (which only widens them)."""
+    items = prefixes.items() if isinstance(prefixes, dict) else \
+        ((p, OPEN_WANT_ALL) for p in prefixes)
+    own = {}
+    for p, mask in items:
+        mask = int(mask) & OPEN_WANT_ALL
+        if not mask:
+            continue
+        b = (p.encode() if isinstance(p, str) else bytes(p))[:PREFIX_LEN - 1]
+        own[b] = own.get(b, 0) | mask
+    out = {}
+    stack = []     # covering prefixes of the current one, with their masks
+    for b in sorted(own):
+        while stack and not b.startswith(stack[-1][0]):
+            stack.pop()
+        mask = own[b] | (stack[-1][1] if stack else 0)
+        if stack and mask == stack[-1][1]:
+            continue   # the covering entry answers the same
+        stack.append((b, mask))
+        out[b] = mask
+    return out
 
 
 def _rodata_offset(obj: libbpf.BpfObject, var: str):

@@ -3,7 +3,9 @@
  * kernel and, when user space asks for it, filtered by prefix (LPM trie). */
 #include "vigil.h"
 
+#define O_RDONLY 00
 #define O_WRONLY 01
+#define O_ACCMODE 03
 #define O_CREAT 0100
 #define O_TRUNC 01000
 
@@ -29,6 +31,19 @@ struct {
 	__type(value, struct ev_open);
 } open_buf SEC(".maps");
 
+/* The OPEN_WANT_* bits an open can serve: an O_RDWR open (or a read-only
+ * one with O_TRUNC) is both a read and a write. */
+static __always_inline __u8 open_modes(__u32 flags)
+{
+	__u32 acc = flags & O_ACCMODE;
+	__u8 m = 0;
+	if (acc != O_WRONLY)
+		m |= OPEN_WANT_READ;
+	if (acc != O_RDONLY || (flags & (O_CREAT | O_TRUNC)))
+		m |= OPEN_WANT_WRITE;
+	return m;
+}
+
 static __always_inline int open_enter(const char *path, int dirfd, __u32 flags, __u32 mode, __u16 sc)
 {
 	if (!wanted(EV_OPEN))
@@ -53,7 +68,8 @@ static __always_inline int open_exit(long ret)
 		return 0;
 	int r = read_abs_path(a.path, a.dirfd, e->path);
 	struct vigil_cfg *cfg = get_cfg();
-	if (cfg && cfg->open_filter && r != 2 && !path_of_interest(e->path))
+	if (cfg && cfg->open_filter && r != 2 &&
+	    !(path_of_interest(e->path) & open_modes(a.flags)))
 		return 0;
 	fill_hdr(&e->h, EV_OPEN);
 	e->ret = ret;

@@ -48,6 +48,7 @@ def validate(files, as_json, min_priority) -> None:
         if not errors:
             out["required_kinds"] = sorted(k.label for k in eng.required_kinds())
             out["open_path_prefixes"] = eng.open_path_prefixes()
+            out["open_path_filter"] = eng.open_path_filter()
         click.echo(json.dumps(out, indent=2))
     else:
         for w in (eng.warnings if not errors else eng.ruleset.warnings):

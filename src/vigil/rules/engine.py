@@ -19,7 +19,7 @@ from ..alert import Alert, normalize_priority, priority_rank
 from ..events import Event, Kind
 from . import fields as F
 from .compiler import (Compiler, CompiledRule, build_matcher, build_matcher_interp,
-                       minimize_prefixes, path_prefixes)
+                       minimize_open_filter, minimize_prefixes, open_filter, path_prefixes)
 from .loader import RulesError, RuleSet
 
 _NKINDS = max(int(k) for k in Kind) + 1
@@ -146,6 +146,26 @@ class RuleEngine:
         if "" in out or "/" in out:
             return None
         return minimize_prefixes(out)
+
+    def open_path_filter(self) -> Optional[dict]:
+        """Path prefix -> open modes (1 reads, 2 writes, 3 both) covering every
+        open event an enabled rule could match, for the kernel filter.
+
+        A rule whose condition requires a write open (``evt.is_open_write =
+        true``, Falco's ``open_write``, ``evt.arg.flags contains O_TRUNC`` ...)
+        asks only for writes below its prefixes; one requiring a read open only
+        for reads; any other for both.  A prefix also carries the modes of the
+        shorter prefixes covering it.  "" stands for every path.  None when
+        some rule needs every open on any path; {} when no rule looks at opens.
+        """
+        acc = {}
+        for r in self._kind_rules[int(Kind.OPEN)]:
+            for p, m in open_filter(r.specialized[Kind.OPEN]).items():
+                acc[p] = acc.get(p, 0) | m
+        out = minimize_open_filter(acc)
+        if out.get("") == 3 or out.get("/") == 3:
+            return None
+        return out
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, ev: Event) -> list:
