@@ -4,23 +4,18 @@ OCI bundle carries CRI-style annotations and sits in a kubelet-style cgroupfs pa
 Skips cleanly where containerd, ctr, runc, busybox, root or cgroup v2 are missing.
 """
 import os
-import shutil
 import subprocess
 import time
 import uuid
 
 import pytest
 
-from vigil.container.cgroupfs import CgroupFS, find_v2_mount
+from podman_env import (BUSYBOX, CONTAINERD, CTR, RUNC, V2, containerd_service, make_rootfs,
+                        remove_cgroup_tree)
+from vigil.container.cgroupfs import CgroupFS
 from vigil.container.metadata import BundleSource, MetadataFetcher
 from vigil.container.resolver import ContainerResolver
 from vigil.events import Event, Kind
-
-CONTAINERD = shutil.which("containerd")
-CTR = shutil.which("ctr")
-RUNC = shutil.which("runc")
-BUSYBOX = shutil.which("busybox") or ("/bin/busybox" if os.path.exists("/bin/busybox") else None)
-V2 = find_v2_mount()
 
 _missing = [n for n, v in (("containerd", CONTAINERD), ("ctr", CTR), ("runc", RUNC),
                            ("busybox", BUSYBOX), ("cgroup v2", V2)) if not v]
@@ -33,40 +28,12 @@ elif os.geteuid() != 0:
 
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ctrd")
-    sock = str(base / "c.sock")
-    log = open(base / "log", "w")
-    p = subprocess.Popen([CONTAINERD, "--root", str(base / "root"), "--state", str(base / "state"),
-                          "--address", sock], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    ok = False
-    while time.monotonic() < deadline and p.poll() is None:
-        if os.path.exists(sock) and subprocess.run([CTR, "-a", sock, "version"],
-                                                   capture_output=True).returncode == 0:
-            ok = True
-            break
-        time.sleep(0.1)
-    if not ok:
-        p.kill()
-        pytest.skip("containerd did not start: " + (base / "log").read_text()[-500:])
-    yield sock, str(base / "state")
-    p.terminate()
-    try:
-        p.wait(15)
-    except subprocess.TimeoutExpired:
-        p.kill()
-    log.close()
+    yield from containerd_service(tmp_path_factory.mktemp("ctrd"))
 
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory):
-    r = tmp_path_factory.mktemp("rootfs")
-    for d in ("bin", "proc", "sys", "dev", "etc", "tmp"):
-        (r / d).mkdir()
-    shutil.copy(BUSYBOX, r / "bin" / "busybox")
-    for tool in ("sh", "sleep", "cat"):
-        os.symlink("busybox", r / "bin" / tool)
-    return str(r)
+    return make_rootfs(tmp_path_factory.mktemp("rootfs"), ("sh", "sleep", "cat"))
 
 
 def test_containerd_cri_annotations(containerd, rootfs):
@@ -118,17 +85,4 @@ def test_containerd_cri_annotations(containerd, rootfs):
             time.sleep(0.1)
         subprocess.run([CTR, "-a", sock, "-n", "k8s.io", "container", "delete", cid],
                        capture_output=True, timeout=30)
-        _remove_cgroup_tree(top)
-
-
-def _remove_cgroup_tree(top):
-    """runc leaves the parent cgroups it made: remove our private tree in every hierarchy."""
-    for h in os.listdir("/sys/fs/cgroup") + [""]:
-        base = os.path.join("/sys/fs/cgroup", h) + top
-        if not os.path.isdir(base):
-            continue
-        for d, _, _ in sorted(os.walk(base), key=lambda t: -len(t[0])):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+        remove_cgroup_tree(top)

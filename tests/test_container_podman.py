@@ -3,7 +3,6 @@
 Skips cleanly where podman, busybox, root or cgroup v2 are missing.
 """
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -11,75 +10,29 @@ import uuid
 
 import pytest
 
-from vigil.container.cgroupfs import CgroupFS, find_v2_mount
+from podman_env import PODMAN, V2, make_rootfs, podman, podman_service, skip_reason
+from vigil.container.cgroupfs import CgroupFS
 from vigil.container.metadata import MetadataFetcher
 from vigil.container.resolver import ContainerResolver
 from vigil.events import Event, Kind
 
 pytestmark = pytest.mark.slow
 
-PODMAN = shutil.which("podman")
-BUSYBOX = shutil.which("busybox") or ("/bin/busybox" if os.path.exists("/bin/busybox") else None)
-V2 = find_v2_mount()
-
-
-def _podman_ok():
-    if not PODMAN:
-        return "podman is not installed"
-    if os.geteuid() != 0:
-        return "needs root (rootful podman)"
-    if not BUSYBOX:
-        return "busybox is not installed (needed for a --rootfs container)"
-    if not V2:
-        return "no cgroup v2 hierarchy mounted"
-    try:
-        r = subprocess.run([PODMAN, "info", "--format", "{{.Host.OCIRuntime.Name}}"],
-                           capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"podman info failed: {e}"
-    if r.returncode != 0:
-        return f"podman info failed: {r.stderr.strip()[:200]}"
-    return None
-
-
-SKIP = _podman_ok()
+SKIP = skip_reason()
 if SKIP:
     pytestmark = [pytest.mark.slow, pytest.mark.skip(reason=SKIP)]
 
 
 @pytest.fixture(scope="module")
 def rootfs(tmp_path_factory):
-    r = tmp_path_factory.mktemp("rootfs")
-    for d in ("bin", "proc", "sys", "dev", "etc", "tmp", "cg2"):
-        (r / d).mkdir()
-    shutil.copy(BUSYBOX, r / "bin" / "busybox")
-    for tool in ("sh", "cat", "sed", "stat", "sleep", "echo", "true"):
-        os.symlink("busybox", r / "bin" / tool)
-    return str(r)
+    return make_rootfs(tmp_path_factory.mktemp("rootfs"),
+                       ("sh", "cat", "sed", "stat", "sleep", "echo", "true"), dirs=("cg2",))
 
 
 @pytest.fixture(scope="module")
 def podman_socket(tmp_path_factory):
     """A podman API service (Docker-compatible) on a private socket."""
-    sock = str(tmp_path_factory.mktemp("podsock") / "podman.sock")
-    p = subprocess.Popen([PODMAN, "system", "service", "--time=0", f"unix://{sock}"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not os.path.exists(sock) and time.monotonic() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    if not os.path.exists(sock):
-        p.kill()
-        pytest.skip("podman system service did not come up")
-    yield sock
-    p.terminate()
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-
-
-def podman(*args, timeout=60):
-    return subprocess.run([PODMAN, *args], capture_output=True, text=True, timeout=timeout)
+    yield from podman_service(str(tmp_path_factory.mktemp("podsock") / "podman.sock"))
 
 
 LABELS = ["--label", "io.kubernetes.pod.name=web-1", "--label", "io.kubernetes.pod.namespace=shop",

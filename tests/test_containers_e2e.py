@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,14 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from vigil.container.cgroupfs import find_v2_mount
+from podman_env import (CONTAINERD, CTR, RUNC, containerd_service, make_rootfs, podman,
+                        podman_service, poll, remove_cgroup_tree, skip_reason)
 
 pytestmark = pytest.mark.slow
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
-PODMAN = shutil.which("podman")
-BUSYBOX = shutil.which("busybox") or ("/bin/busybox" if os.path.exists("/bin/busybox") else None)
-V2 = find_v2_mount()
 LABELS = ["--label", "io.kubernetes.pod.name=web-1", "--label", "io.kubernetes.pod.namespace=shop",
           "--label", "io.kubernetes.container.name=nginx"]
 ANNOTATIONS = ["--annotation", "io.kubernetes.pod.name=api-7",
@@ -42,39 +39,9 @@ ANNOTATIONS = ["--annotation", "io.kubernetes.pod.name=api-7",
 SHORT_RUNS = 10
 
 
-def _why_skip():
-    if os.geteuid() != 0:
-        return "needs root"
-    if not PODMAN:
-        return "podman is not installed"
-    if not BUSYBOX:
-        return "busybox is not installed (needed for a --rootfs container)"
-    if not V2:
-        return "no cgroup v2 hierarchy mounted"
-    r = subprocess.run([PODMAN, "info", "--format", "{{.Host.OCIRuntime.Name}}"],
-                       capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        return f"podman info failed: {r.stderr.strip()[:200]}"
-    return None
-
-
-SKIP = _why_skip()
+SKIP = skip_reason()
 if SKIP:
     pytestmark = [pytest.mark.slow, pytest.mark.skip(reason=SKIP)]
-
-
-def podman(*args, timeout=60):
-    return subprocess.run([PODMAN, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def make_rootfs(base: Path) -> str:
-    r = base / "rootfs"
-    for d in ("bin", "proc", "sys", "dev", "etc", "tmp"):
-        (r / d).mkdir(parents=True)
-    shutil.copy(BUSYBOX, r / "bin" / "busybox")
-    for tool in ("sh", "cat", "echo", "sleep", "true"):
-        os.symlink("busybox", r / "bin" / tool)
-    return str(r)
 
 
 def run_container(rootfs, script, meta=LABELS, name=None, tmp=None, detach=False):
@@ -136,15 +103,6 @@ class TraceProc:
         return self.stderr()
 
 
-def poll(fn, timeout=10.0, every=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(every)
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("ctr-e2e")
@@ -152,24 +110,13 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rootfs(work):
-    return make_rootfs(work)
+    return make_rootfs(work / "rootfs")
 
 
 @pytest.fixture(scope="module")
 def api_socket(work):
     """podman's Docker-compatible API on a private socket (vigil finds it by CONTAINER_HOST)."""
-    sock = str(work / "podman.sock")
-    p = subprocess.Popen([PODMAN, "system", "service", "--time=0", f"unix://{sock}"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if not poll(lambda: os.path.exists(sock), 20):
-        p.kill()
-        pytest.skip("podman system service did not come up")
-    yield sock
-    p.terminate()
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
+    yield from podman_service(str(work / "podman.sock"))
 
 
 def _env(**kw):
@@ -424,45 +371,14 @@ def test_run_shell_in_container_alert(agent, rootfs, work):
     assert row == (cid[:12], name, "shop", "web-1")
 
 
-CTR = shutil.which("ctr")
-CONTAINERD = shutil.which("containerd")
-
-
 @pytest.fixture(scope="module")
 def containerd(work):
     """A private containerd; `vigil trace` finds its bundles via VIGIL_CONTAINERD_STATE."""
-    if not (CTR and CONTAINERD and shutil.which("runc")):
+    if not (CTR and CONTAINERD and RUNC):
         pytest.skip("containerd, ctr or runc is not installed")
     base = work / "ctrd"
     base.mkdir()
-    sock = str(base / "c.sock")
-    log = open(base / "log", "w")
-    p = subprocess.Popen([CONTAINERD, "--root", str(base / "root"), "--state", str(base / "state"),
-                          "--address", sock], stdout=log, stderr=subprocess.STDOUT)
-    ok = poll(lambda: p.poll() is not None or (os.path.exists(sock) and subprocess.run(
-        [CTR, "-a", sock, "version"], capture_output=True).returncode == 0), 30)
-    if not ok or p.poll() is not None:
-        p.kill()
-        pytest.skip("containerd did not start: " + (base / "log").read_text()[-500:])
-    yield sock, str(base / "state")
-    p.terminate()
-    try:
-        p.wait(15)
-    except subprocess.TimeoutExpired:
-        p.kill()
-    log.close()
-
-
-def _remove_cgroup_tree(top):
-    for h in os.listdir("/sys/fs/cgroup") + [""]:
-        base = os.path.join("/sys/fs/cgroup", h) + top
-        if not os.path.isdir(base):
-            continue
-        for d, _, _ in sorted(os.walk(base), key=lambda t: -len(t[0])):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+    yield from containerd_service(base)
 
 
 def test_containerd_cri_annotations_in_trace(containerd, bpf_objects, work, rootfs):
@@ -499,4 +415,4 @@ def test_containerd_cri_annotations_in_trace(containerd, bpf_objects, work, root
         tr.stop()
         subprocess.run([CTR, "-a", sock, "-n", "k8s.io", "container", "delete", cid],
                        capture_output=True, timeout=30)
-        _remove_cgroup_tree(top)
+        remove_cgroup_tree(top)

@@ -27,11 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from podman_env import BUSYBOX, PODMAN, make_rootfs, tools_missing
+
 ROOT = Path(__file__).resolve().parent.parent
 VIGIL = str(Path(sys.executable).parent / "vigil")
 RULES_FILE = ROOT / "src" / "vigil" / "rules" / "default" / "vigil_rules.yaml"
 CAPTURES = ROOT / "tests" / "data" / "captures"
-BUSYBOX = shutil.which("busybox") or ("/bin/busybox" if os.path.exists("/bin/busybox") else None)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the agent needs root")
 
@@ -543,14 +544,10 @@ def test_kernel_module_load_replay():
 
 # --------------------------------------------------------------- containers
 
-PODMAN = shutil.which("podman")
-
-
 def _podman_skip():
-    if not PODMAN:
-        return "podman is not installed"
-    if not BUSYBOX:
-        return "busybox is not installed (needed for the container rootfs)"
+    why = tools_missing()
+    if why:
+        return why
     if not os.path.exists("/usr/bin/python3"):
         return "/usr/bin/python3 (bind-mounted into the container) is missing"
     return None
@@ -561,16 +558,11 @@ def rootfs(tmp_path_factory):
     why = _podman_skip()
     if why:
         pytest.skip(why)
-    r = tmp_path_factory.mktemp("rootfs")
-    for d in ("bin", "proc", "sys", "dev", "etc", "tmp", "usr", "run"):
-        (r / d).mkdir()
-    shutil.copy(BUSYBOX, r / "bin" / "busybox")
-    for c in ("sh", "cat", "ls", "nc", "wget", "chmod", "cp", "mkdir", "sleep", "true", "apt", "apk"):
-        os.symlink("busybox", r / "bin" / c)
     # host /usr is bind-mounted read-only for a python inside (UDP DNS with sendto)
-    os.symlink("usr/lib", r / "lib")
-    os.symlink("usr/lib64", r / "lib64")
-    return r
+    return make_rootfs(tmp_path_factory.mktemp("rootfs"),
+                       ("sh", "cat", "ls", "nc", "wget", "chmod", "cp", "mkdir", "sleep", "true",
+                        "apt", "apk"),
+                       dirs=("usr", "run"), links={"lib": "usr/lib", "lib64": "usr/lib64"})
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,12 @@ import uuid
 
 import pytest
 
-from test_containers_e2e import (ANNOTATIONS, LABELS, SKIP, V2, VIGIL, TraceProc, _env,
-                                 alerts_in, json_events, make_rootfs, podman, poll,
-                                 run_container)
+from podman_env import V2, make_rootfs, podman, poll, skip_reason
+from test_containers_e2e import (ANNOTATIONS, LABELS, VIGIL, TraceProc, _env, alerts_in,
+                                 json_events, run_container)
 
 pytestmark = pytest.mark.slow
+SKIP = skip_reason()
 if SKIP:
     pytestmark = [pytest.mark.slow, pytest.mark.skip(reason=SKIP)]
 
@@ -44,7 +45,7 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rootfs(work):
-    return make_rootfs(work)
+    return make_rootfs(work / "rootfs")
 
 
 def _sh(tr, m):
