@@ -319,3 +319,69 @@ def test_filter_change_keeps_wanted_entries(opens_pipe, tree):
         assert list(m.keys()) == []
     finally:
         c.sensors.set_open_prefixes(None)
+
+
+# ---------------------------------------------------------------- soundness
+
+def _kernel_sends(entries, path, flags):
+    """What file.bpf.c does with the entries set_open_prefixes() writes."""
+    if ".." in path:
+        return True
+    key = path.encode()[:127]
+    best = None
+    for b in entries:
+        if key.startswith(b) and (best is None or len(b) > len(best)):
+            best = b
+    mask = entries[best] if best is not None else 0
+    acc = flags & 3
+    need = (R if acc != os.O_WRONLY else 0) | \
+        (W if acc != os.O_RDONLY or flags & (os.O_CREAT | os.O_TRUNC) else 0)
+    return bool(mask & need)
+
+
+_LEAVES = [
+    "fd.name startswith /etc/", "fd.name startswith /etc/ssh/", "fd.name = /etc/shadow",
+    "fd.directory = /var/log", "fd.name pmatch (/usr/bin, /etc)", "fd.name glob '/home/*/.ssh/*'",
+    "fd.name endswith .key", "evt.is_open_read = true", "evt.is_open_write = true",
+    "evt.is_open_read = false", "evt.is_open_write != true", "evt.arg.flags contains O_TRUNC",
+    "evt.arg.flags contains O_CREAT", "evt.arg.flags contains O_RDONLY", "evt.arg.flags contains O_RDWR",
+    "evt.arg.flags contains O_WRONLY", "evt.arg.flags in ('O_WRONLY|O_CREAT|O_TRUNC', 'O_RDWR')",
+    "evt.type = creat", "evt.type in (open, openat)", "proc.name = cat", "open_write", "open_read",
+]
+_PATHS = ["/etc/shadow", "/etc/passwd", "/etc/ssh/sshd_config", "/var/log/syslog", "/usr/bin/ls",
+          "/home/u/.ssh/id.key", "/tmp/x", "/etcx"]
+_FLAGS = [os.O_RDONLY, os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+          os.O_RDONLY | os.O_TRUNC, os.O_RDONLY | os.O_CREAT, os.O_WRONLY | os.O_APPEND, 3]
+
+
+def _conditions():
+    from hypothesis import strategies as st
+    leaf = st.sampled_from(_LEAVES)
+    return st.recursive(leaf, lambda c: st.one_of(
+        st.tuples(c, c).map(lambda t: f"({t[0]} and {t[1]})"),
+        st.tuples(c, c).map(lambda t: f"({t[0]} or {t[1]})"),
+        c.map(lambda x: f"not {x}")), max_leaves=6)
+
+
+def test_filter_lets_through_every_open_a_rule_matches():
+    """Property: any open a rule matches passes the kernel filter built from
+    open_path_filter() (the analysis only over-approximates)."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+    from vigil.events import Event
+
+    @hypothesis.settings(max_examples=int(os.environ.get("VIGIL_FUZZ_EXAMPLES", "300")), deadline=None)
+    @hypothesis.given(st.lists(_conditions(), min_size=1, max_size=3))
+    def check(conds):
+        eng = engine(*[f"evt.type in (open, openat, openat2, creat) and {c}" for c in conds])
+        flt = eng.open_path_filter()
+        entries = None if flt is None else open_filter_entries(flt)
+        for path in _PATHS:
+            for flags in _FLAGS:
+                for sc in ("openat", "creat"):
+                    f = flags if sc == "openat" else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                    ev = Event(Kind.OPEN, time=1, pid=200, tid=200, ppid=1, uid=0, gid=0, comm="cat",
+                               syscall=sc, path=path, flags=f, ret=3)
+                    if eng.evaluate(ev) and entries is not None:
+                        assert _kernel_sends(entries, path, f), (conds, flt, path, oct(f), sc)
+    check()
