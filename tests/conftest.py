@@ -5,6 +5,8 @@ kernel are not affected.
 
 * ``bpf_objects`` (session): the BPF objects are built (``make bpf`` once if
   any is missing or older than its source) and we are root.
+* ``no_leftover_threads``: fails a test that leaves threads running (5 s grace);
+  modules opt in with ``pytestmark = pytest.mark.usefixtures("no_leftover_threads")``.
 * ``start_pipeline`` (session): a factory ``start_pipeline(kinds, **kw)`` that
   starts a live :class:`vigil.pipeline.Pipeline` and returns a
   :class:`Collector`.  The pipeline ignores our own pid in the kernel (not our
@@ -18,6 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -100,6 +103,19 @@ class Collector:
 
     def stop(self) -> None:
         self.pipeline.stop()
+
+
+@pytest.fixture
+def no_leftover_threads():
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not extra, f"threads left running: {extra}"
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-import time
 
 import pytest
 import yaml
@@ -21,22 +19,11 @@ from vigil.store import AlertStore
 
 NOW = 1_700_000_000_000_000_000
 
+pytestmark = pytest.mark.usefixtures("no_leftover_threads")
+
 
 def mk(i=0):
     return Alert(time=NOW + i, rule="R", priority="warning", output=f"o{i}", hostname="h")
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_threads():
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while True:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not extra or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert not extra, f"threads left running: {extra}"
 
 
 def test_parse_duration():

@@ -16,6 +16,8 @@ from vigil.store import AlertStore
 
 NOW = 1_700_000_000_000_000_042
 
+pytestmark = pytest.mark.usefixtures("no_leftover_threads")
+
 
 def mk(i=0, priority="critical"):
     return Alert(time=NOW + i, rule="Terminal shell in container", priority=priority,
@@ -110,19 +112,6 @@ def receivers():
     yield make
     for r in made:
         r.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_threads():
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while True:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not extra or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    assert not extra, f"threads left running: {extra}"
 
 
 def wait_stats(out, key, value, timeout=10.0):
