@@ -10,6 +10,8 @@ puts ``tests/`` on ``sys.path``):
 * ``make_rootfs(root, tools)``: a busybox root filesystem (/bin/sh and some tools);
 * ``podman_service(sock)`` / ``containerd_service(base)``: generators for module
   fixtures (``yield from``) that start a private API service / containerd;
+* ``cri_container(...)`` / ``ctr_run(...)``: a CRI-style (kubelet cgroupfs path,
+  CRI annotations) container run by ``ctr``;
 * ``poll(fn)``, ``remove_cgroup_tree(top)``.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -134,6 +137,31 @@ def containerd_service(base: Path):
     yield sock, str(base / "state")
     _stop(p, 15)
     log.close()
+
+
+def cri_container(prefix, name, pod, namespace, image):
+    """A new CRI-style container: (id: 64 hex, pod uid, ``top``: a private parent cgroup
+    to remove afterwards, its kubelet-style cgroupfs path below ``top``, CRI annotations)."""
+    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    uid = str(uuid.uuid4())
+    top = f"/{prefix}-{cid[:8]}"
+    cg = f"{top}/kubepods/besteffort/pod{uid}/{cid}"
+    ann = {"io.kubernetes.cri.container-type": "container",
+           "io.kubernetes.cri.container-name": name,
+           "io.kubernetes.cri.sandbox-name": pod,
+           "io.kubernetes.cri.sandbox-namespace": namespace,
+           "io.kubernetes.cri.sandbox-uid": uid,
+           "io.kubernetes.cri.image-name": image}
+    return cid, uid, top, cg, ann
+
+
+def ctr_run(sock, cid, cg, ann, rootfs, script, mode="--rm"):
+    """``ctr run`` (``mode``: --rm or -d) of ``/bin/sh -c script`` in namespace k8s.io."""
+    args = [CTR, "-a", sock, "-n", "k8s.io", "run", mode, "--cgroup", cg]
+    for k, v in ann.items():
+        args += ["--annotation", f"{k}={v}"]
+    args += ["--rootfs", rootfs, cid, "/bin/sh", "-c", script]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
 def remove_cgroup_tree(top):

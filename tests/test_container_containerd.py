@@ -6,12 +6,11 @@ Skips cleanly where containerd, ctr, runc, busybox, root or cgroup v2 are missin
 import os
 import subprocess
 import time
-import uuid
 
 import pytest
 
-from podman_env import (BUSYBOX, CONTAINERD, CTR, RUNC, V2, containerd_service, make_rootfs,
-                        remove_cgroup_tree)
+from podman_env import (BUSYBOX, CONTAINERD, CTR, RUNC, V2, containerd_service, cri_container,
+                        ctr_run, make_rootfs, remove_cgroup_tree)
 from vigil.container.cgroupfs import CgroupFS
 from vigil.container.metadata import BundleSource, MetadataFetcher
 from vigil.container.resolver import ContainerResolver
@@ -38,21 +37,9 @@ def rootfs(tmp_path_factory):
 
 def test_containerd_cri_annotations(containerd, rootfs):
     sock, state = containerd
-    cid = uuid.uuid4().hex + uuid.uuid4().hex          # 64 hex, like CRI ids
-    uid = str(uuid.uuid4())
-    top = f"/vigil-test-{cid[:8]}"          # a private parent, removed afterwards
-    cg = f"{top}/kubepods/besteffort/pod{uid}/{cid}"
-    ann = {"io.kubernetes.cri.container-type": "container",
-           "io.kubernetes.cri.container-name": "nginx",
-           "io.kubernetes.cri.sandbox-name": "web-1",
-           "io.kubernetes.cri.sandbox-namespace": "shop",
-           "io.kubernetes.cri.sandbox-uid": uid,
-           "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.25.3"}
-    args = [CTR, "-a", sock, "-n", "k8s.io", "run", "-d", "--cgroup", cg]
-    for k, v in ann.items():
-        args += ["--annotation", f"{k}={v}"]
-    args += ["--rootfs", rootfs, cid, "/bin/sh", "-c", "sleep 30"]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    cid, uid, top, cg, ann = cri_container("vigil-test", "nginx", "web-1", "shop",
+                                           "docker.io/library/nginx:1.25.3")
+    r = ctr_run(sock, cid, cg, ann, rootfs, "sleep 30", "-d")
     assert r.returncode == 0, r.stderr
     try:
         deadline = time.monotonic() + 10

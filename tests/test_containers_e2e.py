@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from podman_env import (CONTAINERD, CTR, RUNC, containerd_service, make_rootfs, podman,
-                        podman_service, poll, remove_cgroup_tree, skip_reason)
+from podman_env import (CONTAINERD, CTR, RUNC, containerd_service, cri_container, ctr_run,
+                        make_rootfs, podman, podman_service, poll, remove_cgroup_tree,
+                        skip_reason)
 
 pytestmark = pytest.mark.slow
 
@@ -385,24 +386,12 @@ def test_containerd_cri_annotations_in_trace(containerd, bpf_objects, work, root
     sock, state = containerd
     tr = TraceProc(["exec", "--containers", "--json"], work / "ctrd.out",
                    _env(VIGIL_CONTAINERD_STATE=state))
-    cid = uuid.uuid4().hex + uuid.uuid4().hex
-    uid = str(uuid.uuid4())
-    top = f"/vigil-e2e-{cid[:8]}"
-    cg = f"{top}/kubepods/besteffort/pod{uid}/{cid}"
-    ann = {"io.kubernetes.cri.container-type": "container",
-           "io.kubernetes.cri.container-name": "redis",
-           "io.kubernetes.cri.sandbox-name": "cache-0",
-           "io.kubernetes.cri.sandbox-namespace": "data",
-           "io.kubernetes.cri.sandbox-uid": uid,
-           "io.kubernetes.cri.image-name": "docker.io/library/redis:7.2"}
+    cid, uid, top, cg, ann = cri_container("vigil-e2e", "redis", "cache-0", "data",
+                                           "docker.io/library/redis:7.2")
     m = "ctrd-" + uuid.uuid4().hex[:8]
     try:
         tr.wait_ready()
-        args = [CTR, "-a", sock, "-n", "k8s.io", "run", "--rm", "--cgroup", cg]
-        for k, v in ann.items():
-            args += ["--annotation", f"{k}={v}"]
-        args += ["--rootfs", rootfs, cid, "/bin/sh", "-c", f"cat /etc/hostname; : {m}"]
-        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        r = ctr_run(sock, cid, cg, ann, rootfs, f"cat /etc/hostname; : {m}")
         assert r.returncode == 0, r.stderr
         e = wait_json(tr, lambda e: e["comm"] == "sh" and m in " ".join(e["args"]))[0]
         assert e["container_id"] == cid
