@@ -175,14 +175,18 @@ def test_exec_fields_from_event(pt):
     assert hit("proc.is_exe_from_memfd = true", mk(Kind.EXEC, exe="/memfd:x (deleted)", args=["x"]))
 
 
-def test_upper_layer_hook():
-    eng = RuleEngine.from_text("""
+UPPER_LAYER_RULE = """
 - rule: R
   desc: d
   condition: evt.type=execve and proc.is_exe_upper_layer=true
   output: o
   priority: INFO
-""", written_paths=lambda cid, path: (cid, path) == (WEB.id, "/tmp/dropper"))
+"""
+
+
+def test_upper_layer_hook():
+    eng = RuleEngine.from_text(
+        UPPER_LAYER_RULE, written_paths=lambda cid, path: (cid, path) == (WEB.id, "/tmp/dropper"))
     assert eng.evaluate(mk(Kind.EXEC, exe="/tmp/dropper", args=["dropper"], container=WEB))
     assert not eng.evaluate(mk(Kind.EXEC, exe="/bin/ls", args=["ls"], container=WEB))
     eng.written_paths = {"/bin/ls"}
@@ -190,13 +194,7 @@ def test_upper_layer_hook():
 
 
 def test_upper_layer_from_exe_ctime():
-    eng = RuleEngine.from_text("""
-- rule: R
-  desc: d
-  condition: evt.type=execve and proc.is_exe_upper_layer=true
-  output: o
-  priority: INFO
-""")
+    eng = RuleEngine.from_text(UPPER_LAYER_RULE)
     c = ContainerInfo(id="a" * 64, start_time=1_700_000_000 * 10**9)
     assert eng.evaluate(mk(Kind.EXEC, exe="/tmp/x", args=["x"], exe_ctime=1_700_000_100, container=c))
     assert not eng.evaluate(mk(Kind.EXEC, exe="/bin/ls", args=["ls"], exe_ctime=1_600_000_000, container=c))
