@@ -15,6 +15,7 @@ container measurement prints how many events went out complete in each (``-s``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -296,33 +297,40 @@ RULES = """
 """
 
 
-@pytest.fixture(scope="module")
-def agent(bpf_objects, work):
-    rules = work / "rules.yaml"
-    rules.write_text(RULES)
-    store = work / "alerts.db"
+@contextlib.contextmanager
+def running_agent(work, rules, *args, config=""):
+    """`vigil run *args` with ``rules``, ``config`` plus a container hold of 0.5 s, no
+    Kubernetes API and JSON alerts on stdout (work/agent.out; stderr: work/agent.err).
+    Yields (process, out, err) once it runs (fails if it does not); stops it after."""
+    (work / "rules.yaml").write_text(rules)
     cfg = work / "vigil.yaml"
-    cfg.write_text(f"rules: [{rules}]\n"
-                   f"containers: {{hold: 0.5}}\n"
-                   f"kubernetes: {{enabled: false}}\n"
-                   f"outputs: {{stdout: {{enabled: true, format: json}}}}\n")
-    out = work / "agent.out"
-    with open(out, "w") as fo, open(work / "agent.err", "w") as fe:
-        p = subprocess.Popen([VIGIL, "run", "-c", str(cfg), "--store", str(store)],
-                             stdout=fo, stderr=fe, env=_env(), start_new_session=True)
-    err = work / "agent.err"
-    if not poll(lambda: "running with" in err.read_text() or p.poll() is not None, 30):
+    cfg.write_text(f"rules: [{work / 'rules.yaml'}]\n" + config +
+                   "containers: {hold: 0.5}\n"
+                   "kubernetes: {enabled: false}\n"
+                   "outputs: {stdout: {enabled: true, format: json}}\n")
+    out, err = work / "agent.out", work / "agent.err"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        p = subprocess.Popen([VIGIL, "run", "-c", str(cfg), *args], stdout=fo, stderr=fe,
+                             env=_env(), start_new_session=True)
+    if not poll(lambda: "running with" in err.read_text() or p.poll() is not None, 30) \
+            or p.poll() is not None:
         p.kill()
         pytest.fail(f"agent did not start: {err.read_text()}")
-    assert p.poll() is None, err.read_text()
     time.sleep(0.5)
-    yield p, out, store
+    yield p, out, err
     if p.poll() is None:
         p.send_signal(2)
         try:
             p.wait(15)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+@pytest.fixture(scope="module")
+def agent(bpf_objects, work):
+    store = work / "alerts.db"
+    with running_agent(work, RULES, "--store", str(store)) as (p, out, _):
+        yield p, out, store
 
 
 def alerts_in(path: Path):

@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 
 import pytest
 
 from podman_env import V2, make_rootfs, podman, poll, skip_reason
-from test_containers_e2e import (ANNOTATIONS, LABELS, VIGIL, TraceProc, _env, alerts_in,
-                                 json_events, run_container)
+from test_containers_e2e import (ANNOTATIONS, LABELS, TraceProc, _env, alerts_in, json_events,
+                                 run_container, running_agent)
 
 pytestmark = pytest.mark.slow
 SKIP = skip_reason()
@@ -104,30 +103,9 @@ RULES = """
 
 @pytest.fixture(scope="module")
 def agent(bpf_objects, work):
-    rules = work / "rules.yaml"
-    rules.write_text(RULES)
-    cfg = work / "vigil.yaml"
-    cfg.write_text(f"rules: [{rules}]\n"
-                   "scope: {namespaces: {exclude: [shop]}}\n"
-                   "containers: {hold: 0.5}\n"
-                   "kubernetes: {enabled: false}\n"
-                   "outputs: {stdout: {enabled: true, format: json}}\n")
-    out, err = work / "agent.out", work / "agent.err"
-    with open(out, "w") as fo, open(err, "w") as fe:
-        p = subprocess.Popen([VIGIL, "run", "-c", str(cfg), "--no-store"], stdout=fo, stderr=fe,
-                             env=_env(), start_new_session=True)
-    if not poll(lambda: "running with" in err.read_text() or p.poll() is not None, 30) \
-            or p.poll() is not None:
-        p.kill()
-        pytest.fail(f"agent did not start: {err.read_text()}")
-    time.sleep(0.5)
-    yield p, out, err
-    if p.poll() is None:
-        p.send_signal(2)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    with running_agent(work, RULES, "--no-store",
+                       config="scope: {namespaces: {exclude: [shop]}}\n") as a:
+        yield a
 
 
 def _alerted(out, m):
