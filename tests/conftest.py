@@ -14,10 +14,14 @@ kernel are not affected.
   started is stopped at the end of the session, or earlier by
   ``collector.stop()``.  Module-scoped fixtures build on it so one started
   pipeline serves a whole test module.
+
+Plain helpers, imported as ``from conftest import ...``: ``VIGIL``, ``run``,
+``tcp_listener`` and ``closed_port``.
 """
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -133,6 +137,23 @@ def start_pipeline(bpf_objects):
     yield _start
     for p in started:
         p.stop()
+
+
+def tcp_listener():
+    """A TCP socket listening on 127.0.0.1 at a free port: (socket, port)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    return srv, srv.getsockname()[1]
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 TCP port nobody listens on (bound once, then closed)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def run(cmd, **kw) -> subprocess.CompletedProcess:

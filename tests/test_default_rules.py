@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import closed_port, run, tcp_listener
 from podman_env import BUSYBOX, PODMAN, make_rootfs, tools_missing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,12 +144,6 @@ def stored_alerts(agent, rule) -> list:
                         "--limit", "0"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-
-
-def run(cmd, **kw) -> subprocess.CompletedProcess:
-    kw.setdefault("capture_output", True)
-    kw.setdefault("timeout", 20)
-    return subprocess.run(cmd, **kw)
 
 
 def started(cmd, **kw) -> int:
@@ -339,11 +334,8 @@ def test_fileless_exec_via_memfd(agent):
 def test_netcat_remote_code_execution(agent, tmp_path):
     nc = tmp_path / "nc"
     os.symlink(BUSYBOX, nc)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
+    srv, port = tcp_listener()
     srv.settimeout(10)
-    port = srv.getsockname()[1]
     try:
         # busybox's nc takes -e PROG last
         p = subprocess.Popen([str(nc), "127.0.0.1", str(port), "-e", "/bin/true"],
@@ -357,19 +349,12 @@ def test_netcat_remote_code_execution(agent, tmp_path):
     assert a["priority"] == "Critical"
     assert a["output_fields"]["proc.cmdline"] == f"nc 127.0.0.1 {port} -e /bin/true"
     # benign: netcat without a program (a refused connection here)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    closed = s.getsockname()[1]
-    s.close()
-    quiet = started([str(nc), "-w", "1", "127.0.0.1", str(closed)])
+    quiet = started([str(nc), "-w", "1", "127.0.0.1", str(closed_port())])
     agent.assert_quiet(**{"proc.pid": quiet})
 
 
 def test_reverse_shell_stdio_to_socket(agent):
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
+    srv, port = tcp_listener()
     srv.settimeout(10)
     m = mark()
     try:

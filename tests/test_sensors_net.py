@@ -1,11 +1,11 @@
 """Network sensor against the real kernel: connect, accept, listen, bind, close."""
 import errno
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from conftest import closed_port, tcp_listener
 from vigil.events import Kind
 
 NET_KINDS = {Kind.CONNECT, Kind.ACCEPT, Kind.LISTEN, Kind.BIND, Kind.CLOSE}
@@ -95,10 +95,7 @@ def test_tcp_ipv6_loopback(net):
 
 def test_client_in_child_against_our_listener(net):
     """The listener lives in the test process (ignored); the client child is reported."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
+    srv, port = tcp_listener()
     try:
         pid, (cport,) = child(f"c = socket.create_connection(('127.0.0.1', {port}))\n"
                               "print(os.getpid(), c.getsockname()[1])\n")
@@ -114,26 +111,20 @@ def test_client_in_child_against_our_listener(net):
 
 
 def test_refused_connect(net):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    closed_port = s.getsockname()[1]
-    s.close()
+    closed = closed_port()
     pid, _ = child(f"c = socket.socket()\n"
-                   f"r = c.connect_ex(('127.0.0.1', {closed_port}))\n"
+                   f"r = c.connect_ex(('127.0.0.1', {closed}))\n"
                    "assert r == 111, r\nc.close()\nprint(os.getpid())\n")
     conn = by(net, Kind.CONNECT, pid)[0]
     assert conn.ret == -errno.ECONNREFUSED == -111
-    assert (conn.daddr, conn.dport) == ("127.0.0.1", closed_port)
+    assert (conn.daddr, conn.dport) == ("127.0.0.1", closed)
     # a failed connect does not make the socket tracked: no close event
     net.settle(0.1)
     assert net.find(lambda e: e.kind == Kind.CLOSE and e.pid == pid) == []
 
 
 def test_nonblocking_connect_einprogress(net):
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
+    srv, port = tcp_listener()
     try:
         pid, _ = child(f"c = socket.socket()\nc.setblocking(False)\n"
                        f"r = c.connect_ex(('127.0.0.1', {port}))\n"

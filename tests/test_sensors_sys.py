@@ -2,12 +2,12 @@
 setuid; and a program the kernel cannot attach (module load) being disabled alone."""
 import logging
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from conftest import tcp_listener
 from vigil.events import Kind
 from vigil.sensors import SensorManager
 
@@ -55,10 +55,7 @@ def test_ptrace_attach(sysc):
 
 
 def test_dup2_socket_onto_stdio(sysc):
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
+    srv, port = tcp_listener()
     try:
         pid, sfd, cport = child(
             "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
