@@ -84,7 +84,8 @@ def test_trace_host_only_and_containers_only(bpf_objects, rootfs, work):
         assert all(e["container_id"] != "host" for e in json_events(ctrs))
         assert all(e["container_id"] == "host" or e["comm"] == "runc"
                    for e in json_events(host)), \
-            [e for e in json_events(host) if e["container_id"] != "host"][:3]
+            [(e["comm"], e["exe"], e["args"]) for e in json_events(host)
+             if e["container_id"] != "host"][:3]
     finally:
         host.stop()
         ctrs.stop()
@@ -168,7 +169,9 @@ def test_run_namespace_exclude(agent, rootfs, work):
         run_container(rootfs, f": {m3}", OTHER_LABELS, tmp=work)
         assert poll(lambda: _alerted(out, m3), 10)
         # brand-new shop containers: annotations (namespace in config.json at mkdir) and
-        # labels (namespace only through podman's CLI): count what leaks through
+        # labels (namespace only through podman's CLI).  The kernel's deny entry can come
+        # after a new container's first exec (it fails open); those events are held for
+        # metadata and dropped by the agent once the namespace is known.  Count leaks.
         leaks = {"annotations": 0, "labels": 0}
         marks = []
         for i in range(RACE_RUNS):

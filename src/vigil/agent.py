@@ -11,6 +11,7 @@ import time
 from typing import Optional
 
 from .config import Config, expand_rules_paths, kubernetes_enabled
+from .container.scope import in_scope
 from .pipeline import Pipeline
 from .proctable import ProcessTable
 
@@ -35,8 +36,10 @@ class Agent:
         self.resolver = None
         self.kube = None
         self.scope_tracker = None
+        self.scope_policy = None
         self.reloads = 0
         self.reload_errors = 0
+        self.scope_dropped = 0
         self._last_drops = 0
         self._last_drop_check = 0.0
         self._reload_requested = False
@@ -158,7 +161,7 @@ class Agent:
         if not (ns.get("include") or ns.get("exclude")) or self.resolver is None:
             return
         from .container.scope import ScopePolicy, ScopeTracker
-        policy = ScopePolicy.from_config({"namespaces": ns})
+        policy = self.scope_policy = ScopePolicy.from_config({"namespaces": ns})
         sensors = self.pipeline.sensors
 
         def on_change(cgid, inside):
@@ -172,6 +175,12 @@ class Agent:
             sensors.set_cgroup_scope(cgid, False)
 
     def on_event(self, ev) -> None:
+        if self.scope_policy is not None and in_scope(self.scope_policy, ev.container) is False:
+            # the kernel drops a namespace's containers once their namespace is
+            # known; a brand-new container's first events can get there first (the
+            # kernel fails open) and were held until its metadata came: drop them here
+            self.scope_dropped += 1
+            return
         for alert in self.engine.evaluate(ev):
             self.alerts.emit(alert)
 
@@ -228,7 +237,8 @@ class Agent:
     def stats(self) -> dict:
         out = {"pipeline": self.pipeline.stats() if self.pipeline else {},
                "rules": len(self.engine.rules) if self.engine else 0,
-               "reloads": self.reloads, "reload_errors": self.reload_errors}
+               "reloads": self.reloads, "reload_errors": self.reload_errors,
+               "scope_dropped": self.scope_dropped}
         if self.resolver is not None:
             out["containers"] = self.resolver.stats()
         return out

@@ -53,6 +53,7 @@ class Pipeline:
         self.decoder = Decoder()
         self.events = 0
         self.handler_errors = 0
+        self.scope_dropped = 0      # events out of scope caught in user space
         self._stop = False
         self._pause = False
         self._last_tick = 0.0
@@ -218,6 +219,15 @@ class Pipeline:
             self._failed(ev)
 
     def _dispatch(self, ev: Event) -> None:
+        # the kernel decides host/container by pid namespace, as cheaply as it can;
+        # here the cgroup (container identity) must agree: runc's set-up stages run
+        # in a container's cgroup but the host's pid namespace
+        scope = self.scope
+        if scope != "all" and ev.container is not None:
+            c = ev.container
+            if (scope == "host" and c.is_container) or (scope == "containers" and c.is_host):
+                self.scope_dropped += 1
+                return
         try:
             for h in self.handlers:
                 h(ev)
@@ -243,7 +253,8 @@ class Pipeline:
 
     def stats(self) -> dict:
         out = {"events": self.events, "decode_errors": self.decoder.errors,
-               "handler_errors": self.handler_errors, "procs": len(self.proctable)}
+               "handler_errors": self.handler_errors, "scope_dropped": self.scope_dropped,
+               "procs": len(self.proctable)}
         if self.sensors is not None:
             out["kernel"] = self.sensors.stats()
             out["dropped"] = sum(v["dropped"] for v in out["kernel"].values())
