@@ -4,8 +4,10 @@
     .venv/bin/python bench/run_all.py            # full run, about 4-5 minutes
     .venv/bin/python bench/run_all.py --quick    # short run, under a minute
 
-Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py and
-bench_overhead.py; each also leaves its own JSON and markdown in bench/results/.
+Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py,
+bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file)
+and bench_alert_latency.py (idle and under a 50k events/s load); each also
+leaves its own output in bench/results/.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ def main():
         print(f"=== {name} {' '.join(q)}", flush=True)
         subprocess.run([py, str(C.BENCH / f"{name}.py")] + q, check=True)
         timings[name] = round(time.monotonic() - t, 1)
+    extra = run_rules_and_latency(py, args.quick)
     total = round(time.monotonic() - t0, 1)
 
     meta = C.machine()
@@ -67,9 +70,35 @@ def main():
     import bench_transport
     summary = bench_transport.verdict(tj) + bench_overhead.verdict(oj)
     head.append("\n".join(f"- {x}" for x in summary) + "\n\n")
-    body = "".join(head) + _demote(tr) + "\n" + _demote(ov)
+    body = "".join(head) + extra + _demote(tr) + "\n" + _demote(ov)
     (C.RESULTS / "RESULTS.md").write_text(body)
     print(f"\nwrote bench/results/RESULTS.md ({mode}, {total} s)")
+
+
+def run_rules_and_latency(py: str, quick: bool) -> str:
+    """Rules-engine throughput and alert latency, as a markdown section."""
+    n = "50000" if quick else "200000"
+    count = "60" if quick else "300"
+    runs = [
+        ("Rules engine, default ruleset",
+         [py, str(C.BENCH / "bench_rules.py"), "src/vigil/rules/default/vigil_rules.yaml", "-n", n]),
+        ("Rules engine, 30 Falco-style rules (bench/bench_rules.yaml)",
+         [py, str(C.BENCH / "bench_rules.py"), "-n", n]),
+        ("Alert latency, syscall to JSON line, idle agent",
+         [py, str(C.BENCH / "bench_alert_latency.py"), "--count", count]),
+        ("Alert latency under a 50k events/s open load crossing to user space",
+         [py, str(C.BENCH / "bench_alert_latency.py"), "--count", count, "--load",
+          "--load-rate", "50000"]),
+    ]
+    out = ["## Rules engine and alert latency\n\n"]
+    for title, cmd in runs:
+        print(f"=== {title}", flush=True)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        shown = " ".join(os.path.relpath(c, C.ROOT) if c.startswith(str(C.ROOT)) else c
+                         for c in cmd[1:])
+        out.append(f"### {title}\n\n`.venv/bin/python {shown}`\n\n```\n"
+                   f"{(r.stdout or r.stderr).strip()}\n```\n\n")
+    return "".join(out)
 
 
 def rebuild():

@@ -87,7 +87,7 @@ int BPF_PROG(exit__sched_exit, struct task_struct *p)
 	int code = BPF_CORE_READ(p, exit_code);
 	e->exit_code = (code >> 8) & 0xff;
 	e->exit_signal = code & 0x7f;
-	submit(e, EV_EXIT);
+	submit_quiet(e, EV_EXIT);
 	return 0;
 }
 
@@ -114,6 +114,6 @@ int BPF_PROG(fork__sched_fork, struct task_struct *parent, struct task_struct *c
 		return 0;
 	fill_hdr(&e->h, EV_FORK);
 	e->child_pid = BPF_CORE_READ(child, tgid);
-	submit(e, EV_FORK);
+	submit_quiet(e, EV_FORK);
 	return 0;
 }

@@ -391,6 +391,15 @@ static __always_inline void submit(void *e, __u32 kind)
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Submit without waking the reader: for bookkeeping events (fork, exit) that
+ * need no quick answer.  Waking costs a cross-CPU interrupt, expensive on VMs;
+ * these are read with the next event that wakes it, or by its poll timeout. */
+static __always_inline void submit_quiet(void *e, __u32 kind)
+{
+	count(kind, 0);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
 /* Copy a finished event (built in a per-CPU buffer) into the ring buffer. */
 static __always_inline void output(void *e, __u32 size, __u32 kind)
 {
