@@ -18,7 +18,7 @@ static __always_inline int cgroup_event(struct cgroup *cgrp, const char *path, _
 	e->hierarchy = BPF_CORE_READ(cgrp, root, hierarchy_id);
 	e->level = BPF_CORE_READ(cgrp, level);
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
-	submit(e, kind);
+	submit(e, sizeof(*e), kind);
 	return 0;
 }
 

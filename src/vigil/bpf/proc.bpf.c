@@ -61,7 +61,7 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 		bpf_probe_read_kernel_str(e->cgroup_name, sizeof(e->cgroup_name), cgname);
 	else
 		e->cgroup_name[0] = 0;
-	submit(e, EV_EXEC);
+	submit(e, sizeof(*e), EV_EXEC);
 	return 0;
 }
 
