@@ -9,7 +9,7 @@ BPF_OUT := $(BPF_SRC)/build
 SENSORS := proc cgroup file fsops net dns sys
 BPF_OBJS := $(addprefix $(BPF_OUT)/,$(addsuffix .bpf.o,$(SENSORS)))
 BPF_CFLAGS := -target bpf -g -O2 -D__TARGET_ARCH_x86 -Wall -Werror -I$(BPF_SRC)
-APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc busybox-static bpftrace strace \
+APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc containerd busybox-static bpftrace strace \
             iproute2 util-linux
 STAMP := .venv/.installed
 
