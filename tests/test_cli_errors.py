@@ -228,3 +228,12 @@ def test_alerts_bad_store_and_flags(tmp_path):
     assert r.returncode == 2 and "--since" in r.stderr
     r = vigil("alerts", "--store", tmp_path / "none.db", "--priority", "loud")
     assert r.returncode == 2 and "--priority" in r.stderr
+
+
+def test_replay_unopenable_store(tmp_path, good_rules):
+    cap = _synthetic_capture(tmp_path / "s.jsonl", 3)
+    (tmp_path / "file").write_text("")
+    r = vigil("replay", cap, "-r", good_rules, "--store", tmp_path / "file" / "x.db")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "store.path: cannot open alert store" in r.stderr
+    _no_traceback(r)

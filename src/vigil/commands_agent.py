@@ -192,7 +192,10 @@ def replay(capture_file, config, rules, output, min_priority, verbose, store):
         engine.load(expand_rules_paths(cfg["rules"] or default_rules_files()))
     except RulesError as e:
         fail(f"rules: {e}", 1)
-    alerts = cfg.build_alert_pipeline()
+    try:
+        alerts = cfg.build_alert_pipeline()
+    except ConfigError as e:      # e.g. --store in a directory that cannot exist
+        fail(str(e), 1)
     pipe.add_handler(lambda ev: [alerts.emit(a) for a in engine.evaluate(ev)])
     try:
         n = do_replay(capture_file, pipe)
