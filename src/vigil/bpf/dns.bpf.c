@@ -27,11 +27,6 @@ struct {
 	__type(value, __u8);
 } dns_socks SEC(".maps");
 
-static __always_inline __u64 fd_key(int fd)
-{
-	return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (__u32)fd;
-}
-
 /* one datagram: destination from the sockaddr, else from the connected socket */
 static __always_inline int dns_send(__u16 sc, int fd, const void *uaddr, const void *buf, __u64 len)
 {

@@ -46,7 +46,7 @@ struct {
 
 static __always_inline void track(int fd)
 {
-	__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (__u32)fd;
+	__u64 key = fd_key(fd);
 	__u8 one = 1;
 	bpf_map_update_elem(&tracked_socks, &key, &one, BPF_ANY);
 }
@@ -194,7 +194,7 @@ SEC("tp/syscalls/sys_enter_close")
 int close__enter(struct trace_event_raw_sys_enter *ctx)
 {
 	int fd = ctx->args[0];
-	__u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (__u32)fd;
+	__u64 key = fd_key(fd);
 	if (!bpf_map_lookup_elem(&tracked_socks, &key))
 		return 0;
 	bpf_map_delete_elem(&tracked_socks, &key);

@@ -502,6 +502,12 @@ static __always_inline int path_to_str(struct path *p, char *out)
 	return n;
 }
 
+/* Key of a per-process fd set: tgid << 32 | fd. */
+static __always_inline __u64 fd_key(int fd)
+{
+	return (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | (__u32)fd;
+}
+
 static __always_inline struct file *fd_file(struct task_struct *t, int fd)
 {
 	if (fd < 0)
@@ -653,8 +659,6 @@ static __always_inline int read_sockaddr(const void *uaddr, __u8 *addr, __u16 *p
 	}
 	return fam;
 }
-
-#define SYSCALL_ARG(ctx, n) ((ctx)->args[n])
 
 char LICENSE[] SEC("license") = "GPL";
 
