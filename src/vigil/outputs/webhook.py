@@ -194,15 +194,17 @@ class WebhookOutput(Output):
 
     def _sleep(self, delay: float) -> None:
         end = time.monotonic() + delay
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            # wake up early if close() sets a deadline shorter than our sleep
-            self._closing.wait(min(left, 0.05 if self._closing.is_set() else left))
-            tl = self._time_left()
-            if tl is not None and tl <= 0:
-                return
+        if not self._closing.is_set():
+            # wakes up early if close() is called meanwhile
+            self._closing.wait(delay)
+        # closing (set and never cleared, so waiting on it would return at once):
+        # sleep what is left, but not past close()'s deadline
+        left = end - time.monotonic()
+        tl = self._time_left()
+        if tl is not None:
+            left = min(left, tl)
+        if left > 0:
+            time.sleep(left)
 
 
 def _retry_after(value) -> Optional[float]:
