@@ -459,7 +459,8 @@ class ContainerResolver:
     # --- stats ------------------------------------------------------------------------------
     @property
     def pending(self) -> int:
-        return sum(1 for i in self._containers.values() if not i.complete)
+        with self._lock:      # the worker's expire() removes containers meanwhile
+            return sum(1 for i in self._containers.values() if not i.complete)
 
     def stats(self) -> dict:
         return {
