@@ -492,9 +492,10 @@ class EventHold:
     def push(self, ev) -> list:
         info = self.resolver.resolve(ev)
         ev.container = info
-        if not self._q and (info.complete or not info.is_container):
+        ready = info.complete or not info.is_container
+        if ready and not self._q:
             return [ev]
-        if not (info.complete or not info.is_container):
+        if not ready:
             self.held += 1
         self._q.append((self._clock() + self.max_hold, ev))
         return self.poll()
