@@ -175,13 +175,7 @@ class AlertPipeline:
         return self.dispatcher.store
 
     def emit(self, alert: Alert) -> None:
-        try:
-            if self.limiter is not None:
-                self.limiter.emit(alert)
-            else:
-                self.dispatcher.emit(alert)
-        except Exception as exc:  # pragma: no cover - dispatcher never raises
-            log.warning("alert pipeline error: %s", exc)
+        self.emit_batch((alert,))
 
     def emit_batch(self, alerts) -> None:
         """Several alerts at once: one store transaction for what goes out."""
