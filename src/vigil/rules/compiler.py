@@ -338,14 +338,6 @@ def evttypes(node, neg=False):
     return ALL_TYPES
 
 
-def types_match_kind(ts, kind) -> bool:
-    names = F.KIND_TYPE_SETS[kind]
-    S, comp = ts
-    if comp:
-        return bool(names - S)
-    return bool(names & S)
-
-
 # ----------------------------------------------------------------- specialisation
 
 def specialize(node, kind):

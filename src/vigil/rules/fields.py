@@ -132,10 +132,10 @@ PTRACE_REQUESTS = {
 # --------------------------------------------------------------- definitions
 
 class FieldDef:
-    __slots__ = ("name", "type", "fn", "make", "arg", "multi", "inline", "render", "desc", "fast")
+    __slots__ = ("name", "type", "fn", "make", "arg", "multi", "inline", "render", "fast")
 
     def __init__(self, name, type_, fn=None, *, make=None, arg=None, multi=False, inline=None,
-                 render=None, desc="", fast=None):
+                 render=None, fast=None):
         self.fast = fast or {}      # {kind: fn(ev, cx)} specialised extractors for hot kinds
         self.name = name
         self.type = type_          # str int bool ip ipnet abstime
@@ -145,7 +145,6 @@ class FieldDef:
         self.multi = multi         # argument-less form yields a list (any-match)
         self.inline = inline       # {kind or None: python expression over ev} for hot fields
         self.render = render
-        self.desc = desc
 
 
 FIELDS: dict = {}
@@ -157,11 +156,11 @@ def _f(name, type_="str", fn=None, **kw):
 
 class Extractor:
     """A resolved field expression (a field with its argument, possibly transformed)."""
-    __slots__ = ("key", "type", "fn", "multi", "inline", "render", "field", "fast")
+    __slots__ = ("key", "type", "fn", "multi", "inline", "render", "fast")
 
-    def __init__(self, key, type_, fn, multi=False, inline=None, render=None, field=None, fast=None):
+    def __init__(self, key, type_, fn, multi=False, inline=None, render=None, fast=None):
         self.key, self.type, self.fn, self.multi = key, type_, fn, multi
-        self.inline, self.render, self.field = inline or {}, render, field
+        self.inline, self.render = inline or {}, render
         self.fast = fast or {}
 
     def fn_for(self, kind):
@@ -210,7 +209,7 @@ def lookup(name: str, arg: Optional[str] = None) -> Extractor:
             raise BadFieldArg(f"field '{name}' requires an argument, e.g. {name}[1]")
         if fd.fn is None:
             raise BadFieldArg(f"field '{name}' requires an argument")
-        return Extractor(text, fd.type, fd.fn, fd.multi, fd.inline, fd.render, fd, fd.fast)
+        return Extractor(text, fd.type, fd.fn, fd.multi, fd.inline, fd.render, fd.fast)
     if fd.arg is None:
         raise BadFieldArg(f"field '{name}' does not take an argument")
     if fd.arg in ("index", "index_opt"):
@@ -220,8 +219,8 @@ def lookup(name: str, arg: Optional[str] = None) -> Extractor:
             raise BadFieldArg(f"field '{name}' needs a numeric index, got [{arg}]") from None
         if a < 0:
             raise BadFieldArg(f"field '{name}' needs a non-negative index, got [{arg}]")
-        return Extractor(text, fd.type, fd.make(a), False, None, fd.render, fd)
-    return Extractor(text, fd.type, fd.make(arg), False, None, fd.render, fd)
+        return Extractor(text, fd.type, fd.make(a), False, None, fd.render)
+    return Extractor(text, fd.type, fd.make(arg), False, None, fd.render)
 
 
 def known(name: str) -> bool:
@@ -723,11 +722,6 @@ _f("proc.pcmdline", "str", _pfield(lambda p: p.cmdline))
 _f("proc.pargs", "str", _pfield(lambda p: " ".join(p.args[1:])))
 
 
-def _self_view(ev, get):
-    """Ancestor 0 (the process itself) from the event when it carries the data."""
-    return get(ev)
-
-
 _SELF = {
     "proc.aname": lambda ev: _comm(ev),
     "proc.apid": lambda ev: ev.pid,
@@ -1078,9 +1072,7 @@ def transform(name: str, inner: Extractor) -> Extractor:
     else:
         def fn(ev, cx):
             return t(f(ev, cx))
-    if rtype == "str" and inner.type == "int" and name != "len":
-        rtype = "str"
-    return Extractor(f"{name}({inner.key})", rtype, _safe(fn), inner.multi, None, None, inner.field)
+    return Extractor(f"{name}({inner.key})", rtype, _safe(fn), inner.multi)
 
 
 # --------------------------------------------------------------- rendering
