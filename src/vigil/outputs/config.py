@@ -30,7 +30,7 @@ from .base import AlertPipeline, Output, OutputDispatcher
 from .file import FileOutput
 from .ratelimit import RateLimiter
 from .stdout import FORMATS, StdoutOutput
-from .syslog import SyslogOutput, parse_address
+from .syslog import FACILITIES, SyslogOutput, parse_address
 from .webhook import WebhookOutput
 
 DEFAULT_FILE_PATH = "/var/log/vigil/alerts.jsonl"
@@ -200,13 +200,17 @@ def build_outputs(outputs_cfg: Optional[dict], stream: Optional[TextIO] = None) 
     try:
         _build_all(outputs_cfg, stream, built)
     except BaseException:
-        for out in built:          # e.g. a webhook thread already started
-            try:
-                out.close(0)
-            except Exception:
-                pass
+        _close_all(built)          # e.g. a webhook thread already started
         raise
     return built
+
+
+def _close_all(outputs: list) -> None:
+    for out in outputs:
+        try:
+            out.close(0)
+        except Exception:
+            pass
 
 
 def _build_all(cfg: dict, stream, built: list) -> None:
@@ -236,8 +240,7 @@ def _build_all(cfg: dict, stream, built: list) -> None:
             parse_address(address)
         except (ValueError, TypeError) as exc:
             raise s.bad("address", str(exc)) from None
-        from logging.handlers import SysLogHandler
-        facility = s.str("facility", tuple(sorted(SysLogHandler.facility_names)))
+        facility = s.str("facility", FACILITIES)
         built.append(SyslogOutput(address=address, facility=facility,
                                   format=s.str("format", FORMATS)))
 
@@ -309,11 +312,7 @@ def build_pipeline(cfg: Optional[dict], stream: Optional[TextIO] = None) -> Aler
     try:
         store = build_store(cfg.get("store"))
     except BaseException:
-        for out in outputs:
-            try:
-                out.close(0)
-            except Exception:
-                pass
+        _close_all(outputs)
         raise
     return AlertPipeline(OutputDispatcher(outputs, store=store), limiter=limiter)
 
