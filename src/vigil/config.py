@@ -131,13 +131,15 @@ class Config:
     def get(self, key, default=None):
         return self.data.get(key, default)
 
-    def error(self, keypath: tuple, msg: str) -> ConfigError:
-        line = 0
+    def _line(self, keypath: tuple) -> int:
+        """The file line of the key, else of its nearest parent that has one (0: none)."""
         for i in range(len(keypath), 0, -1):
             if keypath[:i] in self.lines:
-                line = self.lines[keypath[:i]]
-                break
-        return ConfigError(f"{'.'.join(map(str, keypath))}: {msg}", self.path, line)
+                return self.lines[keypath[:i]]
+        return 0
+
+    def error(self, keypath: tuple, msg: str) -> ConfigError:
+        return ConfigError(f"{'.'.join(map(str, keypath))}: {msg}", self.path, self._line(keypath))
 
     def validate(self) -> "Config":
         d = self.data
@@ -223,12 +225,7 @@ class Config:
             m = re.search(r"unknown (?:key|output) '([^']*)'", msg)
             if m and path + (m.group(1),) in self.lines:
                 path += (m.group(1),)       # point at the unknown key itself
-            line = 0
-            for i in range(len(path), 0, -1):
-                if path[:i] in self.lines:
-                    line = self.lines[path[:i]]
-                    break
-            raise ConfigError(msg, self.path, line) from None
+            raise ConfigError(msg, self.path, self._line(path)) from None
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) -> Config:
