@@ -698,19 +698,8 @@ class MetadataFetcher:
 def apply(info: ContainerInfo, fields: dict, complete: bool = True) -> ContainerInfo:
     """A new ContainerInfo: ``info`` plus the fetched fields (path-derived values win for
     id and runtime; metadata wins for pod uid only when the path had none)."""
-    d = info.to_dict()
-    merged = {k: v for k, v in d.items()}
-    for k in _SCALARS:
-        v = fields.get(k)
-        if v not in (None, "", 0) and merged.get(k) in (None, "", 0):
-            merged[k] = v
-    if merged.get("privileged") is None and isinstance(fields.get("privileged"), bool):
-        merged["privileged"] = fields["privileged"]
-    for k in ("labels", "pod_labels"):
-        if fields.get(k):
-            cur = dict(merged.get(k) or {})
-            cur.update({lk: lv for lk, lv in fields[k].items() if lk not in cur})
-            merged[k] = cur
+    merged = info.to_dict()
+    merge_into(merged, fields)
     merged["sources"] = tuple(fields.get("sources") or ())
     merged["complete"] = complete
     return ContainerInfo.from_dict(finish(merged))
