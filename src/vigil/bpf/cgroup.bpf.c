@@ -4,8 +4,7 @@
 
 static __always_inline int cgroup_event(struct cgroup *cgrp, const char *path, __u32 kind)
 {
-	struct vigil_cfg *cfg = get_cfg();
-	if (!cfg || !(cfg->kinds & (1ULL << kind)))
+	if (!kind_cfg(kind))
 		return 0;
 	/* only the unified (v2) hierarchy: its ids are what events carry */
 	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
@@ -15,7 +14,7 @@ static __always_inline int cgroup_event(struct cgroup *cgrp, const char *path, _
 		return 0;
 	fill_hdr(&e->h, kind);
 	e->id = BPF_CORE_READ(cgrp, kn, id);
-	e->hierarchy = BPF_CORE_READ(cgrp, root, hierarchy_id);
+	e->hierarchy = 0;   /* checked above */
 	e->level = BPF_CORE_READ(cgrp, level);
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
 	submit(e, sizeof(*e), kind);

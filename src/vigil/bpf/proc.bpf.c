@@ -69,16 +69,18 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(exit__sched_exit, struct task_struct *p)
 {
 	/* one event per process: when the thread group leader goes */
-	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
-		return 0;
 	__u32 tgid = BPF_CORE_READ(p, tgid);
+	if (BPF_CORE_READ(p, pid) != tgid)
+		return 0;
+	/* p is the current task: this is the ignore_pids check of wanted() */
 	__u8 *ign = bpf_map_lookup_elem(&ignore_pids, &tgid);
 	if (ign) {
 		if (*ign == IGNORE_INHERIT)
 			bpf_map_delete_elem(&ignore_pids, &tgid);
 		return 0;
 	}
-	if (!wanted(EV_EXIT))
+	struct vigil_cfg *cfg = kind_cfg(EV_EXIT);
+	if (!cfg || !task_wanted(cfg))
 		return 0;
 	struct ev_exit *e = reserve(sizeof(*e), EV_EXIT);
 	if (!e)
@@ -98,16 +100,20 @@ int BPF_PROG(fork__sched_fork, struct task_struct *parent, struct task_struct *c
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0;
 	/* children of an ignored process with IGNORE_INHERIT are ignored too
-	 * (vigil's own helpers), before they can exec anything */
+	 * (vigil's own helpers), before they can exec anything.  parent is the
+	 * current task: this is also the ignore_pids check of wanted(). */
 	__u32 ptgid = BPF_CORE_READ(parent, tgid);
 	__u8 *ign = bpf_map_lookup_elem(&ignore_pids, &ptgid);
-	if (ign && *ign == IGNORE_INHERIT) {
-		__u32 ctgid = BPF_CORE_READ(child, tgid);
-		__u8 v = IGNORE_INHERIT;
-		bpf_map_update_elem(&ignore_pids, &ctgid, &v, BPF_ANY);
+	if (ign) {
+		if (*ign == IGNORE_INHERIT) {
+			__u32 ctgid = BPF_CORE_READ(child, tgid);
+			__u8 v = IGNORE_INHERIT;
+			bpf_map_update_elem(&ignore_pids, &ctgid, &v, BPF_ANY);
+		}
 		return 0;
 	}
-	if (!wanted(EV_FORK))
+	struct vigil_cfg *cfg = kind_cfg(EV_FORK);
+	if (!cfg || !task_wanted(cfg))
 		return 0;
 	struct ev_fork *e = reserve(sizeof(*e), EV_FORK);
 	if (!e)

@@ -331,15 +331,19 @@ static __always_inline int in_container(struct task_struct *t)
 	return BPF_CORE_READ(t, thread_pid, level) > 0;
 }
 
-/* Is this kind wanted for the current task?  Cheap checks first. */
-static __always_inline int wanted(__u32 kind)
+/* The config if user space wants this kind at all, else NULL. */
+static __always_inline struct vigil_cfg *kind_cfg(__u32 kind)
 {
 	struct vigil_cfg *cfg = get_cfg();
 	if (!cfg || !(cfg->kinds & (1ULL << kind)))
-		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
-		return 0;
+		return NULL;
+	return cfg;
+}
+
+/* The filters on the current task that come after ignore_pids: ignored
+ * comms, per-cgroup overrides, the scope mode. */
+static __always_inline int task_wanted(struct vigil_cfg *cfg)
+{
 	if (cfg->comm_filter) {
 		char comm[COMM_LEN] = {};
 		bpf_get_current_comm(comm, sizeof(comm));
@@ -358,6 +362,18 @@ static __always_inline int wanted(__u32 kind)
 			return 0;
 	}
 	return 1;
+}
+
+/* Is this kind wanted for the current task?  Cheap checks first. */
+static __always_inline int wanted(__u32 kind)
+{
+	struct vigil_cfg *cfg = kind_cfg(kind);
+	if (!cfg)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
+		return 0;
+	return task_wanted(cfg);
 }
 
 static __always_inline void fill_hdr(struct ev_hdr *h, __u32 kind)
