@@ -76,6 +76,9 @@ K8S_POD_UID = "io.kubernetes.pod.uid"
 K8S_CONTAINER_NAME = "io.kubernetes.container.name"
 K8S_SANDBOX_ID = "io.kubernetes.sandbox.id"
 K8S_DOCKER_TYPE = "io.kubernetes.docker.type"      # podsandbox | container
+# kubelet's keys -> ContainerInfo fields (as labels, or mirrored as annotations)
+_K8S_FIELDS = ((K8S_POD_NAME, "pod_name"), (K8S_POD_NS, "namespace"),
+               (K8S_POD_UID, "pod_uid"), (K8S_CONTAINER_NAME, "k8s_container_name"))
 
 # containerd CRI plugin annotations
 CRI = "io.kubernetes.cri."
@@ -241,8 +244,7 @@ def parse_oci_config(spec: dict, runtime_hint: str = "") -> dict:
             out["start_time"] = created
     # kubelet-style keys may be present as annotations (CRI-O mirrors them; podman users
     # can set them with --annotation)
-    for key, field in ((K8S_POD_NAME, "pod_name"), (K8S_POD_NS, "namespace"),
-                       (K8S_POD_UID, "pod_uid"), (K8S_CONTAINER_NAME, "k8s_container_name")):
+    for key, field in _K8S_FIELDS:
         v = ann.get(key) or labels.get(key)
         if v and not out.get(field):
             out[field] = v
@@ -323,7 +325,6 @@ class BundleSource:
         if spec is None:
             return None
         out = parse_oci_config(spec, runtime or "")
-        out.setdefault("runtime", rt)
         if not out.get("runtime"):
             out["runtime"] = rt
         if not out.get("start_time"):
@@ -472,9 +473,7 @@ def parse_docker_inspect(d: dict) -> dict:
         st = parse_time_ns(state.get("StartedAt"))
         if st:
             out["start_time"] = st
-    for key, field in ((K8S_POD_NAME, "pod_name"), (K8S_POD_NS, "namespace"),
-                       (K8S_POD_UID, "pod_uid"), (K8S_CONTAINER_NAME, "k8s_container_name"),
-                       (K8S_SANDBOX_ID, "sandbox_id")):
+    for key, field in _K8S_FIELDS + ((K8S_SANDBOX_ID, "sandbox_id"),):
         if labels.get(key):
             out[field] = labels[key]
     if labels.get(K8S_DOCKER_TYPE) == "podsandbox":
@@ -612,8 +611,7 @@ def merge_into(dst: dict, src: dict) -> None:
 def finish(fields: dict) -> dict:
     """Derived fields: image split, k8s fields out of labels, a name if there is none."""
     labels = fields.get("labels") or {}
-    for key, field in ((K8S_POD_NAME, "pod_name"), (K8S_POD_NS, "namespace"),
-                       (K8S_POD_UID, "pod_uid"), (K8S_CONTAINER_NAME, "k8s_container_name")):
+    for key, field in _K8S_FIELDS:
         if not fields.get(field) and labels.get(key):
             fields[field] = labels[key]
     img = fields.get("image") or ""
