@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Iterator, Optional
 
-from .cgroup import pick_path
+from .cgroup import normalize_path, pick_path
 
 DEFAULT_PROC = "/proc"
 
@@ -152,10 +152,7 @@ class CgroupFS:
         """The cgroup id of a path (relative to the v2 mount), by stat."""
         if not self.root or not isinstance(path, str):
             return None
-        rel = path.strip()
-        if rel.endswith(" (deleted)"):
-            rel = rel[:-10]
-        rel = "/" + "/".join(c for c in rel.split("/") if c and c not in (".", ".."))
+        rel = normalize_path(path)
         try:
             ino = os.stat(self.root + (rel if rel != "/" else "")).st_ino
         except OSError:
@@ -182,16 +179,6 @@ class CgroupFS:
         if text is None:
             return None
         return pick_path(text)
-
-    def v2_path_for_pid(self, pid: int) -> Optional[str]:
-        """Only the ``0::`` line (the path whose inode is the process's cgroup id)."""
-        text = read_proc_cgroup(pid, self.proc)
-        if not text:
-            return None
-        for line in text.splitlines():
-            if line.startswith("0::"):
-                return line[3:].strip() or None
-        return None
 
     def __len__(self) -> int:
         return len(self._by_id)
