@@ -103,6 +103,9 @@ O_FLAGS = (  # linux x86_64
 )
 O_ACCMODE = 3
 O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_DIRECTORY, O_TMPFILE = 1, 2, 0o100, 0o1000, 0o200000, 0o20000000
+_O_TMPFILE_BITS = O_TMPFILE & ~O_DIRECTORY
+_O_CREATES = O_CREAT | _O_TMPFILE_BITS           # opens that create a file
+_O_DIR_MASK = O_DIRECTORY | _O_TMPFILE_BITS      # flags & mask == O_DIRECTORY: opens a directory
 
 
 @functools.lru_cache(maxsize=1024)
@@ -332,10 +335,8 @@ def _tty_nr(tty):
 
 @functools.lru_cache(maxsize=4096)
 def _user_name(uid):
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, OverflowError, TypeError, ValueError):
-        return None
+    e = _user_entry(uid)
+    return e.pw_name if e is not None else None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -455,12 +456,12 @@ def _is_open_create(ev, cx):
     f = _open_flags(ev)
     if f is None:
         return False
-    return bool(f & (O_CREAT | (O_TMPFILE & ~O_DIRECTORY))) and (ev.ret is None or ev.ret >= 0)
+    return bool(f & _O_CREATES) and (ev.ret is None or ev.ret >= 0)
 
 
 def _is_open_exec(ev, cx):
     f = _open_flags(ev)
-    if f is None or not (f & (O_CREAT | (O_TMPFILE & ~O_DIRECTORY))):
+    if f is None or not (f & _O_CREATES):
         return False
     return bool((ev.mode or 0) & 0o111)
 
@@ -517,7 +518,7 @@ def _make_evt_arg(sub, raw):
             v = ev.new_uid
             return v if raw or v is None else str(v)
         if sub in ("tuple", "addr"):
-            return _sock_name(ev)
+            return _sock_name(ev, _fd_class(ev))
         if sub == "status":
             v = ev.exit_code
             return v if raw or v is None else str(v)
@@ -540,7 +541,7 @@ def _evt_args(ev, cx):
     for name, val in (("fd", ev.fd), ("name", ev.path), ("path2", ev.path2),
                       ("flags", render_open_flags(_open_flags(ev)) if ev.kind is Kind.OPEN else ev.flags),
                       ("mode", None if ev.mode is None else "0%o" % ev.mode),
-                      ("tuple", _sock_name(ev) if ev.family else None),
+                      ("tuple", _sock_name(ev, _fd_class(ev)) if ev.family else None),
                       ("query", ev.query), ("request", PTRACE_REQUESTS.get(ev.request, ev.request)
                                             if ev.request is not None else None),
                       ("pid", ev.target_pid), ("uid", ev.new_uid), ("exe", ev.exe),
@@ -578,7 +579,7 @@ def _open_is_write(ev, cx):
 
 def _open_typechar(ev, cx):
     f = ev.flags
-    if f and (f & O_DIRECTORY) and not (f & (O_TMPFILE & ~O_DIRECTORY)):
+    if f and (f & _O_DIR_MASK) == O_DIRECTORY:
         return "d"
     return "f"
 
@@ -588,7 +589,7 @@ def _open_directory(ev, cx):
     if not p:
         return None
     f = ev.flags
-    if f and (f & O_DIRECTORY) and not (f & (O_TMPFILE & ~O_DIRECTORY)):
+    if f and (f & _O_DIR_MASK) == O_DIRECTORY:
         return p
     i = p.rfind("/")
     if i < 0:
@@ -781,7 +782,7 @@ def _fd_class(ev):
     k = ev.kind
     if k is Kind.OPEN:
         f = ev.flags or 0
-        if (f & O_DIRECTORY) and not (f & (O_TMPFILE & ~O_DIRECTORY)):
+        if (f & _O_DIR_MASK) == O_DIRECTORY:
             return "directory"
         return "file"
     if k is Kind.MEMFD:
@@ -825,8 +826,8 @@ def _endpoints(ev):
     return ev.saddr, ev.sport, ev.daddr, ev.dport
 
 
-def _sock_name(ev):
-    c = _fd_class(ev)
+def _sock_name(ev, c):
+    """The socket's tuple for an event whose fd class (_fd_class) is `c`."""
     if c == "unix":
         return ev.daddr or ev.saddr or ev.path or None
     if not _is_inet(c):
@@ -841,9 +842,9 @@ def _fd_name(ev, cx):
     c = _fd_class(ev)
     if c is None:
         return None
-    if c in ("file", "directory") or not (_is_inet(c) or c == "unix"):
+    if not (_is_inet(c) or c == "unix"):
         return ev.path
-    return _sock_name(ev)
+    return _sock_name(ev, c)
 
 
 def _fd_file_path(ev):
@@ -854,10 +855,13 @@ def _fd_file_path(ev):
 
 
 def _fd_directory(ev, cx):
-    p = _fd_file_path(ev)
+    c = _fd_class(ev)
+    if c != "file" and c != "directory":
+        return None
+    p = ev.path
     if not p:
         return None
-    if ev.kind is Kind.OPEN and _fd_class(ev) == "directory":
+    if c == "directory" and ev.kind is Kind.OPEN:
         return p
     d = os.path.dirname(p)
     return d or None
@@ -918,7 +922,12 @@ _f("fd.directory", "str", _safe(_fd_directory), fast={Kind.OPEN: _open_directory
 _f("fd.filename", "str", _safe(_fd_filename), fast={Kind.OPEN: _open_filename})
 _f("fd.num", "int", _safe(_fd_num), inline={Kind.OPEN: "ev.ret"})
 _f("fd.type", "str", _safe(lambda ev, cx: _fd_class(ev)))
-_f("fd.typechar", "str", _safe(lambda ev, cx: _TYPECHAR.get(_fd_class(ev), "o") if _fd_class(ev) else None),
+def _fd_typechar(ev, cx):
+    c = _fd_class(ev)
+    return _TYPECHAR.get(c, "o") if c else None
+
+
+_f("fd.typechar", "str", _safe(_fd_typechar),
    fast={Kind.OPEN: _open_typechar})
 _f("fd.l4proto", "str", _safe(lambda ev, cx: (ev.proto or None) if _is_inet(_fd_class(ev)) else None))
 _f("fd.sockfamily", "str", _safe(lambda ev, cx: {"ipv4": "ip", "ipv6": "ip", "unix": "unix"}.get(_fd_class(ev))))
