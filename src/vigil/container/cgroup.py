@@ -175,21 +175,25 @@ def parse_proc_cgroup(text: str) -> CgroupIdentity:
         return UNKNOWN_IDENTITY
 
 
-def _parse_proc_cgroup(text: str) -> CgroupIdentity:
-    if not isinstance(text, str):
-        return UNKNOWN_IDENTITY
+def _split_proc_cgroup(text: str) -> tuple:
+    """(path of the v2 ``0::`` line or None, [paths of the v1 lines]) of /proc/<pid>/cgroup."""
     v2: Optional[str] = None
     v1: list = []
     for line in text.splitlines():
         line = line.strip()
-        if not line:
-            continue
         if line.startswith("0::"):
             v2 = line[3:]
             continue
         m = _V1_LINE_RE.match(line)
         if m:
             v1.append(m.group(1))
+    return v2, v1
+
+
+def _parse_proc_cgroup(text: str) -> CgroupIdentity:
+    if not isinstance(text, str):
+        return UNKNOWN_IDENTITY
+    v2, v1 = _split_proc_cgroup(text)
     if v2 is None and not v1:
         return UNKNOWN_IDENTITY
     best: Optional[CgroupIdentity] = None
@@ -215,16 +219,7 @@ def pick_path(text: str) -> Optional[str]:
     only uses v1), else the first v1 path."""
     if not isinstance(text, str):
         return None
-    v2 = None
-    v1 = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("0::"):
-            v2 = line[3:]
-        else:
-            m = _V1_LINE_RE.match(line)
-            if m:
-                v1.append(m.group(1))
+    v2, v1 = _split_proc_cgroup(text)
     if v2 and v2.startswith("/") and normalize_path(v2) != "/":
         return v2
     for p in v1:
