@@ -53,15 +53,16 @@ class Alert:
 
     def to_falco_json(self) -> dict:
         """Falco's JSON alert: time, rule, priority, source, hostname, output, output_fields, tags."""
+        t = format_time(self.time)
         d = {
             "hostname": self.hostname,
-            "output": f"{format_time(self.time)}: {self.priority_title} {self.output}",
+            "output": f"{t}: {self.priority_title} {self.output}",
             "output_fields": self.output_fields,
             "priority": self.priority_title,
             "rule": self.rule,
             "source": self.source,
             "tags": list(self.tags),
-            "time": format_time(self.time),
+            "time": t,
         }
         if self.count > 1:
             d["output_fields"] = dict(self.output_fields, **{"vigil.repeat_count": self.count})
