@@ -24,6 +24,14 @@ _SYS, _ = S.struct_format(S.EvSys)
 _CGROUP, _ = S.struct_format(S.EvCgroup)
 _KIND = struct.Struct("<I")
 
+
+class _Names(dict):
+    """number -> name; a number without a name reads as its decimal string."""
+
+    def __missing__(self, n):
+        return str(n)
+
+
 # enum ev_syscall order in vigil.h
 SYSCALLS = (
     None, "open", "openat", "openat2", "creat",
@@ -37,15 +45,15 @@ SYSCALLS = (
     "dup", "dup2", "dup3", "memfd_create", "setuid",
     "write",
 )
-
-FAMILIES = {1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6"}
-PROTOS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 0: None}
+_SYSCALL_NAMES = _Names(enumerate(SYSCALLS))
+FAMILIES = _Names({1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6"})
+PROTOS = _Names({6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 0: None})
 # inode type (mode >> 12) -> Falco-ish fd type
 FD_TYPES = {0o1: "pipe", 0o2: "char", 0o4: "directory", 0o6: "block", 0o10: "file",
             0o12: "symlink", 0o14: "socket"}
-DNS_TYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT",
-             28: "AAAA", 33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB",
-             65: "HTTPS", 255: "ANY", 257: "CAA"}
+DNS_TYPES = _Names({1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT",
+                    28: "AAAA", 33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB",
+                    65: "HTTPS", 255: "ANY", 257: "CAA"})
 
 _ntop = socket.inet_ntop
 _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
@@ -96,7 +104,7 @@ def parse_dns_query(payload: bytes):
     if pos + 2 > n:
         return None, None
     qtype = (payload[pos] << 8) | payload[pos + 1]
-    return ".".join(labels), DNS_TYPES.get(qtype, str(qtype))
+    return ".".join(labels), DNS_TYPES[qtype]
 
 
 class Decoder:
@@ -200,7 +208,7 @@ class Decoder:
         d["fd"] = ret if ret >= 0 else None
         d["flags"] = flags
         d["mode"] = mode
-        d["syscall"] = SYSCALLS[sc] if sc < len(SYSCALLS) else str(sc)
+        d["syscall"] = _SYSCALL_NAMES[sc]
         d["path"] = _norm(_s(path))
         return e
 
@@ -212,7 +220,7 @@ class Decoder:
         d["ret"] = ret
         d["flags"] = flags
         d["mode"] = mode
-        d["syscall"] = SYSCALLS[sc] if sc < len(SYSCALLS) else str(sc)
+        d["syscall"] = _SYSCALL_NAMES[sc]
         p = _s(path)
         d["path"] = p if kind == Kind.SYMLINK else _norm(p)
         p2 = _s(path2)
@@ -227,9 +235,9 @@ class Decoder:
         d = e.__dict__
         d["ret"] = ret
         d["fd"] = fd
-        d["family"] = FAMILIES.get(family, str(family))
-        d["syscall"] = SYSCALLS[sc] if sc < len(SYSCALLS) else str(sc)
-        d["proto"] = PROTOS.get(proto, str(proto))
+        d["family"] = FAMILIES[family]
+        d["syscall"] = _SYSCALL_NAMES[sc]
+        d["proto"] = PROTOS[proto]
         if family == 1:
             p = _s(unix_path)
             d["path"] = p if p else None
@@ -247,8 +255,8 @@ class Decoder:
         q, t = parse_dns_query(payload[:ln])
         d = e.__dict__
         d["fd"] = fd
-        d["family"] = FAMILIES.get(family, str(family))
-        d["syscall"] = SYSCALLS[sc] if sc < len(SYSCALLS) else str(sc)
+        d["family"] = FAMILIES[family]
+        d["syscall"] = _SYSCALL_NAMES[sc]
         d["proto"] = "udp"
         d["daddr"] = _addr(family, daddr)
         d["dport"] = dport
@@ -262,7 +270,7 @@ class Decoder:
         ret, a0, a1, sc, family, fd_type, sport, dport, proto, saddr, daddr, path = v[9:]
         d = e.__dict__
         d["ret"] = ret
-        d["syscall"] = SYSCALLS[sc] if sc < len(SYSCALLS) else str(sc)
+        d["syscall"] = _SYSCALL_NAMES[sc]
         if kind == Kind.PTRACE:
             d["request"] = a0
             d["target_pid"] = a1
@@ -272,7 +280,7 @@ class Decoder:
             if family in (2, 10):
                 d["fd_type"] = "ipv4" if family == 2 else "ipv6"
                 d["family"] = FAMILIES[family]
-                d["proto"] = PROTOS.get(proto, str(proto))
+                d["proto"] = PROTOS[proto]
                 d["saddr"] = _addr(family, saddr)
                 d["daddr"] = _addr(family, daddr)
                 d["sport"] = sport
