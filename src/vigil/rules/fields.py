@@ -478,59 +478,71 @@ _ARG_PATH_NAMES = {
 }
 
 
+# evt.arg.<name> / evt.rawarg.<name>: which argument a name stands for is decided
+# once, when the field is resolved, not on every event.
+_ARG_TEXT = {  # the same for evt.arg and evt.rawarg
+    "tuple": lambda ev: _sock_name(ev, _fd_class(ev)),
+    "addr": lambda ev: _sock_name(ev, _fd_class(ev)),
+    "cwd": lambda ev: ev.cwd,
+    "exe": lambda ev: ev.exe,
+    "args": lambda ev: (None if ev.args is None else " ".join(ev.args[1:])) if ev.kind is Kind.EXEC
+    else None,
+}
+
+
+def _arg_fd(ev):
+    if ev.fd is not None:
+        return ev.fd
+    return ev.ret if ev.kind in (Kind.OPEN, Kind.ACCEPT) else None
+
+
+_ARG_NUM = {  # evt.rawarg gives the number, evt.arg renders it (_ARG_SHOW, else str)
+    "flags": lambda ev: _open_flags(ev) if ev.kind is Kind.OPEN else ev.flags,
+    "res": _rawres,
+    "fd": _arg_fd,
+    "oldfd": _arg_fd,
+    "newfd": lambda ev: ev.newfd,
+    "mode": lambda ev: ev.mode,
+    "request": lambda ev: ev.request,
+    "pid": lambda ev: ev.target_pid if ev.kind is Kind.PTRACE else ev.child_pid if ev.kind is Kind.FORK
+    else None,
+    "uid": lambda ev: ev.new_uid,
+    "status": lambda ev: ev.exit_code,
+}
+_ARG_SHOW = {
+    "flags": lambda ev, v: render_open_flags(v) if ev.kind is Kind.OPEN else str(v),
+    "mode": lambda ev, v: "0%o" % v,
+    "request": lambda ev, v: PTRACE_REQUESTS.get(v, str(v)),
+}
+
+
 def _make_evt_arg(sub, raw):
-    def fn(ev, cx):
-        k = ev.kind
-        if sub in ("flags",):
-            if k is Kind.OPEN:
-                f = _open_flags(ev)
-                return f if raw else render_open_flags(f)
-            return ev.flags if raw or ev.flags is None else str(ev.flags)
-        if sub in _ARG_PATH_NAMES:
-            if k not in _ARG_PATH_NAMES[sub]:
+    if sub in _ARG_PATH_NAMES:
+        kinds = _ARG_PATH_NAMES[sub]
+        second = sub in ("newpath", "linkpath")
+
+        def path(ev, cx):
+            k = ev.kind
+            if k not in kinds:
                 return None
             if k is Kind.EXEC:
                 return ev.exe
-            if sub in ("newpath", "linkpath"):
-                return ev.path2
-            return ev.path
-        if sub == "res":
-            r = _rawres(ev)
-            return r if raw or r is None else str(r)
-        if sub == "fd" or sub == "oldfd":
-            v = ev.fd if ev.fd is not None else (ev.ret if k in (Kind.OPEN, Kind.ACCEPT) else None)
-            return v if raw or v is None else str(v)
-        if sub == "newfd":
-            v = ev.newfd
-            return v if raw or v is None else str(v)
-        if sub == "mode":
-            v = ev.mode
-            return v if raw or v is None else "0%o" % v
-        if sub == "request":
-            v = ev.request
-            if raw or v is None:
-                return v
-            return PTRACE_REQUESTS.get(v, str(v))
-        if sub == "pid":
-            v = ev.target_pid if k is Kind.PTRACE else ev.child_pid if k is Kind.FORK else None
-            return v if raw or v is None else str(v)
-        if sub == "uid":
-            v = ev.new_uid
-            return v if raw or v is None else str(v)
-        if sub in ("tuple", "addr"):
-            return _sock_name(ev, _fd_class(ev))
-        if sub == "status":
-            v = ev.exit_code
-            return v if raw or v is None else str(v)
-        if sub == "cwd":
-            return ev.cwd
-        if sub == "exe":
-            return ev.exe
-        if sub == "args" and k is Kind.EXEC:
-            a = ev.args
-            return None if a is None else " ".join(a[1:])
-        return None
-    return _safe(fn)
+            return ev.path2 if second else ev.path
+        return _safe(path)
+    get = _ARG_TEXT.get(sub) or (_ARG_NUM.get(sub) if raw else None)
+    if get is not None:
+        return _safe(lambda ev, cx: get(ev))
+    num = _ARG_NUM.get(sub)
+    if num is None:
+        return lambda ev, cx: None
+    show = _ARG_SHOW.get(sub)
+
+    def text(ev, cx):
+        v = num(ev)
+        if v is None:
+            return None
+        return show(ev, v) if show is not None else str(v)
+    return _safe(text)
 
 
 def _evt_args(ev, cx):
