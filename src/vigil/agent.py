@@ -23,6 +23,20 @@ def default_rules_files() -> list:
     return _d()
 
 
+def rules_files(cfg: Config) -> list:
+    """The configured rules files (directories expanded), else the shipped ruleset."""
+    return expand_rules_paths(cfg["rules"] or default_rules_files())
+
+
+def load_engine(cfg: Config, proctable, files: list):
+    """A rules engine set up as the configuration says, with ``files`` loaded."""
+    from .rules.engine import RuleEngine
+    eng = RuleEngine(min_priority=cfg["min_priority"], proctable=proctable,
+                     rule_matching=cfg["rule_matching"])
+    eng.load(files)
+    return eng
+
+
 class Agent:
     def __init__(self, cfg: Config, *, stream=None, extra_handlers=()):
         self.cfg = cfg
@@ -49,21 +63,14 @@ class Agent:
 
     # --- rules ---
 
-    def _rules_paths(self) -> list:
-        paths = self.cfg["rules"] or default_rules_files()
-        return expand_rules_paths(paths)
-
     def _build_engine(self, files: list):
-        from .rules.engine import RuleEngine
-        eng = RuleEngine(min_priority=self.cfg["min_priority"], proctable=self.proctable,
-                         rule_matching=self.cfg["rule_matching"])
-        eng.load(files)
+        eng = load_engine(self.cfg, self.proctable, files)
         for w in eng.warnings:
             log.warning("%s", w)
         return eng
 
     def load_rules(self) -> None:
-        files = self._rules_paths()
+        files = rules_files(self.cfg)
         self.engine = self._build_engine(files)
         self.rules_files = files
         log.info("loaded %d rules from %d files", len(self.engine.rules), len(files))
@@ -76,7 +83,7 @@ class Agent:
     def reload(self) -> bool:
         """Reload the rules files; on any error keep the running rules."""
         from .rules.loader import RulesError
-        files = self._rules_paths()
+        files = rules_files(self.cfg)
         try:
             eng = self._build_engine(files)
         except (RulesError, OSError) as e:

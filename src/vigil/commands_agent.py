@@ -178,18 +178,14 @@ def replay(capture_file, config, rules, output, min_priority, verbose, store):
         "webhook": {"enabled": False},
     }
     cfg = _load(config, overrides)
-    from .agent import default_rules_files
+    from .agent import load_engine, rules_files
     from .capture import CaptureError, replay as do_replay
-    from .config import expand_rules_paths
     from .pipeline import Pipeline
-    from .rules.engine import RuleEngine
     from .rules.loader import RulesError
 
     pipe = Pipeline(set(), seed=False)
     try:
-        engine = RuleEngine(min_priority=cfg["min_priority"], proctable=pipe.proctable,
-                            rule_matching=cfg["rule_matching"])
-        engine.load(expand_rules_paths(cfg["rules"] or default_rules_files()))
+        engine = load_engine(cfg, pipe.proctable, rules_files(cfg))
     except RulesError as e:
         fail(f"rules: {e}", 1)
     try:
