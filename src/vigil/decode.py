@@ -13,15 +13,15 @@ import time
 from . import structs as S
 from .events import Event, Kind
 
-_EXEC, _EXEC_N = S.struct_format(S.EvExec)
-_EXIT, _ = S.struct_format(S.EvExit)
-_FORK, _ = S.struct_format(S.EvFork)
-_OPEN, _ = S.struct_format(S.EvOpen)
-_PATH2, _ = S.struct_format(S.EvPath2)
-_NET, _ = S.struct_format(S.EvNet)
-_DNS, _ = S.struct_format(S.EvDns)
-_SYS, _ = S.struct_format(S.EvSys)
-_CGROUP, _ = S.struct_format(S.EvCgroup)
+_EXEC = S.struct_format(S.EvExec)
+_EXIT = S.struct_format(S.EvExit)
+_FORK = S.struct_format(S.EvFork)
+_OPEN = S.struct_format(S.EvOpen)
+_PATH2 = S.struct_format(S.EvPath2)
+_NET = S.struct_format(S.EvNet)
+_DNS = S.struct_format(S.EvDns)
+_SYS = S.struct_format(S.EvSys)
+_CGROUP = S.struct_format(S.EvCgroup)
 _KIND = struct.Struct("<I")
 
 
@@ -115,7 +115,7 @@ class Decoder:
         self.resync_clock()
         self.errors = 0
         self._comms: dict = {}   # raw comm bytes -> str
-        self._by_kind = {
+        by_kind = {
             Kind.EXEC: self._exec, Kind.EXIT: self._exit, Kind.FORK: self._fork,
             Kind.OPEN: self._open,
             Kind.CONNECT: self._net, Kind.ACCEPT: self._net, Kind.LISTEN: self._net,
@@ -128,7 +128,7 @@ class Decoder:
             Kind.CGROUP_MKDIR: self._cgroup, Kind.CGROUP_RMDIR: self._cgroup,
         }
         self._table = [None] * 64
-        for k, fn in self._by_kind.items():
+        for k, fn in by_kind.items():
             self._table[int(k)] = (k, k.label, fn)
 
     def resync_clock(self) -> None:

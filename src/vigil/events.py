@@ -44,9 +44,6 @@ class Kind(enum.IntEnum):
 
 KIND_BY_NAME = {k.label: k for k in Kind}
 
-# Sub-kinds of file and network events as reported in Event.syscall.
-OPEN_SYSCALLS = ("open", "openat", "openat2", "creat")
-
 
 FIELDS = (
     # common header

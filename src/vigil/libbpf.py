@@ -358,17 +358,11 @@ class BpfObject:
                 return
             yield L.bpf_map__name(p).decode(), p
 
-    def map_names(self) -> list:
-        return [n for n, _ in self._map_ptrs()]
-
     def _map_ptr(self, name: str):
         p = lib().bpf_object__find_map_by_name(self.ptr, name.encode())
         if not p:
             raise KeyError(f"{os.path.basename(self.path)}: no map {name!r}")
         return p
-
-    def has_map(self, name: str) -> bool:
-        return bool(lib().bpf_object__find_map_by_name(self.ptr, name.encode()))
 
     def reuse_map(self, name: str, fd: int) -> None:
         rc = lib().bpf_map__reuse_fd(self._map_ptr(name), fd)

@@ -431,10 +431,3 @@ def _read_rodata_symbols(path: str) -> dict:
             start = str_off + st_name
             out[elf[start:elf.index(b"\0", start)].decode()] = st_value
     return out
-
-
-def all_kinds() -> set:
-    return set(Kind)
-
-
-
