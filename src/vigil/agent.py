@@ -116,9 +116,7 @@ class Agent:
         self._restart_pending = False
         log.info("new event kinds needed: restarting sensors")
         self.pipeline.restart_sensors()   # applies pipeline.open_prefixes
-        if self.scope_tracker is not None:
-            for cgid in self.scope_tracker.cgroup_ids_out_of_scope():
-                self.pipeline.sensors.set_cgroup_scope(cgid, False)
+        self._deny_out_of_scope()
 
     # --- lifecycle ---
 
@@ -169,7 +167,6 @@ class Agent:
             return
         from .container.scope import ScopePolicy, ScopeTracker
         policy = self.scope_policy = ScopePolicy.from_config({"namespaces": ns})
-        sensors = self.pipeline.sensors
 
         def on_change(cgid, inside):
             # a deny-map: only cgroups known to be out of scope are dropped in the kernel
@@ -178,8 +175,13 @@ class Agent:
                 s.set_cgroup_scope(cgid, False if inside is False else None)
 
         self.scope_tracker = ScopeTracker(self.resolver, policy, on_change)
-        for cgid in self.scope_tracker.cgroup_ids_out_of_scope():
-            sensors.set_cgroup_scope(cgid, False)
+        self._deny_out_of_scope()
+
+    def _deny_out_of_scope(self) -> None:
+        """Fill the (current) sensors' deny-map with every cgroup known to be out of scope."""
+        if self.scope_tracker is not None:
+            for cgid in self.scope_tracker.cgroup_ids_out_of_scope():
+                self.pipeline.sensors.set_cgroup_scope(cgid, False)
 
     def on_event(self, ev) -> None:
         if self.scope_policy is not None and in_scope(self.scope_policy, ev.container) is False:

@@ -131,10 +131,11 @@ def flat_fields(cls, prefix: str = ""):
     return out
 
 
-def struct_format(cls) -> struct.Struct:
-    """A struct.Struct over the whole C struct: one item per member in
-    order, padding members (names starting with _) read as pad bytes."""
+def struct_format(cls) -> tuple:
+    """A struct.Struct over the whole C struct and the names of its members,
+    padding members dropped from the names (they are read as pad bytes)."""
     fmt = "<"
+    names = []
     pos = 0
     for name, ctype, off in flat_fields(cls):
         if off > pos:
@@ -144,11 +145,15 @@ def struct_format(cls) -> struct.Struct:
             code = f"{size}s"
         else:
             code = _FMT[ctype]
-        fmt += f"{size}x" if name.startswith("_") else code
+        if name.startswith("_"):
+            fmt += f"{size}x"
+        else:
+            fmt += code
+            names.append(name)
         pos = off + size
     total = ctypes.sizeof(cls)
     if total > pos:
         fmt += f"{total - pos}x"
     s = struct.Struct(fmt)
     assert s.size == total, (cls.__name__, s.size, total)
-    return s
+    return s, tuple(names)
