@@ -13,15 +13,15 @@ import time
 from . import structs as S
 from .events import Event, Kind
 
-_EXEC = S.struct_format(S.EvExec)
-_EXIT = S.struct_format(S.EvExit)
-_FORK = S.struct_format(S.EvFork)
-_OPEN = S.struct_format(S.EvOpen)
-_PATH2 = S.struct_format(S.EvPath2)
-_NET = S.struct_format(S.EvNet)
-_DNS = S.struct_format(S.EvDns)
-_SYS = S.struct_format(S.EvSys)
-_CGROUP = S.struct_format(S.EvCgroup)
+_EXEC, _ = S.struct_format(S.EvExec)
+_EXIT, _ = S.struct_format(S.EvExit)
+_FORK, _ = S.struct_format(S.EvFork)
+_OPEN, _ = S.struct_format(S.EvOpen)
+_PATH2, _ = S.struct_format(S.EvPath2)
+_NET, _ = S.struct_format(S.EvNet)
+_DNS, _ = S.struct_format(S.EvDns)
+_SYS, _ = S.struct_format(S.EvSys)
+_CGROUP, _ = S.struct_format(S.EvCgroup)
 _KIND = struct.Struct("<I")
 
 
