@@ -166,27 +166,18 @@ def make_pmatch(prefixes):
             return True
         if x in exact:
             return True
-        i = x.rfind("/")
+        d = x
+        i = d.rfind("/")
         while i > 0:
-            x = x[:i]
-            if x in exact:
+            d = d[:i]
+            if d in exact:
                 return True
-            i = x.rfind("/")
+            i = d.rfind("/")
+        # a glob matches the whole path or a leading part of it up to a "/"
         for g in globs:
             if g(x) is not None:
                 return True
         return False
-    if globs:
-        gl = globs
-
-        def pm_full(x):
-            if pm(x):
-                return True
-            if x is None:
-                return False
-            s = x if isinstance(x, str) else str(x)
-            return any(g(s) is not None for g in gl)
-        return pm_full
     return pm
 
 
