@@ -80,26 +80,13 @@ class Pipeline:
     # --- live ---
 
     def start(self) -> "Pipeline":
-        from .ringbuf import RingBuffer
-        from .sensors import SensorManager
-
         if self.seed:
             self.proctable.seed_from_proc()
-        # filters are set before any program is attached (configure=)
-        self.sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,
-                                     args_max=self.args_max).start(configure=self._configure_sensors)
-        try:
-            self.ring = RingBuffer(self.sensors.maps["events"].fd, self.ringbuf_size)
-        except BaseException:
-            self.sensors.stop()
-            raise
+        self._start_sensors()
         return self
 
     def restart_sensors(self) -> None:
         """Reload the BPF side for a new set of kinds; state in user space stays."""
-        from .ringbuf import RingBuffer
-        from .sensors import SensorManager
-
         if self.ring is not None:
             self.ring.consume(self.on_raw)
             self.ring.close()
@@ -108,9 +95,22 @@ class Pipeline:
         self.sensors = None
         if old is not None:
             old.stop()
-        self.sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,
-                                     args_max=self.args_max).start(configure=self._configure_sensors)
-        self.ring = RingBuffer(self.sensors.maps["events"].fd, self.ringbuf_size)
+        self._start_sensors()
+
+    def _start_sensors(self) -> None:
+        """Load the sensors for kernel_kinds() and open the ring buffer reader."""
+        from .ringbuf import RingBuffer
+        from .sensors import SensorManager
+
+        # filters are set before any program is attached (configure=)
+        sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,
+                                args_max=self.args_max).start(configure=self._configure_sensors)
+        try:
+            self.ring = RingBuffer(sensors.maps["events"].fd, self.ringbuf_size)
+        except BaseException:
+            sensors.stop()
+            raise
+        self.sensors = sensors
 
     def _configure_sensors(self, s) -> None:
         s.ignore_pid(os.getpid(), inherit=self.ignore_children)
