@@ -57,6 +57,7 @@ class Pipeline:
         self._stop = False
         self._pause = False
         self._last_tick = 0.0
+        self._housekept = -1        # second of the last clock resync and reap
         self._hold = None
         if containers is not None:
             from .container.resolver import EventHold
@@ -186,7 +187,10 @@ class Pipeline:
                 fn(now)
             except Exception:
                 log.exception("ticker failed")
-        if int(now) % 10 == 0:
+        # every 10 s; ticks come every 100 ms, so only the first in that second
+        sec = int(now)
+        if sec % 10 == 0 and sec != self._housekept:
+            self._housekept = sec
             self.decoder.resync_clock()
             self.proctable.reap()
 
