@@ -303,17 +303,20 @@ def _union(a, b):
     return (A & B, True)
 
 
-def _is_evt_type(c):
-    return isinstance(c, Cmp) and c.ext.key == "evt.type" and c.rhs is None and \
-        c.op in ("=", "==", "!=", "in", "intersects")
+_SET_TESTS = frozenset(("=", "==", "!=", "in", "intersects"))  # value (not) in a set
+
+
+def _value_set(c):
+    """The values an (in)equality or `in` test compares with, as a frozenset."""
+    return c.value if isinstance(c.value, frozenset) else frozenset((c.value,))
 
 
 def evttypes(node, neg=False):
     if isinstance(node, Const):
         return ALL_TYPES if node.value != neg else NO_TYPES
     if isinstance(node, Cmp):
-        if _is_evt_type(node):
-            vals = node.value if isinstance(node.value, frozenset) else frozenset((node.value,))
+        if node.ext.key == "evt.type" and node.rhs is None and node.op in _SET_TESTS:
+            vals = _value_set(node)
             positive = (node.op != "!=") != neg
             return (vals, not positive)
         return ALL_TYPES
@@ -335,10 +338,9 @@ def specialize(node, kind):
     """Fold evt.type / evt.dir tests for one event kind; simplify constants."""
     if isinstance(node, Cmp):
         key = node.ext.key
-        if node.rhs is None and key in ("evt.type", "evt.dir") and \
-                node.op in ("=", "==", "!=", "in", "intersects"):
+        if node.rhs is None and key in ("evt.type", "evt.dir") and node.op in _SET_TESTS:
             have = F.KIND_TYPE_SETS[kind] if key == "evt.type" else F.KIND_DIRS[kind]
-            vals = node.value if isinstance(node.value, frozenset) else frozenset((node.value,))
+            vals = _value_set(node)
             if key == "evt.type":
                 m = have & vals
                 if node.op == "!=":
@@ -363,36 +365,23 @@ def specialize(node, kind):
         if isinstance(inner, Not):
             return inner.item
         return Not(inner)
-    if isinstance(node, And):
+    if isinstance(node, (And, Or)):
+        cls = type(node)
+        decisive = cls is Or   # the constant that decides the whole: false for and, true for or
         items = []
         for c in node.items:
             s = specialize(c, kind)
             if isinstance(s, Const):
-                if not s.value:
-                    return Const(False)
+                if s.value == decisive:
+                    return s
                 continue
-            if isinstance(s, And):
+            if isinstance(s, cls):
                 items.extend(s.items)
             else:
                 items.append(s)
         if not items:
-            return Const(True)
-        return items[0] if len(items) == 1 else And(items)
-    if isinstance(node, Or):
-        items = []
-        for c in node.items:
-            s = specialize(c, kind)
-            if isinstance(s, Const):
-                if s.value:
-                    return Const(True)
-                continue
-            if isinstance(s, Or):
-                items.extend(s.items)
-            else:
-                items.append(s)
-        if not items:
-            return Const(False)
-        return items[0] if len(items) == 1 else Or(items)
+            return Const(not decisive)
+        return items[0] if len(items) == 1 else cls(items)
     return node
 
 
@@ -518,7 +507,7 @@ def open_modes(node, neg=False):
     if neg:
         return OPEN_ANY
     if key == "evt.type" and op in ("=", "==", "in", "intersects"):
-        vals = v if isinstance(v, frozenset) else frozenset((v,))
+        vals = _value_set(node)
         return OPEN_WRITE if vals and vals <= {"creat"} else OPEN_ANY
     if key == "evt.arg.flags":
         if op == "contains" and isinstance(v, str) and v in _FLAG_NAMES:
