@@ -77,6 +77,7 @@ class SensorManager:
         self.objects = {}        # sensor -> BpfObject
         self.links = []
         self.maps = {}           # shared map name -> Map
+        self._owner = None       # the object that owns the shared maps
         self.report = SensorReport()
         self._cfg = VigilCfg()
         self.started = False
@@ -89,17 +90,17 @@ class SensorManager:
         exist and before anything is attached, so filters (open prefixes,
         scope, comms, DNS ports) hold from the first event on."""
         self.tracefs = environment.check_all()
-        missing = [s for s in SENSORS if not (self.directory / f"{s}.bpf.o").exists()]
-        if len(missing) == len(SENSORS):
+        present = [s for s in SENSORS if os.path.exists(self._path(s))]
+        if not present:
             raise environment.EnvironmentProblem(
                 f"no BPF objects in {self.directory}; build them with `make bpf` "
                 "(or set VIGIL_BPF_DIR)")
         try:
-            self._create_shared_maps()
+            self._create_shared_maps(present[0])
             if self.ignore_self:
                 self.ignore_pid(os.getpid())
             for sensor in SENSORS:
-                if sensor in missing:
+                if sensor not in present:
                     log.warning("sensor %s: object %s.bpf.o missing, skipped", sensor, sensor)
                     continue
                 self._load_sensor(sensor)
@@ -120,9 +121,8 @@ class SensorManager:
         for obj in self.objects.values():
             obj.close()
         self.objects = {}
-        owner = getattr(self, "_owner", None)
-        if owner is not None:
-            owner.close()
+        if self._owner is not None:
+            self._owner.close()
             self._owner = None
         self.maps = {}
         self.started = False
@@ -138,49 +138,52 @@ class SensorManager:
     def _path(self, sensor: str) -> str:
         return str(self.directory / f"{sensor}.bpf.o")
 
-    def _create_shared_maps(self) -> None:
-        """Load the first object with its programs switched off: it owns the
+    def _create_shared_maps(self, sensor: str) -> None:
+        """Load one object with its programs switched off: it owns the
         shared maps, which every sensor then reuses."""
-        for sensor in SENSORS:
-            path = self.directory / f"{sensor}.bpf.o"
-            if not path.exists():
-                continue
-            obj = libbpf.BpfObject(str(path))
+        obj = libbpf.BpfObject(self._path(sensor))
+        try:
             for p in obj.programs():
                 p.autoload = False
             obj.set_max_entries("events", self.ringbuf_size)
             obj.load()
-            self._owner = obj
             self.maps = {name: obj.map(name) for name in SHARED_MAPS}
-            return
+        except BaseException:
+            obj.close()
+            raise
+        self._owner = obj
 
     def _open(self, sensor: str, only=None) -> libbpf.BpfObject:
+        """Open a sensor's object on the shared maps, autoloading the programs
+        of wanted kinds (and, given only, of those names only)."""
         obj = libbpf.BpfObject(self._path(sensor))
-        for name in SHARED_MAPS:
-            obj.reuse_map(name, self.maps[name].fd)
         try:
-            ro = obj.rodata()
-            off = _rodata_offset(obj, "cfg_args_max")
-            if off is not None:
-                struct.pack_into("<I", ro, off, self.args_max)
-        except KeyError:
-            pass
-        for p in obj.programs():
-            kind = program_kind(p.name)
-            p.autoload = kind in self.kinds and (only is None or p.name in only)
+            for name in SHARED_MAPS:
+                obj.reuse_map(name, self.maps[name].fd)
+            try:
+                ro = obj.rodata()
+                off = _rodata_offset(obj, "cfg_args_max")
+                if off is not None:
+                    struct.pack_into("<I", ro, off, self.args_max)
+            except KeyError:
+                pass
+            for p in obj.programs():
+                kind = program_kind(p.name)
+                p.autoload = kind in self.kinds and (only is None or p.name in only)
+        except BaseException:
+            obj.close()
+            raise
         return obj
 
     def _load_sensor(self, sensor: str) -> None:
-        probe = libbpf.BpfObject(self._path(sensor))
-        wanted = [p for p in probe.programs() if program_kind(p.name) in self.kinds]
+        obj = self._open(sensor)
         states = {p.name: ProgramState(sensor, p.name, p.section, program_kind(p.name))
-                  for p in wanted}
-        probe.close()
-        if not wanted:
+                  for p in obj.programs() if p.autoload}
+        if not states:
+            obj.close()
             return
         self.report.programs.extend(states.values())
         names = set(states)
-        obj = self._open(sensor, names)
         try:
             obj.load()
         except libbpf.BpfError as first:
@@ -208,6 +211,9 @@ class SensorManager:
                 obj.close()
                 raise
             names = good
+        except BaseException:
+            obj.close()
+            raise
         for name in names:
             states[name].loaded = True
         self.objects[sensor] = obj
