@@ -170,20 +170,17 @@ class ProcessTable:
             if name.isdigit():
                 p = read_proc(int(name))
                 if p is not None:
-                    self._put(p)
+                    self.put(p)
                     n += 1
         return n
 
-    def _put(self, p: ProcInfo) -> None:
+    def put(self, p: ProcInfo) -> None:
         procs = self._procs
         procs[p.pid] = p
         procs.move_to_end(p.pid)
         while len(procs) > self.max_size:
             procs.popitem(last=False)
             self.evictions += 1
-
-    def put(self, p: ProcInfo) -> None:
-        self._put(p)
 
     def get(self, pid: int) -> Optional[ProcInfo]:
         p = self._procs.get(pid)
@@ -197,7 +194,7 @@ class ProcessTable:
         if p is None and pid > 0:
             p = read_proc(pid)
             if p is not None:
-                self._put(p)
+                self.put(p)
         return p
 
     def ancestors(self, pid: int, depth: int = 16) -> list:
@@ -245,7 +242,7 @@ class ProcessTable:
             p.exe_ctime = ev.exe_ctime or 0
             p.vpid = ev.vpid or 0
             p.exited_at = 0
-            self._put(p)
+            self.put(p)
             return p
         if kind == Kind.FORK:
             parent = self.lookup_or_read(pid)
@@ -260,7 +257,7 @@ class ProcessTable:
             child.comm = ev.comm or child.comm
             child.start_time = ev.time
             child.cgroup_id = ev.cgroup_id
-            self._put(child)
+            self.put(child)
             return parent if parent is not None else child
         p = self._procs.get(pid)
         if p is None:
@@ -268,7 +265,7 @@ class ProcessTable:
             if p is None:
                 p = ProcInfo(pid, ev.ppid or 0, ev.comm or "", uid=ev.uid or 0, gid=ev.gid or 0)
             p.cgroup_id = ev.cgroup_id or 0
-            self._put(p)
+            self.put(p)
         else:
             # the LRU order follows exec/fork only (cheap on the hot path); an
             # evicted process that shows up again is re-read from /proc
@@ -294,4 +291,4 @@ class ProcessTable:
 
     def load_snapshot(self, rows: list) -> None:
         for d in rows:
-            self._put(ProcInfo.from_dict(d))
+            self.put(ProcInfo.from_dict(d))
