@@ -8,10 +8,9 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import time
 
 from . import structs as S
-from .events import Event, Kind
+from .events import Event, Kind, boot_offset_ns
 
 _EXEC, _ = S.struct_format(S.EvExec)
 _EXIT, _ = S.struct_format(S.EvExit)
@@ -133,7 +132,7 @@ class Decoder:
 
     def resync_clock(self) -> None:
         """Offset from CLOCK_BOOTTIME (kernel timestamps) to wall-clock ns."""
-        self.boot_offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        self.boot_offset = boot_offset_ns()
 
     def decode(self, raw, offset: int = 0) -> Event | None:
         """Decode the record at raw[offset:]."""

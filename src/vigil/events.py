@@ -10,6 +10,7 @@ Kinds are the kernel's ``enum ev_kind`` (``bpf/vigil.h``) by name.
 from __future__ import annotations
 
 import enum
+import time
 
 
 class Kind(enum.IntEnum):
@@ -43,6 +44,12 @@ class Kind(enum.IntEnum):
 
 
 KIND_BY_NAME = {k.label: k for k in Kind}
+
+
+def boot_offset_ns() -> int:
+    """Wall-clock ns at boot: added to a CLOCK_BOOTTIME stamp (the kernel's
+    event timestamps, /proc start times) it gives Event.time's clock."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 FIELDS = (

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from typing import Iterator, Optional
 
-from .events import Event, Kind
+from .events import Event, Kind, boot_offset_ns
 
 EXIT_GRACE_NS = 5 * 1_000_000_000
 
@@ -143,8 +143,7 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _boot_ticks_to_wall_ns(ticks: int) -> int:
-    boot_wall = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    return boot_wall + ticks * 1_000_000_000 // _CLK_TCK
+    return boot_offset_ns() + ticks * 1_000_000_000 // _CLK_TCK
 
 
 class ProcessTable:
