@@ -193,6 +193,26 @@ def test_filter_pid_includes_children(trace):
         shell.wait(5)
 
 
+def test_filter_pid_includes_grandchildren(trace):
+    m = mk()
+    shell = subprocess.Popen(["/bin/sh", "-c", "while read x; do /bin/sh -c \"/bin/echo $x\"; done"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        t = trace("exec", "--json", "--pid", str(shell.pid))
+
+        def act():
+            shell.stdin.write(m + "\n")
+            shell.stdin.flush()
+            run_quiet(["/bin/echo", "outside-" + m])
+        hits = t.until(act, lambda j: j.get("args") == ["/bin/echo", m])
+        t.stop()
+        assert hits[0]["ppid"] != shell.pid        # the echo is a grandchild
+        assert not any("outside-" + m in j.get("args", []) for j in t.json())
+    finally:
+        shell.stdin.close()
+        shell.wait(5)
+
+
 def test_filter_uid(trace):
     m = mk()
     t = trace("exec", "--json", "--uid", "65534")

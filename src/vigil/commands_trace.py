@@ -52,7 +52,7 @@ def start_or_fail(pipeline, cleanup=()) -> None:
 @click.command("trace")
 @click.argument("view", type=click.Choice(sorted(TRACE_KINDS)), default="all")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--pid", "pids", type=int, multiple=True, help="Only this pid (or its children). Repeatable.")
+@click.option("--pid", "pids", type=int, multiple=True, help="Only this pid and its descendants. Repeatable.")
 @click.option("--comm", "comms", multiple=True, help="Only processes with this name. Repeatable.")
 @click.option("--uid", "uids", type=int, multiple=True, help="Only this user id. Repeatable.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
@@ -84,12 +84,12 @@ def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_onl
         from .container.resolver import ContainerResolver
         resolver = ContainerResolver(hold=hold)
         resolver.seed()
-    printer = TracePrinter(view, as_json=as_json, pids=pids, comms=comms, uids=uids,
-                           containers=containers)
     scope = "host" if host_only else "containers" if containers_only else "all"
     pipe = Pipeline(TRACE_KINDS[view], containers=resolver, args_max=args_max,
                     open_prefixes=list(open_prefixes) or None, scope=scope,
                     dns_ports=dns_ports or (53,), ignore_children=True)
+    printer = TracePrinter(view, as_json=as_json, pids=pids, comms=comms, uids=uids,
+                           containers=containers, proctable=pipe.proctable)
     pipe.add_handler(printer)
     pipe.batch_end.append(printer.flush)
     pipe.add_ticker(lambda now: printer.flush())  # held container events

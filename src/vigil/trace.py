@@ -192,11 +192,12 @@ class TracePrinter:
     """Pipeline handler printing the chosen view; applies the user's filters."""
 
     def __init__(self, view: str, *, as_json: bool = False, pids=(), comms=(), uids=(),
-                 containers: bool = False, out=None):
+                 containers: bool = False, out=None, proctable=None):
         self.view = view
         self.kinds = TRACE_KINDS[view]
         self.as_json = as_json
         self.pids = set(pids)
+        self.proctable = proctable      # for --pid: descendants of the given pids
         self.comms = set(comms)
         self.uids = set(uids)
         self.containers = containers
@@ -222,10 +223,20 @@ class TracePrinter:
             parts.append(s.ljust(width) if width else s)
         return " ".join(parts)
 
+    def _in_pids(self, ev: Event) -> bool:
+        """The process is one of --pid or descends from one."""
+        pids = self.pids
+        if ev.pid in pids or ev.ppid in pids:
+            return True
+        pt = self.proctable
+        if pt is None:
+            return False
+        return any(a.pid in pids for a in pt.ancestors(ev.ppid or 0, 32)) if ev.ppid else False
+
     def __call__(self, ev: Event) -> None:
         if ev.kind not in self.kinds:
             return
-        if self.pids and ev.pid not in self.pids and ev.ppid not in self.pids:
+        if self.pids and not self._in_pids(ev):
             return
         if self.comms and ev.comm not in self.comms:
             return
