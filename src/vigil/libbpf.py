@@ -76,6 +76,7 @@ def lib():
     _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     _libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
     _libc.vsnprintf.restype = c_int
+    _libc.syscall.restype = ctypes.c_long
 
     _sig(L.bpf_object__open_file, c_void_p, c_char_p, c_void_p)
     _sig(L.bpf_object__load, c_int, c_void_p)
@@ -308,7 +309,6 @@ def _perf_event_open_tracepoint(tp_id: int) -> int:
     # type, size, config, sample_period; wakeup_events at offset 48
     struct.pack_into("<IIQQ", attr, 0, _PERF_TYPE_TRACEPOINT, _PERF_ATTR_SIZE_VER0, tp_id, 1)
     struct.pack_into("<I", attr, 48, 1)
-    _libc.syscall.restype = ctypes.c_long
     fd = _libc.syscall(ctypes.c_long(_NR_PERF_EVENT_OPEN), attr, c_int(-1), c_int(0), c_int(-1),
                        ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
     if fd < 0:
