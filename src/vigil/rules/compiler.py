@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import operator
 import re
 from typing import Optional
 
 from ..alert import priority_rank
 from ..events import Kind
 from . import fields as F
-from .loader import RuleDef, RulesError, RulesWarning, RuleSet
+from .loader import Chunk, RuleDef, RulesError, RulesWarning, RuleSet
 from .parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
                      Or, Transform, line_col, parse_condition, parse_lhs, quote_value)
 
@@ -79,6 +80,13 @@ class Source:
         if src_line.strip() and len(src_line) <= 400:
             snippet = f"\n    {src_line}\n    {' ' * (col - 1)}^"
         return cls(f"{self.what}: {msg} (at {at}){snippet}", file, line)
+
+    def parse(self):
+        """The condition's AST; a syntax error becomes a RulesError pointing into it."""
+        try:
+            return parse_condition(self.text, self)
+        except ConditionSyntaxError as e:
+            raise self.error(e.pos, f"syntax error: {e.message}") from None
 
 
 # ----------------------------------------------------------------- value handling
@@ -198,7 +206,6 @@ def make_pred(op, t, v):
             return lambda x: x is not None and not _innet(x, v)
         return lambda x: x is not None and x != v
     if op in ORDER_OPS:
-        import operator
         f = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[op]
 
         def order(x):
@@ -235,7 +242,6 @@ def make_pred(op, t, v):
 
 def make_pred2(op):
     """Two-argument predicate for `field op val(other)`."""
-    import operator
     table = {"=": operator.eq, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
              "<=": operator.le, ">": operator.gt, ">=": operator.ge,
              "contains": lambda a, b: _s(b) in _s(a),
@@ -794,11 +800,7 @@ class Compiler:
         if name in self._macro_ast:
             return self._macro_ast[name]
         m = self.rs.macros[name]
-        src = Source(m.condition, m.chunks, f"macro '{name}'")
-        try:
-            ast = parse_condition(m.condition, src)
-        except ConditionSyntaxError as e:
-            raise src.error(e.pos, f"syntax error: {e.message}") from None
+        ast = Source(m.condition, m.chunks, f"macro '{name}'").parse()
         self._macro_ast[name] = ast
         return ast
 
@@ -894,35 +896,26 @@ class Compiler:
             raise src.error(rhs.pos, str(e)) from None
 
     # -- rules
-    def _condition_text(self, d: RuleDef):
-        text = d.condition
-        chunks = list(d.chunks)
-        exc_parts = []
+    @staticmethod
+    def _exception_sources(d: RuleDef, what):
+        """The condition text of each exception that has values (one without matches nothing)."""
+        out = []
         for ex in d.exceptions:
             if not ex.values:
                 continue
             try:
-                exc_parts.append(_exception_text(ex))
+                text = _exception_text(ex)
             except ValueError as e:
-                raise RulesError(f"rule '{d.name}': exception '{ex.name}': {e}", ex.file, ex.line)
-        return text, chunks, exc_parts
+                raise RulesError(f"{what}: exception '{ex.name}': {e}", ex.file, ex.line)
+            out.append(Source(text, [Chunk(0, ex.file, ex.line)], f"{what}: exception '{ex.name}'"))
+        return out
 
     def compile_rule(self, d: RuleDef) -> Optional[CompiledRule]:
         what = f"rule '{d.name}'"
-        text, chunks, exc_parts = self._condition_text(d)
-        src = Source(text, chunks, what)
-        try:
-            ast = parse_condition(text, src)
-        except ConditionSyntaxError as e:
-            raise src.error(e.pos, f"syntax error: {e.message}") from None
-        for ex, etext in zip([e for e in d.exceptions if e.values], exc_parts):
-            from .loader import Chunk
-            esrc = Source(etext, [Chunk(0, ex.file, ex.line)], f"{what}: exception '{ex.name}'")
-            try:
-                east = parse_condition(etext, esrc)
-            except ConditionSyntaxError as e:
-                raise esrc.error(e.pos, f"syntax error: {e.message}") from None
-            ast = And([ast, Not(east)])
+        exceptions = self._exception_sources(d, what)
+        ast = Source(d.condition, d.chunks, what).parse()
+        for esrc in exceptions:
+            ast = And([ast, Not(esrc.parse())])
         ast = self._inline(ast, [])
         ir = self._ir(ast)
         r = CompiledRule(d)
