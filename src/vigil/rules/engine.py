@@ -78,8 +78,7 @@ class RuleEngine:
         comp = Compiler(rs, self.min_priority)
         rules = comp.compile()
         if comp.errors:
-            first = comp.errors[0]
-            raise RulesError(first.message, first.file, first.line, list(comp.errors))
+            raise RulesError.first_of(comp.errors)
         self.rules = rules
         self.skipped = comp.skipped + [(n, f"source {s}") for n, s in rs.skipped_sources.items()]
         self.warnings = list(rs.warnings) + comp.warnings

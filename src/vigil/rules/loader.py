@@ -14,12 +14,19 @@ from typing import List, Optional
 import yaml
 
 from ..alert import normalize_priority
-from .parser import BINARY_OPS, UNARY_OPS
+from .parser import BINARY_OPS, UNARY_OPS, scalar_text as _scalar
 
 # Plugins whose fields vigil provides natively.
 NATIVE_PLUGINS = frozenset({"container", "k8smeta", "k8saudit-metadata"})
 
 ENGINE_VERSION = "0.43.0"  # the Falco rules-engine level vigil aims to accept
+
+
+def _place(file, line) -> str:
+    """file:line, or the file alone, or "" when the place is not known."""
+    if file is None:
+        return ""
+    return f"{file}:{line}" if line else str(file)
 
 
 class RulesError(Exception):
@@ -33,10 +40,14 @@ class RulesError(Exception):
         self.line = line
         self.errors = errors if errors is not None else [self]
 
+    @classmethod
+    def first_of(cls, errors) -> "RulesError":
+        """One error standing for several: the first one's message and place, all in .errors."""
+        first = errors[0]
+        return cls(first.message, first.file, first.line, list(errors))
+
     def location(self) -> str:
-        if self.file is None:
-            return ""
-        return f"{self.file}:{self.line}" if self.line else str(self.file)
+        return _place(self.file, self.line)
 
     def __str__(self) -> str:
         loc = self.location()
@@ -53,9 +64,8 @@ class RulesWarning:
         self.message, self.file, self.line = message, file, line
 
     def __str__(self) -> str:
-        if self.file is None:
-            return self.message
-        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+        loc = _place(self.file, self.line)
+        return f"{loc}: {self.message}" if loc else self.message
 
     def __repr__(self) -> str:
         return f"RulesWarning({str(self)!r})"
@@ -266,8 +276,7 @@ class RuleSet:
 
     def raise_if_errors(self) -> None:
         if self.errors:
-            first = self.errors[0]
-            raise RulesError(first.message, first.file, first.line, list(self.errors))
+            raise RulesError.first_of(self.errors)
 
     def warn(self, message, file=None, line=None):
         self.warnings.append(RulesWarning(message, file, line))
@@ -675,14 +684,6 @@ def _append_text(obj, text, file, line):
     base = obj.condition
     obj.condition = base + " " + text
     obj.chunks.append(Chunk(len(base) + 1, file, line))
-
-
-def _scalar(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return ""
-    return str(v)
 
 
 def _type(v) -> str:

@@ -485,13 +485,14 @@ def line_col(text: str, pos: int):
 
 def quote_value(v) -> str:
     """Render a value for inclusion in a generated condition."""
-    s = v if isinstance(v, str) else _scalar_text(v)
+    s = v if isinstance(v, str) else scalar_text(v)
     if s and not any(ch in _BARE_STOP for ch in s) and s not in ("and", "or", "not"):
         return s
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _scalar_text(v) -> str:
+def scalar_text(v) -> str:
+    """A YAML scalar as condition text: booleans as true/false, null as empty."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
