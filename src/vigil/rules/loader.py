@@ -389,25 +389,41 @@ class RuleSet:
                 self.warn(f"plugin '{names[0]}' is required by the rules but vigil does not provide it; "
                           "rules using its fields will fail to load", file, pl)
 
+    def _warn_unknown(self, item, known, what, file):
+        for k in item:
+            if k not in known:
+                self.warn(f"{what}: unknown key '{k}' ignored", file, item.line_of(k))
+
+    def _change(self, item, kind, name, key, file):
+        """How a list or macro item changes the `key` of an earlier one of its name:
+        (mode, form) with mode 'append' or 'replace' and form the way it says so
+        ('override' or the older 'append'); (None, form) when it is a definition,
+        form None unless it tried to say."""
+        spec = self._override(item, kind, name, {key}, {key})
+        append = self._bool(item, "append", False) if spec is None else False
+        self._warn_unknown(item, (kind, key, "append", "override"), f"{kind} '{name}'", file)
+        form = "override" if spec is not None else "append" if append else None
+        return (spec or {}).get(key) or ("append" if append else None), form
+
+    @staticmethod
+    def _earlier(defs, kind, name, form, item):
+        """The definition an override or append changes (an error when there is none yet)."""
+        existing = defs.get(name)
+        if existing is None:
+            raise _ItemError(f"{kind} '{name}': {form} of a {kind} that is not defined yet", item.line)
+        return existing
+
     def _list(self, item, file):
         name = self._name(item, "list")
         what = f"list '{name}'"
-        spec = self._override(item, "list", name, {"items"}, {"items"})
-        append = self._bool(item, "append", False) if spec is None else False
-        for k in item:
-            if k not in ("list", "items", "append", "override"):
-                self.warn(f"{what}: unknown key '{k}' ignored", file, item.line_of(k))
+        mode, form = self._change(item, "list", name, "items", file)
         if "items" not in item:
-            if spec is not None or append:
+            if form is not None:
                 raise _ItemError(f"{what}: nothing to append (no 'items')", item.line)
             raise _ItemError(f"{what}: missing 'items'", item.line)
         items = self._items(item, what)
-        existing = self.lists.get(name)
-        mode = (spec or {}).get("items") or ("append" if append else None)
         if mode is not None:
-            if existing is None:
-                raise _ItemError(f"{what}: {'override' if spec else 'append'} of a list that is not "
-                                 "defined yet", item.line)
+            existing = self._earlier(self.lists, "list", name, form, item)
             if mode == "append":
                 existing.items.extend(items)
             else:
@@ -433,21 +449,13 @@ class RuleSet:
     def _macro(self, item, file):
         name = self._name(item, "macro")
         what = f"macro '{name}'"
-        spec = self._override(item, "macro", name, {"condition"}, {"condition"})
-        append = self._bool(item, "append", False) if spec is None else False
-        for k in item:
-            if k not in ("macro", "condition", "append", "override"):
-                self.warn(f"{what}: unknown key '{k}' ignored", file, item.line_of(k))
+        mode, form = self._change(item, "macro", name, "condition", file)
         if "condition" not in item:
             raise _ItemError(f"{what}: missing 'condition'", item.line)
         cond = self._str(item, "condition", what)
         cline = item.line_of("condition")
-        mode = (spec or {}).get("condition") or ("append" if append else None)
-        existing = self.macros.get(name)
         if mode is not None:
-            if existing is None:
-                raise _ItemError(f"{what}: {'override' if spec else 'append'} of a macro that is not "
-                                 "defined yet", item.line)
+            existing = self._earlier(self.macros, "macro", name, form, item)
             if mode == "append":
                 _append_text(existing, cond, file, cline)
             else:
@@ -461,9 +469,7 @@ class RuleSet:
     def _rule(self, item, file):
         name = self._name(item, "rule")
         what = f"rule '{name}'"
-        for k in item:
-            if k not in _RULE_KEYS:
-                self.warn(f"{what}: unknown key '{k}' ignored", file, item.line_of(k))
+        self._warn_unknown(item, _RULE_KEYS, what, file)
         spec = self._override(item, "rule", name, _RULE_APPEND, _RULE_REPLACE)
         append = self._bool(item, "append", False) if spec is None else False
         existing = self.rules.get(name)
