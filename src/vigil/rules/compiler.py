@@ -853,7 +853,7 @@ class Compiler:
     def _cmp(self, node: Compare):
         ext = self._ext(node.lhs)
         op = node.op
-        src = node.lhs.field.origin if isinstance(node.lhs, Transform) else node.lhs.origin
+        src = node.lhs.origin
         if op == "exists":
             return Cmp(ext, op)
         rhs = node.rhs

@@ -131,6 +131,11 @@ class Transform:
             x = x.inner
         return x
 
+    @property
+    def origin(self):
+        """Where the condition came from (its field's)."""
+        return self.field.origin
+
     def __repr__(self):
         return self.text
 
