@@ -481,39 +481,54 @@ _ARG_PATH_NAMES = {
 # evt.arg.<name> / evt.rawarg.<name>: which argument a name stands for is decided
 # once, when the field is resolved, not on every event.
 _ARG_TEXT = {  # the same for evt.arg and evt.rawarg
-    "tuple": lambda ev: _sock_name(ev, _fd_class(ev)),
-    "addr": lambda ev: _sock_name(ev, _fd_class(ev)),
-    "cwd": lambda ev: ev.cwd,
-    "exe": lambda ev: ev.exe,
-    "args": lambda ev: (None if ev.args is None else " ".join(ev.args[1:])) if ev.kind is Kind.EXEC
+    "tuple": lambda ev, cx: _sock_name(ev, _fd_class(ev)),
+    "addr": lambda ev, cx: _sock_name(ev, _fd_class(ev)),
+    "cwd": lambda ev, cx: ev.cwd,
+    "exe": lambda ev, cx: ev.exe,
+    "args": lambda ev, cx: (None if ev.args is None else " ".join(ev.args[1:])) if ev.kind is Kind.EXEC
     else None,
 }
 
 
-def _arg_fd(ev):
+def _arg_fd(ev, cx):
     if ev.fd is not None:
         return ev.fd
     return ev.ret if ev.kind in (Kind.OPEN, Kind.ACCEPT) else None
 
 
-_ARG_NUM = {  # evt.rawarg gives the number, evt.arg renders it (_ARG_SHOW, else str)
-    "flags": lambda ev: _open_flags(ev) if ev.kind is Kind.OPEN else ev.flags,
-    "res": _rawres,
+_ARG_NUM = {  # evt.rawarg gives the number; evt.arg renders it (_ARG_SHOWN, else str)
+    "flags": lambda ev, cx: _open_flags(ev) if ev.kind is Kind.OPEN else ev.flags,
+    "res": lambda ev, cx: _rawres(ev),
     "fd": _arg_fd,
     "oldfd": _arg_fd,
-    "newfd": lambda ev: ev.newfd,
-    "mode": lambda ev: ev.mode,
-    "request": lambda ev: ev.request,
-    "pid": lambda ev: ev.target_pid if ev.kind is Kind.PTRACE else ev.child_pid if ev.kind is Kind.FORK
+    "newfd": lambda ev, cx: ev.newfd,
+    "mode": lambda ev, cx: ev.mode,
+    "request": lambda ev, cx: ev.request,
+    "pid": lambda ev, cx: ev.target_pid if ev.kind is Kind.PTRACE else ev.child_pid if ev.kind is Kind.FORK
     else None,
-    "uid": lambda ev: ev.new_uid,
-    "status": lambda ev: ev.exit_code,
+    "uid": lambda ev, cx: ev.new_uid,
+    "status": lambda ev, cx: ev.exit_code,
 }
-_ARG_SHOW = {
-    "flags": lambda ev, v: render_open_flags(v) if ev.kind is Kind.OPEN else str(v),
-    "mode": lambda ev, v: "0%o" % v,
-    "request": lambda ev, v: PTRACE_REQUESTS.get(v, str(v)),
-}
+
+
+def _arg_flags_text(ev, cx):
+    if ev.kind is Kind.OPEN:
+        return render_open_flags(_open_flags(ev))
+    f = ev.flags
+    return None if f is None else str(f)
+
+
+def _arg_mode_text(ev, cx):
+    m = ev.mode
+    return None if m is None else "0%o" % m
+
+
+def _arg_request_text(ev, cx):
+    r = ev.request
+    return None if r is None else PTRACE_REQUESTS.get(r, str(r))
+
+
+_ARG_SHOWN = {"flags": _arg_flags_text, "mode": _arg_mode_text, "request": _arg_request_text}
 
 
 def _make_evt_arg(sub, raw):
@@ -529,19 +544,16 @@ def _make_evt_arg(sub, raw):
                 return ev.exe
             return ev.path2 if second else ev.path
         return _safe(path)
-    get = _ARG_TEXT.get(sub) or (_ARG_NUM.get(sub) if raw else None)
+    get = _ARG_TEXT.get(sub) or (_ARG_NUM.get(sub) if raw else _ARG_SHOWN.get(sub))
     if get is not None:
-        return _safe(lambda ev, cx: get(ev))
+        return _safe(get)
     num = _ARG_NUM.get(sub)
     if num is None:
         return lambda ev, cx: None
-    show = _ARG_SHOW.get(sub)
 
     def text(ev, cx):
-        v = num(ev)
-        if v is None:
-            return None
-        return show(ev, v) if show is not None else str(v)
+        v = num(ev, cx)
+        return None if v is None else str(v)
     return _safe(text)
 
 
