@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
-BPF_SRC := src/vigil/bpf
+BPF_SRC := src/vigil/kernel/bpf
 BPF_OUT := $(BPF_SRC)/build
 SENSORS := proc cgroup file fsops net dns sys
 BPF_OBJS := $(addprefix $(BPF_OUT)/,$(addsuffix .bpf.o,$(SENSORS)))

@@ -15,9 +15,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from vigil.container.model import ContainerInfo  # noqa: E402
+from vigil.state.containers.model import ContainerInfo  # noqa: E402
 from vigil.events import Event, Kind  # noqa: E402
-from vigil.proctable import ProcessTable, ProcInfo  # noqa: E402
+from vigil.state.proctable import ProcessTable, ProcInfo  # noqa: E402
 from vigil.rules import RuleEngine  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -36,13 +36,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 from _common_cpu import busy_seconds  # noqa: E402
 
-from vigil.decode import Decoder  # noqa: E402
+from vigil.events.decode import Decoder  # noqa: E402
 from vigil.events import Kind  # noqa: E402
-from vigil.libbpf import LibbpfRingBuffer  # noqa: E402
+from vigil.kernel.libbpf import LibbpfRingBuffer  # noqa: E402
 from vigil.pipeline import Pipeline  # noqa: E402
-from vigil.ringbuf import RingBuffer  # noqa: E402
-from vigil.sensors import DEFAULT_RINGBUF, SensorManager  # noqa: E402
-from vigil.structs import EvOpen  # noqa: E402
+from vigil.kernel.ringbuf import RingBuffer  # noqa: E402
+from vigil.kernel.sensors import DEFAULT_RINGBUF, SensorManager  # noqa: E402
+from vigil.events.structs import EvOpen  # noqa: E402
 import ctypes  # noqa: E402
 
 MODES = ("mmap-raw", "libbpf-raw", "mmap-decode", "libbpf-decode", "mmap-pipeline")

@@ -23,9 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 from vigil.events import Kind  # noqa: E402
-from vigil.libbpf import LibbpfRingBuffer  # noqa: E402
-from vigil.ringbuf import RingBuffer  # noqa: E402
-from vigil.sensors import SensorManager  # noqa: E402
+from vigil.kernel.libbpf import LibbpfRingBuffer  # noqa: E402
+from vigil.kernel.ringbuf import RingBuffer  # noqa: E402
+from vigil.kernel.sensors import SensorManager  # noqa: E402
 
 RING = 16 << 20
 

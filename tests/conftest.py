@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BPF_SRC = ROOT / "src" / "vigil" / "bpf"
+BPF_SRC = ROOT / "src" / "vigil" / "kernel" / "bpf"
 BPF_BUILD = BPF_SRC / "build"
 SENSOR_NAMES = ("proc", "cgroup", "file", "fsops", "net", "dns", "sys")
 VIGIL = str(Path(sys.executable).parent / "vigil")

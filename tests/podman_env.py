@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.container.cgroupfs import find_v2_mount
+from vigil.state.containers.cgroupfs import find_v2_mount
 
 PODMAN = shutil.which("podman")
 BUSYBOX = shutil.which("busybox") or ("/bin/busybox" if os.path.exists("/bin/busybox") else None)

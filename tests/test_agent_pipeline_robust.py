@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vigil.events import FIELDS, Event, Kind
-from vigil.outputs.base import AlertPipeline, OutputDispatcher
-from vigil.outputs.file import FileOutput
-from vigil.outputs.stdout import StdoutOutput
+from vigil.alerts.outputs.base import AlertPipeline, OutputDispatcher
+from vigil.alerts.outputs.file import FileOutput
+from vigil.alerts.outputs.stdout import StdoutOutput
 from vigil.pipeline import Pipeline
 from vigil.rules.engine import RuleEngine
 from vigil.rules.loader import RulesError
-from vigil.store import AlertStore
+from vigil.alerts.store import AlertStore
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE = ROOT / "data" / "rules" / "sample_rules.yaml"

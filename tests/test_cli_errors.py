@@ -139,9 +139,9 @@ def test_rules_list(good_rules):
 # --- vigil replay: unreadable captures -----------------------------------------------
 
 def _synthetic_capture(path: Path, n: int = 2000) -> Path:
-    from vigil.capture import CaptureWriter
+    from vigil.events.capture import CaptureWriter
     from vigil.events import Event, Kind
-    from vigil.proctable import ProcessTable
+    from vigil.state.proctable import ProcessTable
     w = CaptureWriter(str(path), ProcessTable())
     t = time.time_ns()
     for i in range(n):

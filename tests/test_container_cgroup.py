@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.container.cgroup import (CgroupIdentity, parse, parse_path, parse_proc_cgroup,
+from vigil.state.containers.cgroup import (CgroupIdentity, parse, parse_path, parse_proc_cgroup,
                                     pick_path, normalize_path)
 
 DATA = Path(__file__).parent / "data" / "cgroups"

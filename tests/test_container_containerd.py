@@ -11,9 +11,9 @@ import pytest
 
 from podman_env import (BUSYBOX, CONTAINERD, CTR, RUNC, V2, containerd_service, cri_container,
                         ctr_run, make_rootfs, remove_cgroup_tree)
-from vigil.container.cgroupfs import CgroupFS
-from vigil.container.metadata import BundleSource, MetadataFetcher
-from vigil.container.resolver import ContainerResolver
+from vigil.state.containers.cgroupfs import CgroupFS
+from vigil.state.containers.metadata import BundleSource, MetadataFetcher
+from vigil.state.containers.resolver import ContainerResolver
 from vigil.events import Event, Kind
 
 _missing = [n for n, v in (("containerd", CONTAINERD), ("ctr", CTR), ("runc", RUNC),

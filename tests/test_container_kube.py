@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from vigil.container.kube import KubePodCache, owner_of, pod_fields
-from vigil.container.metadata import MetadataFetcher
+from vigil.state.containers.kube import KubePodCache, owner_of, pod_fields
+from vigil.state.containers.metadata import MetadataFetcher
 
 UID1 = "a3b1c2d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
 UID2 = "11111111-2222-3333-4444-555555555555"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vigil.container import metadata as md
-from vigil.container.model import ContainerInfo
+from vigil.state.containers import metadata as md
+from vigil.state.containers.model import ContainerInfo
 
 DATA = Path(__file__).parent / "data" / "oci"
 CID = "4c0f1b3e9f5a7e2d8c6b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"

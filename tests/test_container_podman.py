@@ -11,9 +11,9 @@ import uuid
 import pytest
 
 from podman_env import PODMAN, V2, make_rootfs, podman, podman_service, skip_reason
-from vigil.container.cgroupfs import CgroupFS
-from vigil.container.metadata import MetadataFetcher
-from vigil.container.resolver import ContainerResolver
+from vigil.state.containers.cgroupfs import CgroupFS
+from vigil.state.containers.metadata import MetadataFetcher
+from vigil.state.containers.resolver import ContainerResolver
 from vigil.events import Event, Kind
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from vigil.container.cgroupfs import CgroupFS, find_v2_mount
-from vigil.container.model import HOST, UNKNOWN
-from vigil.container.resolver import ContainerResolver, EventHold
+from vigil.state.containers.cgroupfs import CgroupFS, find_v2_mount
+from vigil.state.containers.model import HOST, UNKNOWN
+from vigil.state.containers.resolver import ContainerResolver, EventHold
 from vigil.events import Event, Kind
 
 CID = "4c0f1b3e9f5a7e2d8c6b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"

@@ -1,8 +1,8 @@
 """Scope policies and the tracker that feeds in-kernel cgroup filtering."""
 import pytest
 
-from vigil.container.model import HOST, UNKNOWN, ContainerInfo
-from vigil.container.scope import ScopePolicy, ScopeTracker, in_scope
+from vigil.state.containers.model import HOST, UNKNOWN, ContainerInfo
+from vigil.state.containers.scope import ScopePolicy, ScopeTracker, in_scope
 
 
 def c(ns="", complete=True, cid="a" * 64):

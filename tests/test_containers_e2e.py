@@ -171,7 +171,7 @@ def wait_json(tr, pred, timeout=10.0):
 
 def test_metadata_sources(rootfs, api_socket, work):
     """Which source knows what for a podman --rootfs container."""
-    from vigil.container.metadata import (BundleSource, DockerAPISource, PodmanCLISource,
+    from vigil.state.containers.metadata import (BundleSource, DockerAPISource, PodmanCLISource,
                                           StorageSource)
     lab, lname, _ = run_container(rootfs, "sleep 30", LABELS, tmp=work, detach=True)
     ann, aname, _ = run_container(rootfs, "sleep 30", ANNOTATIONS, tmp=work, detach=True)

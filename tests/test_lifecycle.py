@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from vigil import libbpf
+from vigil.kernel import libbpf
 from vigil.events import Kind
-from vigil.ringbuf import RingBuffer
-from vigil.sensors import SensorManager
+from vigil.kernel.ringbuf import RingBuffer
+from vigil.kernel.sensors import SensorManager
 
 RING = 64 * 1024
 

@@ -11,7 +11,7 @@ import pytest
 from vigil.events import Kind
 from vigil.rules.compiler import OPEN_ANY, OPEN_READ, OPEN_WRITE, minimize_open_filter
 from vigil.rules.engine import RuleEngine
-from vigil.sensors import open_filter_entries
+from vigil.kernel.sensors import open_filter_entries
 
 R, W, RW = OPEN_READ, OPEN_WRITE, OPEN_ANY
 
@@ -188,7 +188,7 @@ def test_map_entries_from_list_and_dict():
 
 
 def test_map_entries_cut_to_what_the_kernel_compares():
-    from vigil.structs import PREFIX_LEN
+    from vigil.events.structs import PREFIX_LEN
     long_a = "/" + "a" * 200
     long_b = "/" + "a" * 150 + "/b"
     e = open_filter_entries({long_a: 1, long_b: 2})

@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from vigil.alert import Alert
-from vigil.outputs.base import AlertPipeline, Output, OutputDispatcher
-from vigil.outputs.ratelimit import RateLimiter
-from vigil.outputs.stdout import StdoutOutput
-from vigil.store import AlertStore
+from vigil.alerts.alert import Alert
+from vigil.alerts.outputs.base import AlertPipeline, Output, OutputDispatcher
+from vigil.alerts.ratelimit import RateLimiter
+from vigil.alerts.outputs.stdout import StdoutOutput
+from vigil.alerts.store import AlertStore
 
 NOW = 1_700_000_000_123_456_789
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vigil.alert import Alert
-from vigil.cli import main
-from vigil.outputs.cli import parse_since
-from vigil.store import AlertStore
+from vigil.alerts.alert import Alert
+from vigil.cli.main import main
+from vigil.cli.alerts import parse_since
+from vigil.alerts.store import AlertStore
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
 T0 = 1_700_000_000_000_000_000          # 2023-11-14T22:13:20Z

@@ -7,15 +7,15 @@ import json
 import pytest
 import yaml
 
-from vigil.alert import Alert
-from vigil.outputs.base import AlertPipeline
-from vigil.outputs.config import (ConfigError, build_outputs, build_pipeline,
+from vigil.alerts.alert import Alert
+from vigil.alerts.outputs.base import AlertPipeline
+from vigil.alerts.outputs.config import (ConfigError, build_outputs, build_pipeline,
                                   build_rate_limiter, build_store, parse_duration, parse_size)
-from vigil.outputs.file import FileOutput
-from vigil.outputs.stdout import StdoutOutput
-from vigil.outputs.syslog import SyslogOutput
-from vigil.outputs.webhook import WebhookOutput
-from vigil.store import AlertStore
+from vigil.alerts.outputs.file import FileOutput
+from vigil.alerts.outputs.stdout import StdoutOutput
+from vigil.alerts.outputs.syslog import SyslogOutput
+from vigil.alerts.outputs.webhook import WebhookOutput
+from vigil.alerts.store import AlertStore
 
 NOW = 1_700_000_000_000_000_000
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from vigil.alert import Alert
-from vigil.outputs.file import FileOutput
+from vigil.alerts.alert import Alert
+from vigil.alerts.outputs.file import FileOutput
 
 NOW = 1_700_000_000_000_000_000
 

@@ -5,8 +5,8 @@ import dataclasses
 
 from hypothesis import given, settings, strategies as st
 
-from vigil.alert import Alert
-from vigil.outputs.ratelimit import RateLimiter
+from vigil.alerts.alert import Alert
+from vigil.alerts.ratelimit import RateLimiter
 
 
 class Clock:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from vigil.alert import Alert
-from vigil.outputs.base import OutputDispatcher
-from vigil.outputs.syslog import SEVERITY, SyslogOutput, parse_address
+from vigil.alerts.alert import Alert
+from vigil.alerts.outputs.base import OutputDispatcher
+from vigil.alerts.outputs.syslog import SEVERITY, SyslogOutput, parse_address
 
 NOW = 1_700_000_000_000_000_000
 LOCAL0 = 16

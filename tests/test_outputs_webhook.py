@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from vigil import __version__
-from vigil.alert import Alert
-from vigil.outputs.base import OutputDispatcher
-from vigil.outputs.webhook import WebhookOutput
-from vigil.store import AlertStore
+from vigil.alerts.alert import Alert
+from vigil.alerts.outputs.base import OutputDispatcher
+from vigil.alerts.outputs.webhook import WebhookOutput
+from vigil.alerts.store import AlertStore
 
 NOW = 1_700_000_000_000_000_042
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from vigil.events import Event, Kind
-from vigil.proctable import EXIT_GRACE_NS, ProcessTable, read_proc
+from vigil.state.proctable import EXIT_GRACE_NS, ProcessTable, read_proc
 
 SLEEP = os.path.realpath("/bin/sleep")
 

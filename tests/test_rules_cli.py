@@ -4,7 +4,7 @@ import os
 
 from click.testing import CliRunner
 
-from vigil.cli import main
+from vigil.cli.main import main
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "rules")
 SAMPLE = os.path.join(DATA, "sample_rules.yaml")

@@ -4,9 +4,9 @@ import textwrap
 
 import pytest
 
-from vigil.container.model import ContainerInfo
+from vigil.state.containers.model import ContainerInfo
 from vigil.events import Event, Kind
-from vigil.proctable import ProcessTable, ProcInfo
+from vigil.state.proctable import ProcessTable, ProcInfo
 from vigil.rules import RuleEngine
 from vigil.rules import fields as F
 

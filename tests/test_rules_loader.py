@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from vigil.events import Event, Kind
-from vigil.proctable import ProcessTable, ProcInfo
+from vigil.state.proctable import ProcessTable, ProcInfo
 from vigil.rules import RuleEngine, RulesError
 
 T0 = 1_700_000_000_000_000_000

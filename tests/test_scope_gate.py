@@ -1,7 +1,7 @@
 """The user-space half of scoping: the kernel decides host/container by pid
 namespace; the pipeline drops what the cgroup (container identity) places on the
 other side, so the two agree."""
-from vigil.container.model import HOST, UNKNOWN, ContainerInfo
+from vigil.state.containers.model import HOST, UNKNOWN, ContainerInfo
 from vigil.events import Event, Kind
 from vigil.pipeline import Pipeline
 

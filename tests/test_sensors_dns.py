@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from vigil.decode import parse_dns_query
+from vigil.events.decode import parse_dns_query
 from vigil.events import Kind
 
 

@@ -321,9 +321,9 @@ def test_configure_hook_filters_from_the_first_event(bpf_objects, tmp_path):
     """SensorManager.start(configure=...) sets filters before anything is
     attached: not one event from outside the prefix gets through, even from
     other processes during the start."""
-    from vigil.ringbuf import RingBuffer
-    from vigil.sensors import SensorManager
-    from vigil.structs import EvOpen
+    from vigil.kernel.ringbuf import RingBuffer
+    from vigil.kernel.sensors import SensorManager
+    from vigil.events.structs import EvOpen
 
     base = f"/tmp/vigil-cfg{uuid.uuid4().hex[:6]}"
     seen = {}

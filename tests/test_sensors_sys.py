@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tcp_listener
 from vigil.events import Kind
-from vigil.sensors import SensorManager
+from vigil.kernel.sensors import SensorManager
 
 SYS_KINDS = {Kind.PTRACE, Kind.DUP, Kind.MEMFD, Kind.SETUID}
 
@@ -124,7 +124,7 @@ def test_module_programs_disabled_alone(bpf_objects, caplog):
     the others in the same object keep working."""
     if os.path.isdir("/sys/kernel/tracing/events/syscalls/sys_enter_finit_module"):
         pytest.skip("this kernel has module syscalls")
-    caplog.set_level(logging.WARNING, logger="vigil.sensors")
+    caplog.set_level(logging.WARNING, logger="vigil.kernel.sensors")
     m = SensorManager({Kind.MODULE, Kind.MEMFD}, ringbuf_size=1 << 16).start()
     try:
         ok, bad = m.report.by_status()

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from vigil.alert import Alert
-from vigil.container.model import ContainerInfo
+from vigil.alerts.alert import Alert
+from vigil.state.containers.model import ContainerInfo
 from vigil.events import Event, Kind
-from vigil.store import DEFAULT_STORE_PATH, AlertStore, StoreError, row_to_alert
+from vigil.alerts.store import DEFAULT_STORE_PATH, AlertStore, StoreError, row_to_alert
 
 NOW = 1_700_000_000_000_000_000
 
@@ -249,7 +249,7 @@ def test_thread_safe_writers_and_reader(store):
 
 def test_readonly_reader_in_other_process_while_writer_open(store, tmp_path):
     store.add_many([mk(t=NOW + i, output=f"o{i}") for i in range(3)])
-    code = ("import sys, json; from vigil.store import AlertStore; "
+    code = ("import sys, json; from vigil.alerts.store import AlertStore; "
             "s = AlertStore(sys.argv[1], readonly=True); "
             "print(json.dumps([r['output'] for r in s.query()])); s.close()")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "alerts.db")],

@@ -1,4 +1,4 @@
-"""The ctypes mirrors in vigil.structs must match the C structs in the BTF of
+"""The ctypes mirrors in vigil.events.structs must match the C structs in the BTF of
 every built BPF object: same size, same members at the same offsets with the
 same sizes.  A change made on one side only fails here."""
 import ctypes
@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from vigil import structs as S
+from vigil.events import structs as S
 
 SENSOR_NAMES = ("proc", "cgroup", "file", "fsops", "net", "dns", "sys")
 

@@ -10,17 +10,13 @@ import logging
 import time
 from typing import Optional
 
-from .config import Config, expand_rules_paths, kubernetes_enabled
-from .container.scope import in_scope
-from .pipeline import Pipeline
-from .proctable import ProcessTable
+from vigil.rules import default_rules_files
+from vigil.config import Config, expand_rules_paths, kubernetes_enabled
+from vigil.state.containers.scope import in_scope
+from vigil.pipeline import Pipeline
+from vigil.state.proctable import ProcessTable
 
 log = logging.getLogger("vigil.agent")
-
-
-def default_rules_files() -> list:
-    from .rules.cli import default_rules_files as _d
-    return _d()
 
 
 def rules_files(cfg: Config) -> list:
@@ -30,7 +26,7 @@ def rules_files(cfg: Config) -> list:
 
 def load_engine(cfg: Config, proctable, files: list):
     """A rules engine set up as the configuration says, with ``files`` loaded."""
-    from .rules.engine import RuleEngine
+    from vigil.rules.engine import RuleEngine
     eng = RuleEngine(min_priority=cfg["min_priority"], proctable=proctable,
                      rule_matching=cfg["rule_matching"])
     eng.load(files)
@@ -82,7 +78,7 @@ class Agent:
 
     def reload(self) -> bool:
         """Reload the rules files; on any error keep the running rules."""
-        from .rules.loader import RulesError
+        from vigil.rules.loader import RulesError
         files = rules_files(self.cfg)
         try:
             eng = self._build_engine(files)
@@ -126,7 +122,7 @@ class Agent:
         self.alerts = cfg.build_alert_pipeline(stream=self.stream)
         try:
             if cfg["containers"]["enabled"]:
-                from .container.resolver import ContainerResolver
+                from vigil.state.containers.resolver import ContainerResolver
                 self.resolver = ContainerResolver(grace=cfg["containers"]["grace"],
                                                   hold=cfg["containers"]["hold"])
                 self.resolver.seed()
@@ -151,7 +147,7 @@ class Agent:
 
     def _start_kube(self) -> None:
         try:
-            from .container.kube import KubePodCache
+            from vigil.state.containers.kube import KubePodCache
             self.kube = KubePodCache.from_env(self.cfg["kubernetes"].get("node_name") or None)
             if self.kube is not None:
                 self.kube.start()
@@ -165,7 +161,7 @@ class Agent:
         ns = self.cfg["scope"].get("namespaces") or {}
         if not (ns.get("include") or ns.get("exclude")) or self.resolver is None:
             return
-        from .container.scope import ScopePolicy, ScopeTracker
+        from vigil.state.containers.scope import ScopePolicy, ScopeTracker
         policy = self.scope_policy = ScopePolicy.from_config({"namespaces": ns})
 
         def on_change(cgid, inside):

@@ -12,9 +12,9 @@ import os
 import time
 from typing import Callable, Iterable, Optional
 
-from .decode import Decoder
-from .events import Event, Kind
-from .proctable import ProcessTable
+from vigil.events.decode import Decoder
+from vigil.events import Event, Kind
+from vigil.state.proctable import ProcessTable
 
 log = logging.getLogger("vigil.pipeline")
 
@@ -60,7 +60,7 @@ class Pipeline:
         self._housekept = -1        # second of the last clock resync and reap
         self._hold = None
         if containers is not None:
-            from .container.resolver import EventHold
+            from vigil.state.containers.resolver import EventHold
             self._hold = EventHold(containers)
 
     # --- wiring ---
@@ -100,8 +100,8 @@ class Pipeline:
 
     def _start_sensors(self) -> None:
         """Load the sensors for kernel_kinds() and open the ring buffer reader."""
-        from .ringbuf import RingBuffer
-        from .sensors import SensorManager
+        from vigil.kernel.ringbuf import RingBuffer
+        from vigil.kernel.sensors import SensorManager
 
         # filters are set before any program is attached (configure=)
         sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,

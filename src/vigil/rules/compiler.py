@@ -21,11 +21,11 @@ import operator
 import re
 from typing import Optional
 
-from ..alert import priority_rank
-from ..events import Kind
-from . import fields as F
-from .loader import Chunk, RuleDef, RulesError, RulesWarning, RuleSet
-from .parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
+from vigil.alerts.alert import priority_rank
+from vigil.events import Kind
+from vigil.rules import fields as F
+from vigil.rules.loader import Chunk, RuleDef, RulesError, RulesWarning, RuleSet
+from vigil.rules.parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
                      Or, Transform, line_col, parse_condition, parse_lhs, quote_value)
 
 STRING_OPS = frozenset(("contains", "icontains", "bcontains", "startswith", "bstartswith", "endswith",

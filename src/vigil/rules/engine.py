@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 from typing import Iterable, List, Optional
 
-from ..alert import Alert, normalize_priority, priority_rank
-from ..events import Event, Kind
-from . import fields as F
-from .compiler import (Compiler, CompiledRule, build_matcher, build_matcher_interp,
+from vigil.alerts.alert import Alert, normalize_priority, priority_rank
+from vigil.events import Event, Kind
+from vigil.rules import fields as F
+from vigil.rules.compiler import (Compiler, CompiledRule, build_matcher, build_matcher_interp,
                        minimize_open_filter, minimize_prefixes, open_filter, path_prefixes)
-from .loader import RulesError, RuleSet
+from vigil.rules.loader import RulesError, RuleSet
 
 _NKINDS = max(int(k) for k in Kind) + 1
 

@@ -30,8 +30,8 @@ import pwd
 import time as _time
 from typing import Optional
 
-from ..alert import HOSTNAME
-from ..events import Kind
+from vigil.alerts.alert import HOSTNAME
+from vigil.events import Kind
 
 # --------------------------------------------------------------- event types
 

@@ -13,8 +13,8 @@ from typing import List, Optional
 
 import yaml
 
-from ..alert import normalize_priority
-from .parser import BINARY_OPS, UNARY_OPS, scalar_text as _scalar
+from vigil.alerts.alert import normalize_priority
+from vigil.rules.parser import BINARY_OPS, UNARY_OPS, scalar_text as _scalar
 
 # Plugins whose fields vigil provides natively.
 NATIVE_PLUGINS = frozenset({"container", "k8smeta", "k8saudit-metadata"})

@@ -1,0 +1,1 @@
+"""Alerts: the Alert record, rate limiting, the SQLite store and the outputs."""

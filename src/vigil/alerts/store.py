@@ -1,0 +1,366 @@
+"""The embedded alert store: every alert in a local SQLite file.
+
+The agent writes (one connection, guarded by a lock, so any agent thread may
+call :meth:`AlertStore.add`); ``vigil alerts`` reads from another process
+through its own read-only connection.  The database runs in WAL mode so
+readers never block the writer.
+
+Durability: each :meth:`add` / :meth:`add_many` is one committed transaction,
+and the dispatcher calls it *before* handing the alert to any output.  With
+the default ``synchronous="FULL"`` the WAL is fsynced at every commit, so an
+alert that reached a webhook or syslog is on disk even if the node loses
+power right after; ``synchronous="NORMAL"`` survives a crash of the agent
+process but not of the machine, and is faster.  Callers that produce many
+alerts at once should use :meth:`add_many` (one fsync per batch).
+
+Retention (:meth:`enforce_retention`) removes the oldest alerts by age, by
+row count and by database size; it runs every ``retention_every`` inserts and
+whenever :meth:`maybe_enforce_retention` finds ``retention_interval`` seconds
+have passed since the last run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import urllib.parse
+from typing import Iterable, Optional
+
+from vigil.alerts.alert import Alert, normalize_priority, priority_rank
+
+DEFAULT_STORE_PATH = "/var/lib/vigil/alerts.db"
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id             INTEGER PRIMARY KEY,
+    time           INTEGER NOT NULL,          -- ns since the epoch
+    rule           TEXT    NOT NULL,
+    priority       TEXT    NOT NULL,          -- canonical lower-case name
+    priority_rank  INTEGER NOT NULL,          -- 0 emergency .. 7 debug
+    source         TEXT    NOT NULL DEFAULT '',
+    hostname       TEXT    NOT NULL DEFAULT '',
+    container_id   TEXT    NOT NULL DEFAULT '',
+    container_name TEXT    NOT NULL DEFAULT '',
+    k8s_ns         TEXT    NOT NULL DEFAULT '',
+    k8s_pod        TEXT    NOT NULL DEFAULT '',
+    output         TEXT    NOT NULL,          -- without the time/priority prefix
+    output_fields  TEXT    NOT NULL DEFAULT '{}',   -- JSON object
+    tags           TEXT    NOT NULL DEFAULT '[]',   -- JSON array
+    count          INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time);
+CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time);
+CREATE INDEX IF NOT EXISTS alerts_rank_time ON alerts(priority_rank, time);
+CREATE INDEX IF NOT EXISTS alerts_source ON alerts(source);
+CREATE INDEX IF NOT EXISTS alerts_hostname ON alerts(hostname);
+CREATE INDEX IF NOT EXISTS alerts_container_id ON alerts(container_id);
+CREATE INDEX IF NOT EXISTS alerts_container_name ON alerts(container_name);
+CREATE INDEX IF NOT EXISTS alerts_k8s ON alerts(k8s_ns, k8s_pod);
+"""
+
+COLUMNS = ("id", "time", "rule", "priority", "priority_rank", "source", "hostname",
+           "container_id", "container_name", "k8s_ns", "k8s_pod", "output",
+           "output_fields", "tags", "count")
+
+_INSERT = ("INSERT INTO alerts (time, rule, priority, priority_rank, source, hostname, "
+           "container_id, container_name, k8s_ns, k8s_pod, output, output_fields, tags, count) "
+           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+class StoreError(Exception):
+    """The store cannot be opened or read."""
+
+
+def _text(v) -> str:
+    if v is None:
+        return ""
+    return v if isinstance(v, str) else str(v)
+
+
+def _row_values(alert: Alert) -> tuple:
+    of = alert.output_fields or {}
+    c = getattr(alert.event, "container", None) if alert.event is not None else None
+
+    def pick(key, attr):
+        v = of.get(key)
+        if v in (None, "") and c is not None:
+            v = getattr(c, attr, None)
+        return _text(v)
+
+    prio = normalize_priority(alert.priority) or "debug"
+    return (
+        int(alert.time), _text(alert.rule), prio, priority_rank(prio), _text(alert.source),
+        _text(alert.hostname),
+        pick("container.id", "id"), pick("container.name", "name"),
+        pick("k8s.ns.name", "namespace"), pick("k8s.pod.name", "pod_name"),
+        _text(alert.output),
+        json.dumps(of, ensure_ascii=False, separators=(",", ":"), default=str),
+        json.dumps(list(alert.tags or ()), ensure_ascii=False, separators=(",", ":"), default=str),
+        max(1, int(alert.count or 1)),
+    )
+
+
+def row_to_alert(row: dict) -> Alert:
+    """Rebuild an :class:`Alert` (without ``event``) from a :meth:`AlertStore.query` row."""
+    return Alert(time=row["time"], rule=row["rule"], priority=row["priority"],
+                 output=row["output"], output_fields=row["output_fields"], tags=row["tags"],
+                 source=row["source"], hostname=row["hostname"], count=row["count"])
+
+
+class AlertStore:
+    """SQLite alert store.  See the module docstring."""
+
+    def __init__(self, path: str = DEFAULT_STORE_PATH, max_age_s: Optional[float] = None,
+                 max_rows: Optional[int] = None, max_bytes: Optional[int] = None,
+                 readonly: bool = False, synchronous: str = "FULL",
+                 retention_every: int = 1000, retention_interval: float = 60.0):
+        self.path = os.fspath(path)
+        self.max_age_s = max_age_s
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.readonly = readonly
+        self.retention_every = max(1, int(retention_every))
+        self.retention_interval = float(retention_interval)
+        self._lock = threading.RLock()
+        self._since_retention = 0
+        self._last_retention = time.monotonic()
+        self._stats = {"added": 0, "deleted": 0, "retention_runs": 0}
+        sync = str(synchronous).upper()
+        if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+        if readonly:
+            self._conn = self._open_readonly()
+        else:
+            self._conn = self._open_rw(sync)
+
+    # -- opening --------------------------------------------------------------
+    def _open_rw(self, sync: str) -> sqlite3.Connection:
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            # auto_vacuum (only settable before the first table exists) gives freed
+            # pages back to the file system at commit, so size retention shrinks it
+            conn.execute("PRAGMA auto_vacuum=FULL")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
+            conn.execute(f"PRAGMA synchronous={sync}")
+            conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+            v = conn.execute("PRAGMA user_version").fetchone()[0]
+            if v == 0:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif v > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {v} is newer than this vigil "
+                                 f"({SCHEMA_VERSION})")
+        except BaseException:
+            conn.close()
+            raise
+        try:
+            os.chmod(self.path, 0o640)
+        except OSError:
+            pass
+        return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not os.path.exists(self.path):
+            raise StoreError(f"alert store {self.path} does not exist")
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            # A WAL database needs its -shm file; when no writer has it open and
+            # we may not create it, the file on disk is complete: read it as is.
+            try:
+                conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open alert store {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open alert store {self.path}: {exc}") from None
+        try:
+            ok = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='alerts'"
+                              ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"cannot read alert store {self.path}: {exc}") from None
+        if not ok:
+            conn.close()
+            raise StoreError(f"{self.path} is not a vigil alert store (no alerts table)")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    # -- writing ----------------------------------------------------------------
+    def add(self, alert: Alert) -> int:
+        """Insert and commit one alert; returns its row id."""
+        return self.add_many((alert,))[-1]
+
+    def add_many(self, alerts: Iterable[Alert]) -> list:
+        """Insert and commit several alerts in one transaction; returns their row ids."""
+        if self.readonly:
+            raise StoreError("alert store opened read-only")
+        rows = [_row_values(a) for a in alerts]
+        if not rows:
+            return []
+        ids = []
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("alert store is closed")
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for r in rows:
+                    cur.execute(_INSERT, r)
+                    ids.append(cur.lastrowid)
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+            self._stats["added"] += len(rows)
+            self._since_retention += len(rows)
+            if self._since_retention >= self.retention_every:
+                self.enforce_retention()
+        return ids
+
+    # -- retention ----------------------------------------------------------------
+    def maybe_enforce_retention(self, now: Optional[float] = None) -> int:
+        """Run retention if ``retention_interval`` s passed since the last run."""
+        if self.readonly:
+            return 0
+        now = time.monotonic() if now is None else now
+        if now - self._last_retention < self.retention_interval:
+            return 0
+        return self.enforce_retention()
+
+    def enforce_retention(self, now_ns: Optional[int] = None) -> int:
+        """Delete alerts beyond the age, row and size limits; returns rows deleted."""
+        if self.readonly:
+            raise StoreError("alert store opened read-only")
+        now_ns = time.time_ns() if now_ns is None else int(now_ns)
+        deleted = 0
+        with self._lock:
+            self._since_retention = 0
+            self._last_retention = time.monotonic()
+            self._stats["retention_runs"] += 1
+            c = self._conn
+            if self.max_age_s is not None:
+                cutoff = now_ns - int(self.max_age_s * 1_000_000_000)
+                deleted += c.execute("DELETE FROM alerts WHERE time < ?", (cutoff,)).rowcount
+            if self.max_rows is not None:
+                n = c.execute("SELECT count(*) FROM alerts").fetchone()[0]
+                if n > self.max_rows:
+                    deleted += self._delete_oldest(n - self.max_rows)
+            if self.max_bytes is not None:
+                for _ in range(20):
+                    used = self._used_bytes()
+                    if used <= self.max_bytes:
+                        break
+                    n = c.execute("SELECT count(*) FROM alerts").fetchone()[0]
+                    if n == 0:
+                        break
+                    # drop the share of rows needed to get to 90 % of the limit
+                    frac = 1.0 - 0.9 * self.max_bytes / used
+                    deleted += self._delete_oldest(max(1, min(n, int(n * frac) + 1)))
+            if deleted:
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self._stats["deleted"] += deleted
+        return deleted
+
+    def _delete_oldest(self, n: int) -> int:
+        return self._conn.execute(
+            "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts ORDER BY time, id LIMIT ?)",
+            (int(n),)).rowcount
+
+    def _used_bytes(self) -> int:
+        c = self._conn
+        page = c.execute("PRAGMA page_size").fetchone()[0]
+        pages = c.execute("PRAGMA page_count").fetchone()[0]
+        free = c.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * page
+
+    # -- reading ------------------------------------------------------------------
+    def query(self, since_ns: Optional[int] = None, rule: Optional[str] = None,
+              min_priority: Optional[str] = None, container: Optional[str] = None,
+              limit: Optional[int] = 100, until_ns: Optional[int] = None) -> list:
+        """Alerts matching every given filter, newest first, as dicts.
+
+        ``min_priority`` keeps that priority and more severe ones; ``container``
+        matches a container id prefix or an exact container name.
+        """
+        where, args = [], []
+        if since_ns is not None:
+            where.append("time >= ?")
+            args.append(int(since_ns))
+        if until_ns is not None:
+            where.append("time <= ?")
+            args.append(int(until_ns))
+        if rule is not None:
+            where.append("rule = ?")
+            args.append(rule)
+        if min_priority is not None:
+            p = normalize_priority(min_priority)
+            if p is None:
+                raise ValueError(f"unknown priority {min_priority!r}")
+            where.append("priority_rank <= ?")
+            args.append(priority_rank(p))
+        if container is not None and container != "":
+            where.append("(substr(container_id, 1, ?) = ? OR container_name = ?)")
+            args += [len(container), container, container]
+        sql = "SELECT " + ", ".join(COLUMNS) + " FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        out = []
+        for r in rows:
+            d = dict(zip(COLUMNS, r))
+            d["output_fields"] = _loads(d["output_fields"], {})
+            d["tags"] = _loads(d["tags"], [])
+            out.append(d)
+        return out
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
+
+    def stats(self) -> dict:
+        with self._lock:
+            return dict(self._stats)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                if not self.readonly:
+                    try:
+                        self._conn.execute("PRAGMA optimize")
+                    except sqlite3.Error:
+                        pass
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> "AlertStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _loads(s, default):
+    try:
+        return json.loads(s)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,22 @@
+"""The `vigil` command line."""
+from __future__ import annotations
+
+import click
+
+from vigil import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vigil")
+def main() -> None:
+    """vigil: eBPF runtime security and observability agent for Kubernetes nodes."""
+
+
+# --- subcommands (each lives in the module that owns the feature) ---
+from vigil.cli.alerts import alerts as _alerts; main.add_command(_alerts)  # noqa: E402,E702
+from vigil.cli.rules import rules as _rules; main.add_command(_rules)  # noqa: E402,E702
+from vigil.cli.trace import trace as _trace; main.add_command(_trace)  # noqa: E402,E702
+from vigil.cli.agent import run as _run, capture as _capture, replay as _replay  # noqa: E402
+main.add_command(_run)
+main.add_command(_capture)
+main.add_command(_replay)

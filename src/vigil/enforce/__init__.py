@@ -1,0 +1,1 @@
+"""Enforcement in the kernel (policies, verdicts): home for the enforcement issue."""

@@ -1,0 +1,313 @@
+"""Raw ring-buffer records -> vigil.events.Event.
+
+One decoder per C layout; each unpacks the record with a precompiled
+struct.Struct (derived from vigil.structs) and builds the Event's dict at once.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from vigil.events import structs as S
+from vigil.events import Event, Kind, boot_offset_ns
+
+_EXEC, _ = S.struct_format(S.EvExec)
+_EXIT, _ = S.struct_format(S.EvExit)
+_FORK, _ = S.struct_format(S.EvFork)
+_OPEN, _ = S.struct_format(S.EvOpen)
+_PATH2, _ = S.struct_format(S.EvPath2)
+_NET, _ = S.struct_format(S.EvNet)
+_DNS, _ = S.struct_format(S.EvDns)
+_SYS, _ = S.struct_format(S.EvSys)
+_CGROUP, _ = S.struct_format(S.EvCgroup)
+_KIND = struct.Struct("<I")
+
+
+class _Names(dict):
+    """number -> name; a number without a name reads as its decimal string."""
+
+    def __missing__(self, n):
+        return str(n)
+
+
+# enum ev_syscall order in vigil.h
+SYSCALLS = (
+    None, "open", "openat", "openat2", "creat",
+    "connect", "accept", "accept4", "listen", "bind", "close",
+    "sendto", "sendmsg", "sendmmsg",
+    "unlink", "unlinkat", "rmdir",
+    "rename", "renameat", "renameat2",
+    "link", "linkat", "symlink", "symlinkat",
+    "mkdir", "mkdirat", "chmod", "fchmodat",
+    "ptrace", "init_module", "finit_module",
+    "dup", "dup2", "dup3", "memfd_create", "setuid",
+    "write",
+)
+_SYSCALL_NAMES = _Names(enumerate(SYSCALLS))
+FAMILIES = _Names({1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6"})
+PROTOS = _Names({6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 0: None})
+# inode type (mode >> 12) -> Falco-ish fd type
+FD_TYPES = {0o1: "pipe", 0o2: "char", 0o4: "directory", 0o6: "block", 0o10: "file",
+            0o12: "symlink", 0o14: "socket"}
+DNS_TYPES = _Names({1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT",
+                    28: "AAAA", 33: "SRV", 35: "NAPTR", 43: "DS", 48: "DNSKEY", 64: "SVCB",
+                    65: "HTTPS", 255: "ANY", 257: "CAA"})
+
+_ntop = socket.inet_ntop
+_AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
+
+
+def _s(b: bytes) -> str:
+    i = b.find(b"\0")
+    return (b if i < 0 else b[:i]).decode("utf-8", "replace")
+
+
+def _addr(family: int, raw: bytes):
+    if family == 2:
+        return _ntop(_AF_INET, raw[:4])
+    if family == 10:
+        return _ntop(_AF_INET6, raw)
+    return None
+
+
+def _norm(path: str) -> str:
+    """Collapse '.', '..' and '//' the way Falco's fd.name does (lexically)."""
+    if "/." in path or "//" in path or path.endswith("/"):
+        p = os.path.normpath(path)
+        return "/" + p.lstrip("/") if p.startswith("//") else p
+    return path
+
+
+def parse_dns_query(payload: bytes):
+    """(name, type) of the first question of a DNS message, or (None, None)."""
+    if len(payload) < 17:
+        return None, None
+    qd = (payload[4] << 8) | payload[5]
+    if qd < 1:
+        return None, None
+    pos = 12
+    labels = []
+    n = len(payload)
+    while pos < n:
+        ln = payload[pos]
+        if ln == 0:
+            pos += 1
+            break
+        if ln & 0xC0 or pos + 1 + ln > n:
+            return None, None
+        labels.append(payload[pos + 1:pos + 1 + ln].decode("ascii", "replace"))
+        pos += 1 + ln
+    else:
+        return None, None
+    if pos + 2 > n:
+        return None, None
+    qtype = (payload[pos] << 8) | payload[pos + 1]
+    return ".".join(labels), DNS_TYPES[qtype]
+
+
+class Decoder:
+    """Turns raw records into Events; counts what it could not decode."""
+
+    def __init__(self):
+        self.boot_offset = 0
+        self.resync_clock()
+        self.errors = 0
+        self._comms: dict = {}   # raw comm bytes -> str
+        by_kind = {
+            Kind.EXEC: self._exec, Kind.EXIT: self._exit, Kind.FORK: self._fork,
+            Kind.OPEN: self._open,
+            Kind.CONNECT: self._net, Kind.ACCEPT: self._net, Kind.LISTEN: self._net,
+            Kind.BIND: self._net, Kind.CLOSE: self._net,
+            Kind.DNS: self._dns,
+            Kind.UNLINK: self._path2, Kind.RENAME: self._path2, Kind.LINK: self._path2,
+            Kind.SYMLINK: self._path2, Kind.MKDIR: self._path2, Kind.CHMOD: self._path2,
+            Kind.PTRACE: self._sys, Kind.MODULE: self._sys, Kind.DUP: self._sys,
+            Kind.MEMFD: self._sys, Kind.SETUID: self._sys,
+            Kind.CGROUP_MKDIR: self._cgroup, Kind.CGROUP_RMDIR: self._cgroup,
+        }
+        self._table = [None] * 64
+        for k, fn in by_kind.items():
+            self._table[int(k)] = (k, k.label, fn)
+
+    def resync_clock(self) -> None:
+        """Offset from CLOCK_BOOTTIME (kernel timestamps) to wall-clock ns."""
+        self.boot_offset = boot_offset_ns()
+
+    def decode(self, raw, offset: int = 0) -> Event | None:
+        """Decode the record at raw[offset:]."""
+        try:
+            kind = _KIND.unpack_from(raw, offset + 8)[0]
+            entry = self._table[kind] if kind < 64 else None
+            if entry is None:
+                self.errors += 1
+                return None
+            return entry[2](raw, entry[0], entry[1], offset)
+        except (struct.error, IndexError, ValueError, UnicodeError):
+            self.errors += 1
+            return None
+
+    def _hdr(self, v, kind, label) -> Event:
+        comms = self._comms
+        comm = comms.get(v[8])
+        if comm is None:
+            if len(comms) > 4096:
+                comms.clear()
+            comm = comms[v[8]] = _s(v[8])
+        e = Event.__new__(Event)
+        e.__dict__ = {
+            "kind": kind, "type": label, "time": v[0] + self.boot_offset, "pid": v[2],
+            "tid": v[3], "ppid": v[4], "uid": v[5], "gid": v[6], "cgroup_id": v[7],
+            "comm": comm,
+        }
+        return e
+
+    # v indices: 0 ts 1 kind 2 pid 3 tid 4 ppid 5 uid 6 gid 7 cgroup 8 comm, then per layout
+
+    def _exec(self, raw, kind, label, off=0):
+        v = _EXEC.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        loginuid, args_len, args_trunc, _exe_t, _cwd_t, exe_ctime, vpid, tty, cgname, exe, cwd, args = v[9:]
+        blob = args[:args_len]
+        if blob.endswith(b"\0"):
+            blob = blob[:-1]
+        argv = [a.decode("utf-8", "replace") for a in blob.split(b"\0")] if blob else []
+        d = e.__dict__
+        d["exe"] = _s(exe)
+        d["args"] = argv
+        d["args_truncated"] = bool(args_trunc)
+        d["cwd"] = _s(cwd)
+        d["tty"] = _s(tty)
+        d["loginuid"] = -1 if loginuid == 0xFFFFFFFF else loginuid
+        d["cgroup_name"] = _s(cgname)
+        d["exe_ctime"] = exe_ctime
+        d["vpid"] = vpid
+        d["syscall"] = "execve"
+        return e
+
+    def _exit(self, raw, kind, label, off=0):
+        v = _EXIT.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        e.exit_code = v[9]
+        e.exit_signal = v[10]
+        return e
+
+    def _fork(self, raw, kind, label, off=0):
+        v = _FORK.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        e.child_pid = v[9]
+        return e
+
+    def _open(self, raw, kind, label, off=0):
+        v = _OPEN.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        ret, flags, mode, dirfd, sc, _trunc, _unres, path = v[9:]
+        d = e.__dict__
+        d["ret"] = ret
+        d["fd"] = ret if ret >= 0 else None
+        d["flags"] = flags
+        d["mode"] = mode
+        d["syscall"] = _SYSCALL_NAMES[sc]
+        d["path"] = _norm(_s(path))
+        return e
+
+    def _path2(self, raw, kind, label, off=0):
+        v = _PATH2.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        ret, flags, mode, sc, _t1, _t2, path, path2 = v[9:]
+        d = e.__dict__
+        d["ret"] = ret
+        d["flags"] = flags
+        d["mode"] = mode
+        d["syscall"] = _SYSCALL_NAMES[sc]
+        p = _s(path)
+        d["path"] = p if kind == Kind.SYMLINK else _norm(p)
+        p2 = _s(path2)
+        if p2:
+            d["path2"] = _norm(p2)
+        return e
+
+    def _net(self, raw, kind, label, off=0):
+        v = _NET.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        ret, fd, family, sc, proto, sport, dport, saddr, daddr, unix_path = v[9:]
+        d = e.__dict__
+        d["ret"] = ret
+        d["fd"] = fd
+        d["family"] = FAMILIES[family]
+        d["syscall"] = _SYSCALL_NAMES[sc]
+        d["proto"] = PROTOS[proto]
+        if family == 1:
+            p = _s(unix_path)
+            d["path"] = p if p else None
+        else:
+            d["saddr"] = _addr(family, saddr)
+            d["daddr"] = _addr(family, daddr)
+            d["sport"] = sport
+            d["dport"] = dport
+        return e
+
+    def _dns(self, raw, kind, label, off=0):
+        v = _DNS.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        fd, family, sc, dport, ln, daddr, payload = v[9:]
+        q, t = parse_dns_query(payload[:ln])
+        d = e.__dict__
+        d["fd"] = fd
+        d["family"] = FAMILIES[family]
+        d["syscall"] = _SYSCALL_NAMES[sc]
+        d["proto"] = "udp"
+        d["daddr"] = _addr(family, daddr)
+        d["dport"] = dport
+        d["query"] = q
+        d["qtype"] = t
+        return e
+
+    def _sys(self, raw, kind, label, off=0):
+        v = _SYS.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        ret, a0, a1, sc, family, fd_type, sport, dport, proto, saddr, daddr, path = v[9:]
+        d = e.__dict__
+        d["ret"] = ret
+        d["syscall"] = _SYSCALL_NAMES[sc]
+        if kind == Kind.PTRACE:
+            d["request"] = a0
+            d["target_pid"] = a1
+        elif kind == Kind.DUP:
+            d["fd"] = a0
+            d["newfd"] = a1
+            if family in (2, 10):
+                d["fd_type"] = "ipv4" if family == 2 else "ipv6"
+                d["family"] = FAMILIES[family]
+                d["proto"] = PROTOS[proto]
+                d["saddr"] = _addr(family, saddr)
+                d["daddr"] = _addr(family, daddr)
+                d["sport"] = sport
+                d["dport"] = dport
+            elif family == 1:
+                d["fd_type"] = "unix"
+                d["family"] = "AF_UNIX"
+            else:
+                d["fd_type"] = FD_TYPES.get(fd_type, "unknown")
+        elif kind == Kind.MEMFD:
+            d["path"] = _s(path)
+            d["flags"] = a0
+            d["fd"] = ret if ret >= 0 else None
+        elif kind == Kind.MODULE:
+            p = _s(path)
+            if p:
+                d["path"] = p
+            if a1 >= 0:
+                d["fd"] = a1
+        elif kind == Kind.SETUID:
+            d["new_uid"] = a0
+        return e
+
+    def _cgroup(self, raw, kind, label, off=0):
+        v = _CGROUP.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        cg_id, hierarchy, level, path = v[9:]
+        d = e.__dict__
+        d["cgroup_id"] = cg_id        # the created/removed cgroup, not the actor's
+        d["path"] = _s(path)
+        return e

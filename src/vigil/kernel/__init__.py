@@ -1,0 +1,1 @@
+"""The kernel side: BPF sources (bpf/), the libbpf binding, sensor loading, the ring buffer."""

@@ -1,0 +1,435 @@
+"""A thin ctypes binding to the system libbpf (libbpf.so.1).
+
+Only what vigil uses: objects, programs, links, maps, and libbpf's own ring
+buffer (kept for the benchmark that compares it with vigil's mmap reader).
+Every call that can fail raises :class:`BpfError` with errno and libbpf's
+recent log lines.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import struct
+import threading
+from collections import deque
+
+log = logging.getLogger("vigil.kernel.libbpf")
+
+c_void_p = ctypes.c_void_p
+c_int = ctypes.c_int
+c_char_p = ctypes.c_char_p
+c_size_t = ctypes.c_size_t
+c_uint = ctypes.c_uint
+
+LIBBPF_NAME = os.environ.get("VIGIL_LIBBPF", "libbpf.so.1")
+
+# enum libbpf_print_level
+LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+
+
+class BpfError(OSError):
+    """A libbpf or bpf(2) call failed."""
+
+    def __init__(self, what: str, err: int, details: str = ""):
+        self.what = what
+        self.details = details
+        msg = f"{what}: {os.strerror(err) if err else 'failed'}"
+        super().__init__(err, msg)
+
+
+class LibbpfMissing(RuntimeError):
+    pass
+
+
+_PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+RINGBUF_CB = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+
+_lib = None
+_libc = None
+_print_cb = None
+# the last libbpf messages (warnings and verifier logs), to explain failures
+_recent = deque(maxlen=400)
+_recent_lock = threading.Lock()
+
+
+def _sig(fn, restype, *argtypes):
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+    return fn
+
+
+def lib():
+    """Load libbpf.so.1 once; raises LibbpfMissing with what to do."""
+    global _lib, _libc, _print_cb
+    if _lib is not None:
+        return _lib
+    try:
+        L = ctypes.CDLL(LIBBPF_NAME, use_errno=True)
+    except OSError as e:
+        raise LibbpfMissing(
+            f"cannot load {LIBBPF_NAME} ({e}); install it: apt-get install libbpf1") from None
+    _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    _libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+    _libc.vsnprintf.restype = c_int
+    _libc.syscall.restype = ctypes.c_long
+
+    _sig(L.bpf_object__open_file, c_void_p, c_char_p, c_void_p)
+    _sig(L.bpf_object__load, c_int, c_void_p)
+    _sig(L.bpf_object__close, None, c_void_p)
+    _sig(L.bpf_object__next_program, c_void_p, c_void_p, c_void_p)
+    _sig(L.bpf_object__next_map, c_void_p, c_void_p, c_void_p)
+    _sig(L.bpf_object__find_map_by_name, c_void_p, c_void_p, c_char_p)
+    _sig(L.bpf_program__name, c_char_p, c_void_p)
+    _sig(L.bpf_program__section_name, c_char_p, c_void_p)
+    _sig(L.bpf_program__set_autoload, c_int, c_void_p, ctypes.c_bool)
+    _sig(L.bpf_program__autoload, ctypes.c_bool, c_void_p)
+    _sig(L.bpf_program__attach, c_void_p, c_void_p)
+    _sig(L.bpf_program__attach_perf_event, c_void_p, c_void_p, c_int)
+    _sig(L.bpf_program__fd, c_int, c_void_p)
+    _sig(L.bpf_link__destroy, c_int, c_void_p)
+    _sig(L.bpf_map__name, c_char_p, c_void_p)
+    _sig(L.bpf_map__fd, c_int, c_void_p)
+    _sig(L.bpf_map__reuse_fd, c_int, c_void_p, c_int)
+    _sig(L.bpf_map__set_max_entries, c_int, c_void_p, ctypes.c_uint32)
+    _sig(L.bpf_map__max_entries, ctypes.c_uint32, c_void_p)
+    _sig(L.bpf_map__key_size, ctypes.c_uint32, c_void_p)
+    _sig(L.bpf_map__value_size, ctypes.c_uint32, c_void_p)
+    _sig(L.bpf_map__type, c_int, c_void_p)
+    _sig(L.bpf_map__initial_value, c_void_p, c_void_p, ctypes.POINTER(c_size_t))
+    _sig(L.bpf_map_update_elem, c_int, c_int, c_void_p, c_void_p, ctypes.c_uint64)
+    _sig(L.bpf_map_lookup_elem, c_int, c_int, c_void_p, c_void_p)
+    _sig(L.bpf_map_delete_elem, c_int, c_int, c_void_p)
+    _sig(L.bpf_map_get_next_key, c_int, c_int, c_void_p, c_void_p)
+    _sig(L.libbpf_num_possible_cpus, c_int)
+    _sig(L.libbpf_set_print, c_void_p, _PRINT_FN)
+    _sig(L.ring_buffer__new, c_void_p, c_int, RINGBUF_CB, c_void_p, c_void_p)
+    _sig(L.ring_buffer__poll, c_int, c_void_p, c_int)
+    _sig(L.ring_buffer__consume, c_int, c_void_p)
+    _sig(L.ring_buffer__free, None, c_void_p)
+    _sig(L.ring_buffer__epoll_fd, c_int, c_void_p)
+
+    def _printer(level, fmt, va):
+        buf = ctypes.create_string_buffer(2048)
+        _libc.vsnprintf(buf, len(buf), fmt, va)
+        text = buf.value.decode(errors="replace").rstrip("\n")
+        with _recent_lock:
+            for line in text.split("\n"):
+                _recent.append(line)
+        if level == LIBBPF_WARN:
+            log.debug("libbpf: %s", text)
+        return 0
+
+    _print_cb = _PRINT_FN(_printer)  # keep a reference for the life of the process
+    L.libbpf_set_print(_print_cb)
+    _lib = L
+    return L
+
+
+def take_log() -> list:
+    """Return and clear libbpf's recent messages."""
+    with _recent_lock:
+        out = list(_recent)
+        _recent.clear()
+    return out
+
+
+def explain(lines: list) -> str:
+    """The most telling line of a libbpf/verifier log."""
+    for pat in ("invalid", "unknown func", "Unsupported", "not supported", "too large",
+                "permission", "Permission", "R0 ", "misaligned", "failed to find", "failed"):
+        for line in reversed(lines):
+            if pat in line and "-- END PROG LOAD LOG --" not in line:
+                return line.strip()
+    return lines[-1].strip() if lines else ""
+
+
+def _err(what: str, rc: int = None) -> BpfError:
+    e = ctypes.get_errno()
+    if rc is not None and rc < 0 and not e:
+        e = -rc
+    return BpfError(what, e or errno.EINVAL, explain(take_log()))
+
+
+def num_possible_cpus() -> int:
+    return lib().libbpf_num_possible_cpus()
+
+
+class Map:
+    """A loaded BPF map addressed by fd; keys and values are bytes-like/ctypes."""
+
+    def __init__(self, name: str, fd: int, key_size: int, value_size: int, map_type: int,
+                 max_entries: int):
+        self.name = name
+        self.fd = fd
+        self.key_size = key_size
+        self.value_size = value_size
+        self.type = map_type
+        self.max_entries = max_entries
+
+    PERCPU_TYPES = (5, 6, 10)  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+
+    @property
+    def percpu(self) -> bool:
+        return self.type in self.PERCPU_TYPES
+
+    def _vsize(self) -> int:
+        if self.percpu:
+            return ((self.value_size + 7) // 8 * 8) * num_possible_cpus()
+        return self.value_size
+
+    @staticmethod
+    def _buf(data, size):
+        if isinstance(data, (bytes, bytearray)):
+            if len(data) != size:
+                raise ValueError(f"expected {size} bytes, got {len(data)}")
+            return ctypes.create_string_buffer(bytes(data), size)
+        return data
+
+    def update(self, key, value, flags: int = BPF_ANY) -> None:
+        k = self._buf(key, self.key_size)
+        v = self._buf(value, self._vsize())
+        rc = lib().bpf_map_update_elem(self.fd, ctypes.byref(k), ctypes.byref(v), flags)
+        if rc < 0:
+            raise _err(f"update map {self.name}", rc)
+
+    def lookup(self, key):
+        """Value bytes, or None if the key is absent."""
+        k = self._buf(key, self.key_size)
+        v = ctypes.create_string_buffer(self._vsize())
+        rc = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(k), ctypes.byref(v))
+        if rc < 0:
+            if ctypes.get_errno() == errno.ENOENT:
+                return None
+            raise _err(f"lookup map {self.name}", rc)
+        return v.raw
+
+    def delete(self, key) -> bool:
+        k = self._buf(key, self.key_size)
+        rc = lib().bpf_map_delete_elem(self.fd, ctypes.byref(k))
+        if rc < 0:
+            if ctypes.get_errno() == errno.ENOENT:
+                return False
+            raise _err(f"delete from map {self.name}", rc)
+        return True
+
+    def keys(self):
+        cur = None
+        nxt = ctypes.create_string_buffer(self.key_size)
+        L = lib()
+        while True:
+            rc = L.bpf_map_get_next_key(self.fd, None if cur is None else ctypes.byref(cur),
+                                        ctypes.byref(nxt))
+            if rc < 0:
+                return
+            yield nxt.raw
+            cur = ctypes.create_string_buffer(nxt.raw, self.key_size)
+
+    def items(self):
+        for k in list(self.keys()):
+            v = self.lookup(k)
+            if v is not None:
+                yield k, v
+
+    def clear(self) -> None:
+        for k in list(self.keys()):
+            self.delete(k)
+
+    def percpu_values(self, key) -> list:
+        """For per-CPU maps: the value bytes of each CPU."""
+        raw = self.lookup(key)
+        if raw is None:
+            return []
+        step = (self.value_size + 7) // 8 * 8
+        return [raw[i:i + self.value_size] for i in range(0, len(raw), step)]
+
+
+class Program:
+    def __init__(self, obj: "BpfObject", ptr: int):
+        self._obj = obj
+        self.ptr = ptr
+        self.name = lib().bpf_program__name(ptr).decode()
+        self.section = lib().bpf_program__section_name(ptr).decode()
+
+    @property
+    def autoload(self) -> bool:
+        return bool(lib().bpf_program__autoload(self.ptr))
+
+    @autoload.setter
+    def autoload(self, on: bool) -> None:
+        lib().bpf_program__set_autoload(self.ptr, bool(on))
+
+    @property
+    def fd(self) -> int:
+        return lib().bpf_program__fd(self.ptr)
+
+    def attach(self) -> "Link":
+        ptr = lib().bpf_program__attach(self.ptr)
+        if not ptr:
+            raise _err(f"attach {self.name} ({self.section})")
+        return Link(ptr, self.name)
+
+    def attach_tracepoint(self, tracefs: str, category: str, event: str) -> "Link":
+        """Attach to a tracepoint whose id is read from *our* tracefs mount
+        (libbpf only looks at /sys/kernel/tracing or /sys/kernel/debug/tracing)."""
+        what = f"attach {self.name} ({self.section})"
+        try:
+            with open(os.path.join(tracefs, "events", category, event, "id")) as f:
+                tp_id = int(f.read().strip())
+        except OSError as e:
+            raise BpfError(what, e.errno or errno.ENOENT) from None
+        except ValueError:
+            raise BpfError(what, errno.EINVAL) from None
+        pfd = _perf_event_open_tracepoint(tp_id)
+        if pfd < 0:
+            raise BpfError(what, -pfd)
+        ptr = lib().bpf_program__attach_perf_event(self.ptr, pfd)
+        if not ptr:
+            err = _err(what)
+            os.close(pfd)
+            raise err
+        return Link(ptr, self.name)  # the link owns pfd: destroy closes it
+
+
+_NR_PERF_EVENT_OPEN = 298     # x86_64
+_PERF_TYPE_TRACEPOINT = 2
+_PERF_FLAG_FD_CLOEXEC = 8
+_PERF_ATTR_SIZE_VER0 = 64
+
+
+def _perf_event_open_tracepoint(tp_id: int) -> int:
+    """perf_event_open(2) for one tracepoint on CPU 0, all processes (as libbpf
+    does for BPF tracepoint programs); returns the fd or -errno."""
+    lib()
+    attr = ctypes.create_string_buffer(_PERF_ATTR_SIZE_VER0)
+    # type, size, config, sample_period; wakeup_events at offset 48
+    struct.pack_into("<IIQQ", attr, 0, _PERF_TYPE_TRACEPOINT, _PERF_ATTR_SIZE_VER0, tp_id, 1)
+    struct.pack_into("<I", attr, 48, 1)
+    fd = _libc.syscall(ctypes.c_long(_NR_PERF_EVENT_OPEN), attr, c_int(-1), c_int(0), c_int(-1),
+                       ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        return -(ctypes.get_errno() or errno.EINVAL)
+    return fd
+
+
+class Link:
+    def __init__(self, ptr: int, name: str):
+        self.ptr = ptr
+        self.name = name
+
+    def destroy(self) -> None:
+        if self.ptr:
+            lib().bpf_link__destroy(self.ptr)
+            self.ptr = None
+
+
+class BpfObject:
+    """One opened (and later loaded) BPF object file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        L = lib()
+        take_log()
+        ptr = L.bpf_object__open_file(path.encode(), None)
+        if not ptr:
+            raise _err(f"open {path}")
+        self.ptr = ptr
+        self.loaded = False
+
+    def programs(self) -> list:
+        out, p = [], None
+        L = lib()
+        while True:
+            p = L.bpf_object__next_program(self.ptr, p)
+            if not p:
+                return out
+            out.append(Program(self, p))
+
+    def _map_ptrs(self):
+        p = None
+        L = lib()
+        while True:
+            p = L.bpf_object__next_map(self.ptr, p)
+            if not p:
+                return
+            yield L.bpf_map__name(p).decode(), p
+
+    def _map_ptr(self, name: str):
+        p = lib().bpf_object__find_map_by_name(self.ptr, name.encode())
+        if not p:
+            raise KeyError(f"{os.path.basename(self.path)}: no map {name!r}")
+        return p
+
+    def reuse_map(self, name: str, fd: int) -> None:
+        rc = lib().bpf_map__reuse_fd(self._map_ptr(name), fd)
+        if rc < 0:
+            raise _err(f"reuse map {name}", rc)
+
+    def set_max_entries(self, name: str, n: int) -> None:
+        rc = lib().bpf_map__set_max_entries(self._map_ptr(name), n)
+        if rc < 0:
+            raise _err(f"resize map {name}", rc)
+
+    def rodata(self) -> ctypes.Array:
+        """The writable .rodata image before load (set `const volatile` globals)."""
+        for name, p in self._map_ptrs():
+            if name.endswith(".rodata"):
+                size = c_size_t()
+                addr = lib().bpf_map__initial_value(p, ctypes.byref(size))
+                if not addr:
+                    raise BpfError("rodata", errno.ENOENT)
+                return (ctypes.c_char * size.value).from_address(addr)
+        raise KeyError("object has no .rodata")
+
+    def load(self) -> None:
+        take_log()
+        rc = lib().bpf_object__load(self.ptr)
+        if rc < 0:
+            raise _err(f"load {os.path.basename(self.path)}", rc)
+        self.loaded = True
+
+    def map(self, name: str) -> Map:
+        L = lib()
+        p = self._map_ptr(name)
+        return Map(name, L.bpf_map__fd(p), L.bpf_map__key_size(p), L.bpf_map__value_size(p),
+                   L.bpf_map__type(p), L.bpf_map__max_entries(p))
+
+    def close(self) -> None:
+        if self.ptr:
+            lib().bpf_object__close(self.ptr)
+            self.ptr = None
+
+    def __del__(self):  # pragma: no cover - safety net
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class LibbpfRingBuffer:
+    """libbpf's ring_buffer__* with a Python callback (one ctypes call per record)."""
+
+    def __init__(self, map_fd: int, handler):
+        def _cb(ctx, data, size):
+            handler(ctypes.string_at(data, size))
+            return 0
+
+        self._cb = RINGBUF_CB(_cb)  # referenced for as long as the ring buffer lives
+        self.ptr = lib().ring_buffer__new(map_fd, self._cb, None, None)
+        if not self.ptr:
+            raise _err("ring_buffer__new")
+
+    def poll(self, timeout_ms: int) -> int:
+        return lib().ring_buffer__poll(self.ptr, timeout_ms)
+
+    def consume(self) -> int:
+        return lib().ring_buffer__consume(self.ptr)
+
+    def close(self) -> None:
+        if self.ptr:
+            lib().ring_buffer__free(self.ptr)
+            self.ptr = None

@@ -1,0 +1,440 @@
+"""Loading the sensors: one BPF object per sensor, probed per program.
+
+Program names say which event kind they serve (``open__enter_openat`` serves
+``open``), so the manager autoloads and attaches only what the wanted kinds
+need.  A program the kernel refuses is disabled alone, with one log line that
+says which and why; the rest keeps working.  Maps shared by all sensors (ring
+buffer, config, filters, counters) are created once and reused by fd.
+"""
+from __future__ import annotations
+
+
+import errno
+import logging
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vigil.kernel import environment
+from vigil.kernel import libbpf
+from vigil.events import KIND_BY_NAME, Kind
+from vigil.events.structs import PREFIX_LEN, PrefixKey, VigilCfg
+
+log = logging.getLogger("vigil.kernel.sensors")
+
+SENSORS = ("proc", "cgroup", "file", "fsops", "net", "dns", "sys")
+SHARED_MAPS = ("events", "vigil_config", "stats", "ignore_pids", "ignore_comms",
+               "cgroup_scope", "open_prefixes")
+DEFAULT_RINGBUF = 16 * 1024 * 1024
+SCOPES = {"all": 0, "host": 1, "containers": 2}
+
+
+def bpf_dir() -> Path:
+    env = os.environ.get("VIGIL_BPF_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent / "bpf" / "build"
+
+
+def program_kind(name: str):
+    """Kind served by a program, from its name prefix; None if unknown."""
+    return KIND_BY_NAME.get(name.split("__", 1)[0])
+
+
+@dataclass
+class ProgramState:
+    sensor: str
+    name: str
+    section: str
+    kind: Kind | None
+    loaded: bool = False
+    attached: bool = False
+    error: str = ""
+
+
+@dataclass
+class SensorReport:
+    programs: list = field(default_factory=list)
+
+    def by_status(self):
+        ok = [p for p in self.programs if p.attached]
+        bad = [p for p in self.programs if p.error]
+        return ok, bad
+
+
+class SensorManager:
+    """Loads, configures, attaches and detaches vigil's BPF sensors."""
+
+    def __init__(self, kinds, ringbuf_size: int = DEFAULT_RINGBUF, args_max: int = 4096,
+                 directory: Path | None = None, ignore_self: bool = True):
+        self.kinds = {Kind(k) for k in kinds}
+        # our own pid is ignored before anything is attached: attaching opens
+        # tracefs files, which would otherwise be reported
+        self.ignore_self = ignore_self
+        self.ringbuf_size = ringbuf_size
+        self.args_max = args_max
+        self.directory = Path(directory) if directory else bpf_dir()
+        self.objects = {}        # sensor -> BpfObject
+        self.links = []
+        self.maps = {}           # shared map name -> Map
+        self._owner = None       # the object that owns the shared maps
+        self.report = SensorReport()
+        self._cfg = VigilCfg()
+        self.started = False
+        self.tracefs = None      # set by start(): where tracepoint ids are read
+
+    # --- lifecycle ---
+
+    def start(self, configure=None) -> "SensorManager":
+        """Load and attach.  configure(self), if given, runs once the maps
+        exist and before anything is attached, so filters (open prefixes,
+        scope, comms, DNS ports) hold from the first event on."""
+        self.tracefs = environment.check_all()
+        present = [s for s in SENSORS if os.path.exists(self._path(s))]
+        if not present:
+            raise environment.EnvironmentProblem(
+                f"no BPF objects in {self.directory}; build them with `make bpf` "
+                "(or set VIGIL_BPF_DIR)")
+        try:
+            self._create_shared_maps(present[0])
+            if self.ignore_self:
+                self.ignore_pid(os.getpid())
+            for sensor in SENSORS:
+                if sensor not in present:
+                    log.warning("sensor %s: object %s.bpf.o missing, skipped", sensor, sensor)
+                    continue
+                self._load_sensor(sensor)
+            if configure is not None:
+                configure(self)
+            self._write_cfg()
+            self._attach()
+        except BaseException:
+            self.stop()
+            raise
+        self.started = True
+        return self
+
+    def stop(self) -> None:
+        for link in self.links:
+            link.destroy()
+        self.links = []
+        for obj in self.objects.values():
+            obj.close()
+        self.objects = {}
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
+        self.maps = {}
+        self.started = False
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # --- loading ---
+
+    def _path(self, sensor: str) -> str:
+        return str(self.directory / f"{sensor}.bpf.o")
+
+    def _create_shared_maps(self, sensor: str) -> None:
+        """Load one object with its programs switched off: it owns the
+        shared maps, which every sensor then reuses."""
+        obj = libbpf.BpfObject(self._path(sensor))
+        try:
+            for p in obj.programs():
+                p.autoload = False
+            obj.set_max_entries("events", self.ringbuf_size)
+            obj.load()
+            self.maps = {name: obj.map(name) for name in SHARED_MAPS}
+        except BaseException:
+            obj.close()
+            raise
+        self._owner = obj
+
+    def _open(self, sensor: str, only=None) -> libbpf.BpfObject:
+        """Open a sensor's object on the shared maps, autoloading the programs
+        of wanted kinds (and, given only, of those names only)."""
+        obj = libbpf.BpfObject(self._path(sensor))
+        try:
+            for name in SHARED_MAPS:
+                obj.reuse_map(name, self.maps[name].fd)
+            try:
+                ro = obj.rodata()
+                off = _rodata_offset(obj, "cfg_args_max")
+                if off is not None:
+                    struct.pack_into("<I", ro, off, self.args_max)
+            except KeyError:
+                pass
+            for p in obj.programs():
+                kind = program_kind(p.name)
+                p.autoload = kind in self.kinds and (only is None or p.name in only)
+        except BaseException:
+            obj.close()
+            raise
+        return obj
+
+    def _load_sensor(self, sensor: str) -> None:
+        obj = self._open(sensor)
+        states = {p.name: ProgramState(sensor, p.name, p.section, program_kind(p.name))
+                  for p in obj.programs() if p.autoload}
+        if not states:
+            obj.close()
+            return
+        self.report.programs.extend(states.values())
+        names = set(states)
+        try:
+            obj.load()
+        except libbpf.BpfError as first:
+            obj.close()
+            log.debug("sensor %s: object load failed (%s); probing programs one by one",
+                      sensor, first)
+            good = set()
+            for name in sorted(names):
+                one = self._open(sensor, {name})
+                try:
+                    one.load()
+                    good.add(name)
+                except libbpf.BpfError as e:
+                    states[name].error = f"refused by the kernel: {e.details or e}"
+                    log.warning("sensor %s: program %s (%s) disabled: %s", sensor, name,
+                                states[name].section, states[name].error)
+                finally:
+                    one.close()
+            if not good:
+                return
+            obj = self._open(sensor, good)
+            try:
+                obj.load()
+            except BaseException:
+                obj.close()
+                raise
+            names = good
+        except BaseException:
+            obj.close()
+            raise
+        for name in names:
+            states[name].loaded = True
+        self.objects[sensor] = obj
+
+    def _attach(self) -> None:
+        states = {(p.sensor, p.name): p for p in self.report.programs}
+        for sensor, obj in self.objects.items():
+            for prog in obj.programs():
+                st = states.get((sensor, prog.name))
+                if st is None or not st.loaded:
+                    continue
+                try:
+                    self.links.append(self._attach_one(prog))
+                    st.attached = True
+                except libbpf.BpfError as e:
+                    if e.errno == errno.ENOENT and prog.section.startswith(("tp/", "tracepoint/")):
+                        st.error = (f"tracepoint {prog.section.split('/', 1)[1]} does not exist "
+                                    "on this kernel")
+                    else:
+                        st.error = f"attach failed: {e.strerror}"
+                    log.warning("sensor %s: program %s (%s) disabled: %s", sensor, prog.name,
+                                prog.section, st.error)
+        attached = [p for p in self.report.programs if p.attached]
+        log.info("%d programs attached for kinds %s", len(attached),
+                 ",".join(sorted(k.label for k in self.kinds)))
+
+    def _attach_one(self, prog) -> libbpf.Link:
+        # syscall tracepoints: the id comes from the tracefs vigil checked (or
+        # mounted), which need not be where libbpf would look
+        sec = prog.section
+        if sec.startswith(("tp/", "tracepoint/")) and self.tracefs:
+            parts = sec.split("/")
+            if len(parts) == 3:
+                return prog.attach_tracepoint(self.tracefs, parts[1], parts[2])
+        return prog.attach()
+
+    def active_kinds(self) -> set:
+        """Kinds with at least one attached program."""
+        return {p.kind for p in self.report.programs if p.attached}
+
+    # --- configuration (takes effect at once) ---
+
+    def _write_cfg(self) -> None:
+        mask = 0
+        for k in self.kinds:
+            mask |= 1 << int(k)
+        self._cfg.kinds = mask
+        self.maps["vigil_config"].update(struct.pack("<I", 0), bytes(self._cfg))
+
+    def set_kinds(self, kinds) -> None:
+        """Which kinds are delivered (programs for new kinds need a restart)."""
+        self.kinds = {Kind(k) for k in kinds}
+        self._write_cfg()
+
+    def ignore_pid(self, pid: int, on: bool = True, inherit: bool = False) -> None:
+        """Drop a process's events in the kernel; with inherit, also those of
+        every process it starts from now on (until they exit)."""
+        m = self.maps["ignore_pids"]
+        key = struct.pack("<I", pid)
+        if on:
+            m.update(key, b"\x02" if inherit else b"\x01")
+        else:
+            m.delete(key)
+
+    def ignore_comm(self, comm: str, on: bool = True) -> None:
+        m = self.maps["ignore_comms"]
+        key = comm.encode()[:15].ljust(16, b"\0")
+        if on:
+            m.update(key, b"\x01")
+        else:
+            m.delete(key)
+        self._cfg.comm_filter = 1 if any(True for _ in m.keys()) else 0
+        self._write_cfg()
+
+    def set_open_prefixes(self, prefixes) -> None:
+        """Only opens below these path prefixes are sent up; None = all.
+
+        A list wants every open below each prefix; a dict maps a prefix to
+        the opens it wants: OPEN_WANT_READ (1, O_RDONLY/O_RDWR), OPEN_WANT_WRITE
+        (2, O_WRONLY/O_RDWR, O_CREAT, O_TRUNC) or both (3).  An open is sent
+        when it is either of the modes wanted for its path; a prefix also wants
+        what every shorter prefix covering it wants ("" covers every path).
+        """
+        m = self.maps["open_prefixes"]
+        if prefixes is None:
+            self._cfg.open_filter = 0
+            self._write_cfg()
+            m.clear()
+            return
+        want = open_filter_entries(prefixes)
+        keys = set()
+        for b, mask in want.items():
+            k = bytes(PrefixKey(len(b) * 8, b))
+            m.update(k, bytes((mask,)))
+            keys.add(k)
+        for k in list(m.keys()):
+            if k not in keys:
+                m.delete(k)
+        self._cfg.open_filter = 1
+        self._write_cfg()
+
+    def set_scope(self, scope: str) -> None:
+        """all | host | containers: who is watched, decided in the kernel."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        self._cfg.scope = SCOPES[scope]
+        self._write_cfg()
+
+    def set_cgroup_scope(self, cgroup_id: int, in_scope) -> None:
+        """Per-cgroup override: True/False, or None to remove it."""
+        m = self.maps["cgroup_scope"]
+        key = struct.pack("<Q", cgroup_id)
+        if in_scope is None:
+            m.delete(key)
+        else:
+            m.update(key, b"\x01" if in_scope else b"\x00")
+        self._cfg.cgroup_filter = 1 if any(True for _ in m.keys()) else 0
+        self._write_cfg()
+
+    def set_dns_ports(self, ports) -> None:
+        obj = self.objects.get("dns")
+        if obj is None:
+            return
+        m = obj.map("dns_ports")
+        m.clear()
+        for p in ports:
+            m.update(struct.pack("<H", p), b"\x01")
+
+    # --- counters ---
+
+    def stats(self) -> dict:
+        """{kind label: {"sent": n, "dropped": n}} summed over CPUs."""
+        m = self.maps["stats"]
+        out = {}
+        for k in Kind:
+            sent = sum(struct.unpack("<Q", v)[0] for v in m.percpu_values(struct.pack("<I", int(k) * 2)))
+            drop = sum(struct.unpack("<Q", v)[0]
+                       for v in m.percpu_values(struct.pack("<I", int(k) * 2 + 1)))
+            if sent or drop:
+                out[k.label] = {"sent": sent, "dropped": drop}
+        return out
+
+    def dropped_total(self) -> int:
+        return sum(v["dropped"] for v in self.stats().values())
+
+
+OPEN_WANT_READ, OPEN_WANT_WRITE, OPEN_WANT_ALL = 1, 2, 3
+
+
+def open_filter_entries(prefixes) -> dict:
+    """open_prefixes map entries (key bytes -> mask) for a prefix list or
+    prefix -> mask dict.  The trie answers with the longest matching prefix
+    only, so each entry carries the modes of the prefixes covering it.  The
+    kernel compares at most PREFIX_LEN - 1 bytes of a path: longer prefixes
+    are cut (which only widens them)."""
+    items = prefixes.items() if isinstance(prefixes, dict) else \
+        ((p, OPEN_WANT_ALL) for p in prefixes)
+    own = {}
+    for p, mask in items:
+        mask = int(mask) & OPEN_WANT_ALL
+        if not mask:
+            continue
+        b = (p.encode() if isinstance(p, str) else bytes(p))[:PREFIX_LEN - 1]
+        own[b] = own.get(b, 0) | mask
+    out = {}
+    stack = []     # covering prefixes of the current one, with their masks
+    for b in sorted(own):
+        while stack and not b.startswith(stack[-1][0]):
+            stack.pop()
+        mask = own[b] | (stack[-1][1] if stack else 0)
+        if stack and mask == stack[-1][1]:
+            continue   # the covering entry answers the same
+        stack.append((b, mask))
+        out[b] = mask
+    return out
+
+
+def _rodata_offset(obj: libbpf.BpfObject, var: str):
+    """Offset of a `const volatile` global in .rodata, from the object's symbols."""
+    cache = _RODATA_CACHE.get(obj.path)
+    if cache is None:
+        cache = _read_rodata_symbols(obj.path)
+        _RODATA_CACHE[obj.path] = cache
+    return cache.get(var)
+
+
+_RODATA_CACHE = {}
+
+
+def _read_rodata_symbols(path: str) -> dict:
+    """Symbol -> offset within .rodata, read from the ELF symbol table."""
+    with open(path, "rb") as f:
+        elf = f.read()
+    if elf[:4] != b"\x7fELF" or elf[4] != 2:
+        return {}
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+    secs = []
+    for i in range(shnum):
+        base = shoff + i * shentsize
+        name, stype, _flags, _addr, off, size, link, _info, _align, entsize = struct.unpack_from(
+            "<IIQQQQIIQQ", elf, base)
+        secs.append((name, stype, off, size, link, entsize))
+    strtab_off = secs[shstrndx][2]
+
+    def secname(i):
+        start = strtab_off + secs[i][0]
+        return elf[start:elf.index(b"\0", start)].decode()
+
+    rodata = next((i for i in range(shnum) if secname(i) == ".rodata"), None)
+    symtab = next((i for i in range(shnum) if secs[i][1] == 2), None)
+    if rodata is None or symtab is None:
+        return {}
+    _n, _t, off, size, link, entsize = secs[symtab]
+    str_off = secs[link][2]
+    out = {}
+    for j in range(size // entsize):
+        st_name, st_info, _other, st_shndx, st_value, _size = struct.unpack_from(
+            "<IBBHQQ", elf, off + j * entsize)
+        if st_shndx == rodata and st_name:
+            start = str_off + st_name
+            out[elf[start:elf.index(b"\0", start)].decode()] = st_value
+    return out

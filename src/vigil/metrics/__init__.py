@@ -1,0 +1,1 @@
+"""Prometheus metrics: home for the observability issues."""

@@ -1,0 +1,1 @@
+"""Behavioural profiles per workload: home for the profiles issue."""

@@ -1,0 +1,1 @@
+"""What vigil knows about the node between events: processes and containers."""
