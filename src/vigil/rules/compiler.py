@@ -24,6 +24,7 @@ from typing import Optional
 from vigil.alerts.alert import priority_rank
 from vigil.events import Kind
 from vigil.rules import fields as F
+from vigil.rules.fields.kinds import KIND_DIRS, KIND_TYPE_SETS, PRODUCED_TYPES, RULE_KINDS
 from vigil.rules.loader import Chunk, RuleDef, RulesError, RulesWarning, RuleSet
 from vigil.rules.parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
                      Or, Transform, line_col, parse_condition, parse_lhs, quote_value)
@@ -345,7 +346,7 @@ def specialize(node, kind):
     if isinstance(node, Cmp):
         key = node.ext.key
         if node.rhs is None and key in ("evt.type", "evt.dir") and node.op in _SET_TESTS:
-            have = F.KIND_TYPE_SETS[kind] if key == "evt.type" else F.KIND_DIRS[kind]
+            have = KIND_TYPE_SETS[kind] if key == "evt.type" else KIND_DIRS[kind]
             vals = _value_set(node)
             if key == "evt.type":
                 m = have & vals
@@ -922,7 +923,7 @@ class Compiler:
         r.ir = ir
         r.evttypes = evttypes(ir)
         kinds = set()
-        for k in F.RULE_KINDS:
+        for k in RULE_KINDS:
             s = specialize(ir, k)
             if isinstance(s, Const) and not s.value:
                 continue
@@ -987,7 +988,7 @@ class Compiler:
                 self.warnings.append(RulesWarning(
                     f"rule '{d.name}' does not restrict evt.type, so it is evaluated for every event "
                     "(slow); add an evt.type condition", d.file, d.line))
-        elif not (S & F.PRODUCED_TYPES):
+        elif not (S & PRODUCED_TYPES):
             types = ", ".join(sorted(S)) or "(none)"
             self.warnings.append(RulesWarning(
                 f"rule '{d.name}' can only match event types vigil does not produce: {types}",

@@ -17,9 +17,9 @@ from typing import Iterable, List, Optional
 
 from vigil.alerts.alert import Alert, normalize_priority, priority_rank
 from vigil.events import Event, Kind
-from vigil.rules import fields as F
 from vigil.rules.compiler import (Compiler, CompiledRule, build_matcher, build_matcher_interp,
                        minimize_open_filter, minimize_prefixes, open_filter, path_prefixes)
+from vigil.rules.fields.kinds import RULE_KINDS
 from vigil.rules.loader import RulesError, RuleSet
 
 _NKINDS = max(int(k) for k in Kind) + 1
@@ -87,7 +87,7 @@ class RuleEngine:
     def _build(self) -> None:
         matchers = [None] * _NKINDS
         kind_rules = [()] * _NKINDS
-        for k in F.RULE_KINDS:
+        for k in RULE_KINDS:
             rs = [r for r in self.rules if r.enabled and k in r.kinds]
             if not rs:
                 continue
@@ -128,7 +128,7 @@ class RuleEngine:
 
     def required_kinds(self) -> set:
         """Event kinds some enabled rule can match (which sensors must attach)."""
-        return {k for k in F.RULE_KINDS if self._matchers[int(k)] is not None}
+        return {k for k in RULE_KINDS if self._matchers[int(k)] is not None}
 
     def open_path_prefixes(self) -> Optional[list]:
         """Path prefixes covering every open event an enabled rule could match.

@@ -1,0 +1,221 @@
+"""proc.* and thread.* fields: the process an event comes from and its ancestors."""
+from __future__ import annotations
+
+from vigil.events import Kind
+from vigil.rules.fields.base import define, safe
+
+
+def _args(ev):
+    if ev.kind is Kind.EXEC and ev.args is not None:
+        return ev.args
+    p = ev.proc
+    return p.args if p is not None else None
+
+
+def _comm(ev):
+    c = ev.comm
+    if c is None and ev.proc is not None:
+        return ev.proc.comm
+    return c
+
+
+def _exepath(ev):
+    if ev.kind is Kind.EXEC and ev.exe is not None:
+        return ev.exe
+    p = ev.proc
+    return p.exe if p is not None else None
+
+
+def _proc_exe(args, exepath):
+    if args:
+        return args[0]
+    return exepath
+
+
+def _cmdline(comm, args):
+    if comm is None:
+        return None
+    if args and len(args) > 1:
+        return comm + " " + " ".join(args[1:])
+    return comm
+
+
+def _ppid(ev):
+    if ev.ppid:
+        return ev.ppid
+    p = ev.proc
+    return p.ppid if p is not None else None
+
+
+def _parent(ev, cx):
+    pt = cx.proctable if cx is not None else None
+    if pt is None:
+        return None
+    ppid = _ppid(ev)
+    if not ppid:
+        return None
+    return pt.ancestor(ppid, 0)
+
+
+def _ancestor(ev, cx, n):
+    if n == 0:
+        return ev.proc
+    parent = _parent(ev, cx)
+    if parent is None or n == 1:
+        return parent
+    return cx.proctable.ancestor(parent.pid, n - 1)
+
+
+def _ancestors(ev, cx):
+    parent = _parent(ev, cx)
+    if parent is None:
+        return []
+    return [parent] + cx.proctable.ancestors(parent.pid, 15)
+
+
+def _tty_nr(tty):
+    if tty is None:
+        return None
+    if isinstance(tty, int):
+        return tty
+    if tty == "":
+        return 0
+    try:
+        if tty.startswith("pts"):
+            m = int(tty[3:])
+            return (136 << 8) | (m & 0xFF) | ((m & ~0xFF) << 12)
+        if tty.startswith("tty"):
+            rest = tty[3:]
+            if ":" in rest:
+                ma, mi = rest.split(":", 1)
+                return (int(ma) << 8) | int(mi)
+            return (4 << 8) | int(rest)
+        return int(tty)
+    except ValueError:
+        return None
+
+
+define("proc.name", "str", lambda ev, cx: _comm(ev), inline={None: "ev.comm"})
+define("proc.exe", "str", safe(lambda ev, cx: _proc_exe(_args(ev), _exepath(ev))))
+define("proc.exepath", "str", safe(lambda ev, cx: _exepath(ev)))
+define("proc.args", "str", safe(lambda ev, cx: (lambda a: None if a is None else " ".join(a[1:]))(_args(ev))))
+define("proc.cmdline", "str", safe(lambda ev, cx: _cmdline(_comm(ev), _args(ev))))
+define("proc.exeline", "str", safe(lambda ev, cx: (lambda a: None if not a else " ".join(a))(_args(ev))))
+define("proc.cmdnargs", "int", safe(lambda ev, cx: (lambda a: None if a is None else max(0, len(a) - 1))(_args(ev))))
+define("proc.cmdlenargs", "int", safe(lambda ev, cx: (lambda a: None if a is None else sum(len(x) for x in a[1:]))(_args(ev))))
+define("proc.pid", "int", lambda ev, cx: ev.pid, inline={None: "ev.pid"})
+define("proc.ppid", "int", safe(lambda ev, cx: _ppid(ev)))
+def _vpid(p):
+    """pid inside the process's pid namespace; None while unknown (0)."""
+    return (p.vpid or None) if p is not None else None
+
+
+define("proc.vpid", "int", safe(lambda ev, cx: (ev.vpid if ev.kind is Kind.EXEC and ev.vpid else
+                                             _vpid(ev.proc))))
+define("proc.pvpid", "int", safe(lambda ev, cx: _vpid(_parent(ev, cx))))
+define("thread.tid", "int", lambda ev, cx: ev.tid, inline={None: "ev.tid"})
+define("thread.vtid", "int", lambda ev, cx: None)
+define("proc.sid", "int", safe(lambda ev, cx: ev.proc.sid if ev.proc is not None else None))
+define("proc.cwd", "str", safe(lambda ev, cx: (ev.cwd if ev.kind is Kind.EXEC and ev.cwd else
+                                             (ev.proc.cwd or None) if ev.proc is not None else None)))
+define("proc.tty", "int", safe(lambda ev, cx: _tty_nr(ev.tty if ev.kind is Kind.EXEC and ev.tty is not None
+                                                   else ev.proc.tty if ev.proc is not None else None)))
+define("proc.env", "str", lambda ev, cx: None)
+define("proc.nthreads", "int", lambda ev, cx: None)
+define("proc.is_container_healthcheck", "bool", lambda ev, cx: False)
+define("proc.is_container_liveness_probe", "bool", lambda ev, cx: False)
+define("proc.is_container_readiness_probe", "bool", lambda ev, cx: False)
+define("proc.pid.ts", "int", safe(lambda ev, cx: ev.proc.start_time if ev.proc is not None else None))
+
+
+def _is_memfd(ev, cx):
+    if ev.kind is Kind.EXEC and ev.exe is not None:
+        return ev.exe.startswith("/memfd:")
+    p = ev.proc
+    return bool(p.exe_from_memfd) if p is not None else None
+
+
+def _is_upper(ev, cx):
+    hook = cx.written_paths if cx is not None else None
+    c = ev.container
+    if hook is None:
+        # No write tracking: the executable's inode changed after the container
+        # started, so it was written (dropped) inside the container.
+        if c is None or c.is_host or not c.start_time:
+            return False
+        ctime = getattr(ev, "exe_ctime", None) if ev.kind is Kind.EXEC else None
+        if not ctime and ev.proc is not None:
+            ctime = getattr(ev.proc, "exe_ctime", 0)
+        return bool(ctime) and ctime > c.start_time // 1_000_000_000
+    path = _exepath(ev)
+    if not path:
+        return False
+    cid = "host" if c is None else c.id
+    if callable(hook):
+        return bool(hook(cid, path))
+    return (cid, path) in hook or path in hook
+
+
+def _loginshellid(ev, cx):
+    chain = [ev.proc] + _ancestors(ev, cx) if ev.proc is not None else _ancestors(ev, cx)
+    res = None
+    for p in chain:
+        if p is not None and p.comm.endswith("sh"):
+            res = p.pid
+    return res
+
+
+define("proc.is_exe_from_memfd", "bool", safe(_is_memfd))
+define("proc.is_exe_upper_layer", "bool", safe(_is_upper))
+define("proc.is_exe_writable", "bool", lambda ev, cx: None)
+define("proc.loginshellid", "int", safe(_loginshellid))
+
+
+def _pfield(get):
+    return safe(lambda ev, cx: (lambda p: None if p is None else get(p))(_parent(ev, cx)))
+
+
+define("proc.pname", "str", _pfield(lambda p: p.comm))
+define("proc.pexe", "str", _pfield(lambda p: _proc_exe(p.args, p.exe)))
+define("proc.pexepath", "str", _pfield(lambda p: p.exe or None))
+define("proc.pcmdline", "str", _pfield(lambda p: p.cmdline))
+define("proc.pargs", "str", _pfield(lambda p: " ".join(p.args[1:])))
+
+
+_SELF = {
+    "proc.aname": lambda ev: _comm(ev),
+    "proc.apid": lambda ev: ev.pid,
+    "proc.aexe": lambda ev: _proc_exe(_args(ev), _exepath(ev)),
+    "proc.aexepath": lambda ev: _exepath(ev),
+    "proc.acmdline": lambda ev: _cmdline(_comm(ev), _args(ev)),
+}
+_ANC = {
+    "proc.aname": lambda p: p.comm,
+    "proc.apid": lambda p: p.pid,
+    "proc.aexe": lambda p: _proc_exe(p.args, p.exe),
+    "proc.aexepath": lambda p: p.exe or None,
+    "proc.acmdline": lambda p: p.cmdline,
+}
+
+
+def _anc_field(name, type_):
+    self_get, get = _SELF[name], _ANC[name]
+
+    def make(n):
+        if n == 0:
+            return safe(lambda ev, cx: self_get(ev))
+
+        def fn(ev, cx):
+            p = _ancestor(ev, cx, n)
+            return None if p is None else get(p)
+        return safe(fn)
+
+    def all_(ev, cx):
+        return [get(p) for p in _ancestors(ev, cx)]
+
+    define(name, type_, safe(all_), make=make, arg="index_opt", multi=True)
+
+
+for _n, _t in (("proc.aname", "str"), ("proc.apid", "int"), ("proc.aexe", "str"),
+               ("proc.aexepath", "str"), ("proc.acmdline", "str")):
+    _anc_field(_n, _t)
