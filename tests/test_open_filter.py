@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from vigil.events import Kind
-from vigil.rules.compiler import OPEN_ANY, OPEN_READ, OPEN_WRITE, minimize_open_filter
+from vigil.rules.kernel_filter import OPEN_ANY, OPEN_READ, OPEN_WRITE, minimize_open_filter
 from vigil.rules.engine import RuleEngine
 from vigil.kernel.sensors import open_filter_entries
 

@@ -17,8 +17,9 @@ from typing import Iterable, List, Optional
 
 from vigil.alerts.alert import Alert, normalize_priority, priority_rank
 from vigil.events import Event, Kind
-from vigil.rules.compiler import (Compiler, CompiledRule, build_matcher, build_matcher_interp,
-                       minimize_open_filter, minimize_prefixes, open_filter, path_prefixes)
+from vigil.rules.codegen import build_matcher, build_matcher_interp
+from vigil.rules.compiler import Compiler, CompiledRule
+from vigil.rules.kernel_filter import minimize_open_filter, minimize_prefixes, open_filter, path_prefixes
 from vigil.rules.fields.kinds import RULE_KINDS
 from vigil.rules.loader import RulesError, RuleSet
 
