@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from vigil.rules.condition import Cmp
 from vigil.rules.fields.kinds import KIND_DIRS, KIND_TYPE_SETS, PRODUCED_TYPES, RULE_KINDS
-from vigil.rules.loader import RulesWarning
+from vigil.rules.errors import RulesWarning
 from vigil.rules.parser import And, Const, Not, Or
 
 ALL_TYPES = (frozenset(), True)   # (set, is_complement)

@@ -25,7 +25,9 @@ from vigil.rules.codegen import build_matcher, build_matcher_interp
 from vigil.rules.condition import Cmp, Source
 from vigil.rules.kernel_filter import (OPEN_ANY, OPEN_READ, OPEN_WRITE, minimize_open_filter,
                                        minimize_prefixes, open_filter, path_prefixes)
-from vigil.rules.loader import Chunk, RuleDef, RulesError, RulesWarning, RuleSet
+from vigil.rules.definitions import Chunk, RuleDef
+from vigil.rules.errors import RulesError, RulesWarning
+from vigil.rules.loader import RuleSet
 from vigil.rules.output import OutputFormat
 from vigil.rules.parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
                                 Or, Transform, quote_value)

@@ -4,7 +4,7 @@ written (:class:`Source`, for error messages) and the resolved comparison
 parser's And/Or/Not/Const."""
 from __future__ import annotations
 
-from vigil.rules.loader import RulesError
+from vigil.rules.errors import RulesError
 from vigil.rules.parser import ConditionSyntaxError, line_col, parse_condition
 
 
