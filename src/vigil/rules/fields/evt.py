@@ -202,11 +202,9 @@ def _evt_args(ev, cx):
     if r is not None:
         parts.append(f"res={r}")
     for name, val in (("fd", ev.fd), ("name", ev.path), ("path2", ev.path2),
-                      ("flags", render_open_flags(_open_flags(ev)) if ev.kind is Kind.OPEN else ev.flags),
-                      ("mode", None if ev.mode is None else "0%o" % ev.mode),
+                      ("flags", _arg_flags_text(ev, cx)), ("mode", _arg_mode_text(ev, cx)),
                       ("tuple", sock_name(ev, fd_class(ev)) if ev.family else None),
-                      ("query", ev.query), ("request", PTRACE_REQUESTS.get(ev.request, ev.request)
-                                            if ev.request is not None else None),
+                      ("query", ev.query), ("request", _arg_request_text(ev, cx)),
                       ("pid", ev.target_pid), ("uid", ev.new_uid), ("exe", ev.exe),
                       ("status", ev.exit_code)):
         if val is not None:
