@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from vigil.state.containers.metadata_values import (CRI, CRIO, K8S_FIELDS, json_dict, parse_time_ns,
+from vigil.state.containers.metadata_values import (CRI, CRIO, K8S_FIELDS, drop_empty, json_dict, parse_time_ns,
                                                      pod_labels_from, read_json, str_dict, truthy)
 
 # (runtime, path template); {id} is the container id, {ns} a containerd namespace
@@ -111,7 +111,7 @@ def parse_oci_config(spec: dict, runtime_hint: str = "") -> dict:
         out["labels"] = labels
     out["runtime"] = runtime
     out["annotations"] = ann
-    return {k: v for k, v in out.items() if v not in ("", None) or k == "privileged" and v is not None}
+    return drop_empty(out)
 
 
 def containerd_task_dirs(env=None) -> tuple:

@@ -11,7 +11,8 @@ from typing import Iterable, Optional
 from urllib.parse import quote
 
 from vigil.state.containers.metadata_values import (DIGEST_RE, K8S_DOCKER_TYPE, K8S_FIELDS, K8S_SANDBOX_ID,
-                                                     parse_time_ns, pod_labels_from, split_image, str_dict)
+                                                     drop_empty, parse_time_ns, pod_labels_from, split_image,
+                                                     str_dict)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def parse_docker_inspect(d: dict) -> dict:
     image_id = d.get("Image")
     if isinstance(image_id, str) and DIGEST_RE.match(image_id):
         out["_image_id"] = image_id
-    return {k: v for k, v in out.items() if v not in ("", None)}
+    return drop_empty(out)
 
 
 class DockerAPISource:
@@ -119,37 +120,44 @@ class DockerAPISource:
     def available(self) -> bool:
         return any(True for _ in self._live_sockets())
 
+    def _object(self, sock: str, what: str, ident: str) -> Optional[dict]:
+        """``GET /<what>/<ident>/json`` on `sock`: the object, or None when the API has
+        none.  A failure to talk to the API raises OSError or HTTPException."""
+        status, d = unix_get_json(sock, f"/{what}/{quote(ident, safe='')}/json", self.timeout)
+        return d if status == 200 and isinstance(d, dict) else None
+
+    def _follow_up(self, sock: str, what: str, ident: str) -> Optional[dict]:
+        """:meth:`_object` for a second question about a container already found: a
+        failure is only a missing answer."""
+        try:
+            return self._object(sock, what, ident)
+        except (OSError, http.client.HTTPException):
+            return None
+
     def fetch(self, cid: str, runtime: str = "") -> Optional[dict]:
         for sock in self._live_sockets():
             try:
-                status, d = unix_get_json(sock, f"/containers/{quote(cid, safe='')}/json", self.timeout)
+                d = self._object(sock, "containers", cid)
             except (OSError, http.client.HTTPException) as e:
                 self.errors += 1
                 log.debug("docker api %s: %s", sock, e)
                 continue
-            if status != 200 or not isinstance(d, dict) or d.get("Id") != cid:
+            if d is None or d.get("Id") != cid:
                 continue
             out = parse_docker_inspect(d)
             out["_socket"] = sock
             image_id = out.pop("_image_id", None)
             if self.image_digests and image_id and not split_image(out.get("image", ""))[2]:
-                try:
-                    st, img = unix_get_json(sock, f"/images/{quote(image_id, safe='')}/json", self.timeout)
-                except (OSError, http.client.HTTPException):
-                    st, img = 0, None
-                if st == 200 and isinstance(img, dict):
-                    for rd in img.get("RepoDigests") or []:
-                        if isinstance(rd, str) and "@" in rd:
-                            out["image_digest"] = rd.split("@", 1)[1]
-                            break
+                img = self._follow_up(sock, "images", image_id)
+                for rd in (img or {}).get("RepoDigests") or []:
+                    if isinstance(rd, str) and "@" in rd:
+                        out["image_digest"] = rd.split("@", 1)[1]
+                        break
             sid = out.get("sandbox_id")
             if sid and sid != cid and "pod_labels" not in out:
                 # kubelet (dockershim / cri-dockerd) keeps the pod's labels on the sandbox
-                try:
-                    st, sb = unix_get_json(sock, f"/containers/{quote(sid, safe='')}/json", self.timeout)
-                except (OSError, http.client.HTTPException):
-                    st, sb = 0, None
-                if st == 200 and isinstance(sb, dict):
+                sb = self._follow_up(sock, "containers", sid)
+                if sb is not None:
                     pl = pod_labels_from(str_dict((sb.get("Config") or {}).get("Labels")))
                     if pl:
                         out["pod_labels"] = pl

@@ -6,7 +6,7 @@ import subprocess
 from typing import Optional
 
 from vigil.state.containers.metadata_docker import parse_docker_inspect
-from vigil.state.containers.metadata_values import DIGEST_RE
+from vigil.state.containers.metadata_values import DIGEST_RE, drop_empty
 
 class PodmanCLISource:
     """``podman inspect``: a process per container, so only when nothing cheaper answered."""
@@ -44,4 +44,4 @@ class PodmanCLISource:
         if isinstance(data.get("HostConfig"), dict) and isinstance(data["HostConfig"].get("Privileged"), bool):
             out["privileged"] = data["HostConfig"]["Privileged"]
         out["runtime"] = "podman"
-        return {k: v for k, v in out.items() if v not in ("", None)}
+        return drop_empty(out)

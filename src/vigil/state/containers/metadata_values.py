@@ -115,3 +115,8 @@ def read_json(path: str) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return v if isinstance(v, dict) else None
+
+
+def drop_empty(fields: dict) -> dict:
+    """`fields` without the ones a source left empty ("" or None)."""
+    return {k: v for k, v in fields.items() if v not in ("", None)}
