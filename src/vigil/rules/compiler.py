@@ -22,7 +22,7 @@ from vigil.alerts.alert import priority_rank
 from vigil.rules import fields as F
 from vigil.rules.analysis import ALL_TYPES, evttype_warnings, evttypes, kind_conditions
 from vigil.rules.codegen import build_matcher, build_matcher_interp
-from vigil.rules.condition import Cmp, Source
+from vigil.rules.condition import Cmp, Source, resolve_lhs
 from vigil.rules.kernel_filter import (OPEN_ANY, OPEN_READ, OPEN_WRITE, minimize_open_filter,
                                        minimize_prefixes, open_filter, path_prefixes)
 from vigil.rules.definitions import Chunk, RuleDef
@@ -30,7 +30,7 @@ from vigil.rules.errors import RulesError, RulesWarning
 from vigil.rules.loader import RuleSet
 from vigil.rules.output import OutputFormat
 from vigil.rules.parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
-                                Or, Transform, quote_value)
+                                Or, quote_value)
 from vigil.rules.predicates import coerce, make_pmatch, make_pred2
 
 __all__ = ["Compiler", "CompiledRule", "UnknownFieldError", "build_matcher", "build_matcher_interp",
@@ -143,8 +143,10 @@ class Compiler:
 
     # -- IR
     def _ext(self, lhs):
-        if isinstance(lhs, Transform):
-            return F.transform(lhs.name, self._ext(lhs.inner))
+        return resolve_lhs(lhs, self._field)
+
+    @staticmethod
+    def _field(lhs):
         try:
             return F.lookup(lhs.name, lhs.arg)
         except F.UnknownField:

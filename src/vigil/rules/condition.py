@@ -4,8 +4,9 @@ written (:class:`Source`, for error messages) and the resolved comparison
 parser's And/Or/Not/Const."""
 from __future__ import annotations
 
+from vigil.rules import fields as F
 from vigil.rules.errors import RulesError
-from vigil.rules.parser import ConditionSyntaxError, line_col, parse_condition
+from vigil.rules.parser import ConditionSyntaxError, Transform, line_col, parse_condition
 
 
 class Cmp:
@@ -53,3 +54,12 @@ class Source:
             return parse_condition(self.text, self)
         except ConditionSyntaxError as e:
             raise self.error(e.pos, f"syntax error: {e.message}") from None
+
+
+def resolve_lhs(lhs, field=None):
+    """The extractor for a parsed field expression (a field, or transformers around
+    one).  ``field(lhs)`` resolves the field itself; by default fields.lookup, whose
+    UnknownField / BadFieldArg then reach the caller."""
+    if isinstance(lhs, Transform):
+        return F.transform(lhs.name, resolve_lhs(lhs.inner, field))
+    return field(lhs) if field is not None else F.lookup(lhs.name, lhs.arg)

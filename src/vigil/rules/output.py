@@ -3,7 +3,8 @@ formatting an alert's text and field values from an event."""
 from __future__ import annotations
 
 from vigil.rules import fields as F
-from vigil.rules.parser import Transform, parse_lhs
+from vigil.rules.condition import resolve_lhs
+from vigil.rules.parser import parse_lhs
 
 _FIELD_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 
@@ -43,7 +44,7 @@ class OutputFormat:
                 k = _match_paren(s, j)
                 if k < 0:
                     raise ValueError(f"unterminated '%(' at offset {i}")
-                ext = _resolve_lhs(parse_lhs(s[j + 1:k]))
+                ext = resolve_lhs(parse_lhs(s[j + 1:k]))
                 self._flush(lit)
                 self._add(ext)
                 i = k + 1
@@ -56,7 +57,7 @@ class OutputFormat:
                 end = _match_paren(s, k)
                 if end < 0:
                     raise ValueError(f"unterminated transformer in output at offset {i}")
-                ext = _resolve_lhs(parse_lhs(s[j:end + 1]))
+                ext = resolve_lhs(parse_lhs(s[j:end + 1]))
                 self._flush(lit)
                 self._add(ext)
                 i = end + 1
@@ -124,9 +125,3 @@ def _match_paren(s, j):
             if depth == 0:
                 return k
     return -1
-
-
-def _resolve_lhs(lhs):
-    if isinstance(lhs, Transform):
-        return F.transform(lhs.name, _resolve_lhs(lhs.inner))
-    return F.lookup(lhs.name, lhs.arg)
