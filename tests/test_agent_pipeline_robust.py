@@ -26,7 +26,8 @@ from vigil.alerts.store import AlertStore
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE = ROOT / "data" / "rules" / "sample_rules.yaml"
-FIELDS_SRC = (ROOT.parent / "src" / "vigil" / "rules" / "fields.py").read_text()
+FIELDS_DIR = ROOT.parent / "src" / "vigil" / "rules" / "fields"
+FIELDS_SRC = "\n".join(p.read_text() for p in sorted(FIELDS_DIR.glob("*.py")))
 SETTINGS = settings(max_examples=int(os.environ.get("VIGIL_FUZZ_EXAMPLES", "150")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
