@@ -4,7 +4,6 @@
 #include "vigil.h"
 
 #define PTRACE_TRACEME 0
-#define PTRACE_PEEKTEXT 1
 #define PTRACE_POKETEXT 4
 #define PTRACE_POKEDATA 5
 #define PTRACE_POKEUSR 6
