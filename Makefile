@@ -6,8 +6,9 @@ PY ?= python3
 VENV := .venv
 BPF_SRC := src/vigil/kernel/bpf
 BPF_OUT := $(BPF_SRC)/build
-SENSORS := proc cgroup file fsops net dns sys
-BPF_OBJS := $(addprefix $(BPF_OUT)/,$(addsuffix .bpf.o,$(SENSORS)))
+# every kernel/bpf/<sensor>.bpf.c is a sensor; every object depends on every header
+BPF_OBJS := $(patsubst $(BPF_SRC)/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(wildcard $(BPF_SRC)/*.bpf.c))
+BPF_HDRS := $(wildcard $(BPF_SRC)/*.h)
 BPF_CFLAGS := -target bpf -g -O2 -D__TARGET_ARCH_x86 -Wall -Werror -I$(BPF_SRC)
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc containerd busybox-static bpftrace strace \
             iproute2 util-linux
@@ -35,7 +36,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 bpf: $(BPF_OBJS)
-$(BPF_OUT)/%.bpf.o: $(BPF_SRC)/%.bpf.c $(BPF_SRC)/vigil.h $(BPF_SRC)/vmlinux.h
+$(BPF_OUT)/%.bpf.o: $(BPF_SRC)/%.bpf.c $(BPF_HDRS)
 	@mkdir -p $(BPF_OUT)
 	clang $(BPF_CFLAGS) -c $< -o $@
 

@@ -6,9 +6,7 @@ CPU 1 while this process, pinned to CPU 0, consumes the open events from the
 shared BPF ring buffer with:
 
   mmap-raw        vigil.ringbuf.RingBuffer, handler does nothing (transport only)
-  libbpf-raw      vigil.libbpf.LibbpfRingBuffer (ring_buffer__poll + ctypes callback)
   mmap-decode     RingBuffer + Decoder.decode
-  libbpf-decode   LibbpfRingBuffer + Decoder.decode
   mmap-pipeline   RingBuffer + Pipeline.on_raw (decode + process table), no handlers
 
 For each: events consumed per second, kernel-counted drops
@@ -38,14 +36,13 @@ from _common_cpu import busy_seconds  # noqa: E402
 
 from vigil.events.decode import Decoder  # noqa: E402
 from vigil.events import Kind  # noqa: E402
-from vigil.kernel.libbpf import LibbpfRingBuffer  # noqa: E402
 from vigil.pipeline import Pipeline  # noqa: E402
 from vigil.kernel.ringbuf import RingBuffer  # noqa: E402
 from vigil.kernel.sensors import DEFAULT_RINGBUF, SensorManager  # noqa: E402
 from vigil.events.structs import EvOpen  # noqa: E402
 import ctypes  # noqa: E402
 
-MODES = ("mmap-raw", "libbpf-raw", "mmap-decode", "libbpf-decode", "mmap-pipeline")
+MODES = ("mmap-raw", "mmap-decode", "mmap-pipeline")
 RECORD = (ctypes.sizeof(EvOpen) + 8 + 7) & ~7      # bytes per open event in the ring
 CONSUMER_CPU = 0
 GEN_CPU = 1
@@ -73,7 +70,7 @@ class Bench:
 
     def reader(self, mode: str, handler=None):
         """(poll(), consume(), count(), close()) for a mode."""
-        kind, _, what = mode.partition("-")
+        _, _, what = mode.partition("-")
         if handler is None:
             if what == "raw":
                 handler = len
@@ -83,27 +80,11 @@ class Bench:
                 handler = Pipeline({Kind.OPEN}, seed=False).on_raw
             else:
                 raise ValueError(mode)
-        if kind == "mmap":
-            rb = RingBuffer(self.fd, self.ringbuf)
-            # decoders read the record in place, as the agent does (at=True)
-            at = what != "raw"
-            return (lambda: rb.poll(handler, 0.05, at=at), lambda: rb.consume(handler, at=at),
-                    lambda: rb.records, rb.close)
-        lb = LibbpfRingBuffer(self.fd, handler)
-        n = [0]
-
-        def poll():
-            k = lb.poll(50)
-            if k > 0:
-                n[0] += k
-            return k
-
-        def consume():
-            k = lb.consume()
-            if k > 0:
-                n[0] += k
-            return k
-        return poll, consume, lambda: n[0], lb.close
+        rb = RingBuffer(self.fd, self.ringbuf)
+        # decoders read the record in place, as the agent does (at=True)
+        at = what != "raw"
+        return (lambda: rb.poll(handler, 0.05, at=at), lambda: rb.consume(handler, at=at),
+                lambda: rb.records, rb.close)
 
     def drain(self):
         poll, consume, _count, close = self.reader("mmap-raw")
@@ -299,7 +280,7 @@ def main():
 
         # ramp: highest offered rate with zero drops, for the decoded readers
         ramp = {}
-        for mode in ("mmap-decode", "libbpf-decode", "mmap-pipeline"):
+        for mode in ("mmap-decode", "mmap-pipeline"):
             cap = next(r["capacity_per_s"] for r in sat if r["mode"] == mode)
             gen_max = max(r["offered_rate"] for r in sat)
             steps = (0.7, 0.85, 1.0, 1.1, 1.25) if args.quick else (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
@@ -385,13 +366,10 @@ def ramp_rows(res):
 def verdict(res) -> list:
     sat = {r["mode"]: r for r in res["saturated"]}
     lines = []
-    mm, lb = sat["mmap-decode"], sat["libbpf-decode"]
-    faster = "mmap RingBuffer" if mm["us_per_event"] < lb["us_per_event"] else "LibbpfRingBuffer"
-    lines.append(f"Faster reader (decode included): {faster} "
-                 f"({mm['us_per_event']} vs {lb['us_per_event']} us/event; raw transport "
-                 f"{sat['mmap-raw']['us_per_event']} vs {sat['libbpf-raw']['us_per_event']} us/event).")
+    lines.append(f"Reader cost: {sat['mmap-decode']['us_per_event']} us/event decode included, "
+                 f"raw transport {sat['mmap-raw']['us_per_event']} us/event.")
     rp = res["ramp"]
-    for mode in ("mmap-decode", "libbpf-decode", "mmap-pipeline"):
+    for mode in ("mmap-decode", "mmap-pipeline"):
         z = rp[mode]["max_zero_drop_rate"] or 0
         k = rp[mode]["max_keep_up_rate"] or 0
         cap = sat[mode]["capacity_per_s"] or 0
@@ -401,12 +379,11 @@ def verdict(res) -> list:
                      + (" (ramp stopped by the generator's own limit)" if rp[mode]["generator_limited"] else "")
                      + ".")
     runs = res["saturated"] + [x for d in rp.values() for x in d["runs"]]
-    mm = sum(r["kernel_dropped"] for r in runs if r["mode"].startswith("mmap"))
-    lb = sum(r["kernel_dropped"] for r in runs if r["mode"].startswith("libbpf"))
-    lines.append(f"Kernel drops over all runs: mmap reader {mm}, libbpf reader {lb} (drops in a "
-                 "ramp step marked ✗ mean the reader fell behind that rate). "
-                 "bench/diag_ringbuf_drops.py checks that neither reader drops with a nearly "
-                 "empty ring (it used to: torn 8-byte position writes, fixed).")
+    drops = sum(r["kernel_dropped"] for r in runs)
+    lines.append(f"Kernel drops over all runs: {drops} (drops in a ramp step marked ✗ mean the "
+                 "reader fell behind that rate). bench/diag_ringbuf_drops.py checks that the "
+                 "reader does not drop with a nearly empty ring (it used to: torn 8-byte "
+                 "position writes, fixed).")
     return lines
 
 

@@ -33,12 +33,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BPF_SRC = ROOT / "src" / "vigil" / "kernel" / "bpf"
 BPF_BUILD = BPF_SRC / "build"
-SENSOR_NAMES = ("proc", "cgroup", "file", "fsops", "net", "dns", "sys")
+# every kernel/bpf/<sensor>.bpf.c is a sensor (as the Makefile builds them)
+SENSOR_NAMES = tuple(sorted(p.name[:-len(".bpf.c")] for p in BPF_SRC.glob("*.bpf.c")))
 VIGIL = str(Path(sys.executable).parent / "vigil")
 
 
 def _objects_stale() -> bool:
-    headers = [BPF_SRC / "vigil.h", BPF_SRC / "vmlinux.h"]
+    headers = sorted(BPF_SRC.glob("*.h"))
     for s in SENSOR_NAMES:
         obj = BPF_BUILD / f"{s}.bpf.o"
         if not obj.exists():

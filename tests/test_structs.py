@@ -8,19 +8,21 @@ import subprocess
 
 import pytest
 
+from conftest import SENSOR_NAMES
 from vigil.events import structs as S
-
-SENSOR_NAMES = ("proc", "cgroup", "file", "fsops", "net", "dns", "sys")
 
 
 def btf_structs(obj_path) -> dict:
-    """{struct name: BTF STRUCT entry} plus an id index, from bpftool's JSON."""
+    """{struct name: BTF STRUCT entry}, {enum name: {member: value}} and an id
+    index, from bpftool's JSON."""
     r = subprocess.run(["bpftool", "btf", "dump", "file", str(obj_path), "-j"],
                        capture_output=True, text=True, check=True)
     types = json.loads(r.stdout)["types"]
     by_id = {t["id"]: t for t in types}
     named = {t["name"]: t for t in types if t.get("kind") == "STRUCT" and t.get("name")}
-    return {"by_id": by_id, "structs": named}
+    enums = {t["name"]: {v["name"]: v["val"] for v in t["values"]}
+             for t in types if t.get("kind") in ("ENUM", "ENUM64") and t.get("name")}
+    return {"by_id": by_id, "structs": named, "enums": enums}
 
 
 def _resolve(by_id, tid):

@@ -18,9 +18,9 @@ from vigil.state.proctable import ProcessTable
 
 log = logging.getLogger("vigil.pipeline")
 
-# Kinds the process table needs whatever the user asked for.
-LIFECYCLE = {Kind.EXEC, Kind.FORK, Kind.EXIT}
-CGROUP_KINDS = {Kind.CGROUP_MKDIR, Kind.CGROUP_RMDIR}
+# Kinds the process table (LIFECYCLE) and the container resolver (CGROUP_KINDS)
+# need whatever the user asked for: the kinds registry says which.
+from vigil.events.kinds import CGROUP_KINDS, LIFECYCLE  # noqa: E402
 
 
 class Pipeline:

@@ -128,11 +128,12 @@ def capture(out, kinds, duration, no_containers, verbose):
     """Record the raw event stream to a file for `vigil replay`."""
     setup_logging(verbose)
     from vigil.events.capture import CaptureWriter
-    from vigil.events import KIND_BY_NAME, Kind
+    from vigil.events import KIND_BY_NAME
+    from vigil.events.kinds import TRACE_GROUPS
     from vigil.pipeline import Pipeline
 
     if kinds == "all":
-        ks = {k for k in Kind if k not in (Kind.CGROUP_MKDIR, Kind.CGROUP_RMDIR)}
+        ks = set(TRACE_GROUPS["all"])   # every kind but the cgroup bookkeeping
     else:
         try:
             ks = {KIND_BY_NAME[k.strip()] for k in kinds.split(",") if k.strip()}

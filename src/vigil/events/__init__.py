@@ -2,4 +2,5 @@
 
 ``from vigil.events import Event, Kind`` is the usual entry point.
 """
-from vigil.events.model import FIELDS, KIND_BY_NAME, Event, Kind, boot_offset_ns  # noqa: F401
+from vigil.events.kinds import KIND_BY_NAME, Kind  # noqa: F401
+from vigil.events.model import FIELDS, Event, boot_offset_ns  # noqa: F401

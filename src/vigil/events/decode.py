@@ -1,7 +1,10 @@
 """Raw ring-buffer records -> vigil.events.Event.
 
 One decoder per C layout; each unpacks the record with a precompiled
-struct.Struct (derived from vigil.structs) and builds the Event's dict at once.
+struct.Struct (derived from vigil.events.structs) and builds the Event's dict
+at once.  Which decoder reads which kind is the kinds registry's word
+(vigil.events.kinds: KindSpec.decoder); each decoder says the layout it reads
+(``@_reads``) and the Decoder checks the registry agrees.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import struct
 
 from vigil.events import structs as S
 from vigil.events import Event, Kind, boot_offset_ns
+from vigil.events.kinds import KINDS, SYSCALLS
 
 _EXEC, _ = S.struct_format(S.EvExec)
 _EXIT, _ = S.struct_format(S.EvExit)
@@ -31,19 +35,6 @@ class _Names(dict):
         return str(n)
 
 
-# enum ev_syscall order in vigil.h
-SYSCALLS = (
-    None, "open", "openat", "openat2", "creat",
-    "connect", "accept", "accept4", "listen", "bind", "close",
-    "sendto", "sendmsg", "sendmmsg",
-    "unlink", "unlinkat", "rmdir",
-    "rename", "renameat", "renameat2",
-    "link", "linkat", "symlink", "symlinkat",
-    "mkdir", "mkdirat", "chmod", "fchmodat",
-    "ptrace", "init_module", "finit_module",
-    "dup", "dup2", "dup3", "memfd_create", "setuid",
-    "write",
-)
 _SYSCALL_NAMES = _Names(enumerate(SYSCALLS))
 FAMILIES = _Names({1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6"})
 PROTOS = _Names({6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 0: None})
@@ -106,6 +97,14 @@ def parse_dns_query(payload: bytes):
     return ".".join(labels), DNS_TYPES[qtype]
 
 
+def _reads(layout):
+    """Mark a decoder with the C layout (ctypes mirror) it reads."""
+    def mark(fn):
+        fn.layout = layout
+        return fn
+    return mark
+
+
 class Decoder:
     """Turns raw records into Events; counts what it could not decode."""
 
@@ -114,20 +113,13 @@ class Decoder:
         self.resync_clock()
         self.errors = 0
         self._comms: dict = {}   # raw comm bytes -> str
-        by_kind = {
-            Kind.EXEC: self._exec, Kind.EXIT: self._exit, Kind.FORK: self._fork,
-            Kind.OPEN: self._open,
-            Kind.CONNECT: self._net, Kind.ACCEPT: self._net, Kind.LISTEN: self._net,
-            Kind.BIND: self._net, Kind.CLOSE: self._net,
-            Kind.DNS: self._dns,
-            Kind.UNLINK: self._path2, Kind.RENAME: self._path2, Kind.LINK: self._path2,
-            Kind.SYMLINK: self._path2, Kind.MKDIR: self._path2, Kind.CHMOD: self._path2,
-            Kind.PTRACE: self._sys, Kind.MODULE: self._sys, Kind.DUP: self._sys,
-            Kind.MEMFD: self._sys, Kind.SETUID: self._sys,
-            Kind.CGROUP_MKDIR: self._cgroup, Kind.CGROUP_RMDIR: self._cgroup,
-        }
         self._table = [None] * 64
-        for k, fn in by_kind.items():
+        for spec in KINDS:
+            fn = getattr(self, spec.decoder)
+            if fn.layout is not spec.layout:
+                raise TypeError(f"event kind {spec.name}: decoder {spec.decoder} reads "
+                                f"{fn.layout.__name__}, not {spec.layout.__name__}")
+            k = spec.kind
             self._table[int(k)] = (k, k.label, fn)
 
     def resync_clock(self) -> None:
@@ -164,6 +156,7 @@ class Decoder:
 
     # v indices: 0 ts 1 kind 2 pid 3 tid 4 ppid 5 uid 6 gid 7 cgroup 8 comm, then per layout
 
+    @_reads(S.EvExec)
     def _exec(self, raw, kind, label, off=0):
         v = _EXEC.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
@@ -185,6 +178,7 @@ class Decoder:
         d["syscall"] = "execve"
         return e
 
+    @_reads(S.EvExit)
     def _exit(self, raw, kind, label, off=0):
         v = _EXIT.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
@@ -192,12 +186,14 @@ class Decoder:
         e.exit_signal = v[10]
         return e
 
+    @_reads(S.EvFork)
     def _fork(self, raw, kind, label, off=0):
         v = _FORK.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
         e.child_pid = v[9]
         return e
 
+    @_reads(S.EvOpen)
     def _open(self, raw, kind, label, off=0):
         v = _OPEN.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
@@ -211,6 +207,7 @@ class Decoder:
         d["path"] = _norm(_s(path))
         return e
 
+    @_reads(S.EvPath2)
     def _path2(self, raw, kind, label, off=0):
         v = _PATH2.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
@@ -227,6 +224,7 @@ class Decoder:
             d["path2"] = _norm(p2)
         return e
 
+    @_reads(S.EvNet)
     def _net(self, raw, kind, label, off=0):
         v = _NET.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
@@ -247,6 +245,7 @@ class Decoder:
             d["dport"] = dport
         return e
 
+    @_reads(S.EvDns)
     def _dns(self, raw, kind, label, off=0):
         v = _DNS.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
@@ -263,6 +262,7 @@ class Decoder:
         d["qtype"] = t
         return e
 
+    @_reads(S.EvSys)
     def _sys(self, raw, kind, label, off=0):
         v = _SYS.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
@@ -303,6 +303,7 @@ class Decoder:
             d["new_uid"] = a0
         return e
 
+    @_reads(S.EvCgroup)
     def _cgroup(self, raw, kind, label, off=0):
         v = _CGROUP.unpack_from(raw, off)
         e = self._hdr(v, kind, label)

@@ -5,45 +5,13 @@ One ``Event`` class carries every kind; the fields a kind does not use stay
 and ``container`` (a :class:`vigil.container.model.ContainerInfo`) before rules
 see the event.
 
-Kinds are the kernel's ``enum ev_kind`` (``bpf/vigil.h``) by name.
+Kinds (``Kind``) come from the registry in vigil.events.kinds.
 """
 from __future__ import annotations
 
-import enum
 import time
 
-
-class Kind(enum.IntEnum):
-    EXEC = 1
-    EXIT = 2
-    FORK = 3
-    OPEN = 4
-    CONNECT = 5
-    ACCEPT = 6
-    LISTEN = 7
-    BIND = 8
-    CLOSE = 9
-    DNS = 10
-    UNLINK = 11
-    RENAME = 12
-    LINK = 13
-    SYMLINK = 14
-    MKDIR = 15
-    CHMOD = 16
-    PTRACE = 17
-    MODULE = 18
-    DUP = 19
-    MEMFD = 20
-    SETUID = 21
-    CGROUP_MKDIR = 22
-    CGROUP_RMDIR = 23
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-KIND_BY_NAME = {k.label: k for k in Kind}
+from vigil.events.kinds import KIND_BY_NAME, Kind
 
 
 def boot_offset_ns() -> int:

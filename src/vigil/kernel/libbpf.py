@@ -1,7 +1,7 @@
 """A thin ctypes binding to the system libbpf (libbpf.so.1).
 
-Only what vigil uses: objects, programs, links, maps, and libbpf's own ring
-buffer (kept for the benchmark that compares it with vigil's mmap reader).
+Only what vigil uses: objects, programs, links, maps, and the variables of an
+object's data sections (read from its BTF).
 Every call that can fail raises :class:`BpfError` with errno and libbpf's
 recent log lines.
 """
@@ -47,7 +47,6 @@ class LibbpfMissing(RuntimeError):
 
 
 _PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
-RINGBUF_CB = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 
 _lib = None
 _libc = None
@@ -90,7 +89,6 @@ def lib():
     _sig(L.bpf_program__autoload, ctypes.c_bool, c_void_p)
     _sig(L.bpf_program__attach, c_void_p, c_void_p)
     _sig(L.bpf_program__attach_perf_event, c_void_p, c_void_p, c_int)
-    _sig(L.bpf_program__fd, c_int, c_void_p)
     _sig(L.bpf_link__destroy, c_int, c_void_p)
     _sig(L.bpf_map__name, c_char_p, c_void_p)
     _sig(L.bpf_map__fd, c_int, c_void_p)
@@ -106,12 +104,11 @@ def lib():
     _sig(L.bpf_map_delete_elem, c_int, c_int, c_void_p)
     _sig(L.bpf_map_get_next_key, c_int, c_int, c_void_p, c_void_p)
     _sig(L.libbpf_num_possible_cpus, c_int)
+    _sig(L.bpf_object__btf, c_void_p, c_void_p)
+    _sig(L.btf__find_by_name_kind, ctypes.c_int32, c_void_p, c_char_p, ctypes.c_uint32)
+    _sig(L.btf__type_by_id, c_void_p, c_void_p, ctypes.c_uint32)
+    _sig(L.btf__name_by_offset, c_char_p, c_void_p, ctypes.c_uint32)
     _sig(L.libbpf_set_print, c_void_p, _PRINT_FN)
-    _sig(L.ring_buffer__new, c_void_p, c_int, RINGBUF_CB, c_void_p, c_void_p)
-    _sig(L.ring_buffer__poll, c_int, c_void_p, c_int)
-    _sig(L.ring_buffer__consume, c_int, c_void_p)
-    _sig(L.ring_buffer__free, None, c_void_p)
-    _sig(L.ring_buffer__epoll_fd, c_int, c_void_p)
 
     def _printer(level, fmt, va):
         buf = ctypes.create_string_buffer(2048)
@@ -263,10 +260,6 @@ class Program:
     def autoload(self, on: bool) -> None:
         lib().bpf_program__set_autoload(self.ptr, bool(on))
 
-    @property
-    def fd(self) -> int:
-        return lib().bpf_program__fd(self.ptr)
-
     def attach(self) -> "Link":
         ptr = lib().bpf_program__attach(self.ptr)
         if not ptr:
@@ -314,6 +307,20 @@ def _perf_event_open_tracepoint(tp_id: int) -> int:
     if fd < 0:
         return -(ctypes.get_errno() or errno.EINVAL)
     return fd
+
+
+BTF_KIND_DATASEC = 15
+
+
+class _BtfType(ctypes.Structure):
+    """struct btf_type (the size/type union as one member)."""
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32),
+                ("size", ctypes.c_uint32)]
+
+
+class _BtfVarSecinfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32),
+                ("size", ctypes.c_uint32)]
 
 
 class Link:
@@ -385,6 +392,36 @@ class BpfObject:
                 return (ctypes.c_char * size.value).from_address(addr)
         raise KeyError("object has no .rodata")
 
+    def section_vars(self, section: str) -> dict:
+        """{variable: (offset, size)} of a data section (".rodata"), from the
+        object's BTF as libbpf laid it out at open; {} without one."""
+        L = lib()
+        btf = L.bpf_object__btf(self.ptr)
+        if not btf:
+            return {}
+        sid = L.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC)
+        if sid < 0:
+            return {}
+        addr = L.btf__type_by_id(btf, sid)
+        vlen = _BtfType.from_address(addr).info & 0xffff
+        out = {}
+        for v in (_BtfVarSecinfo * vlen).from_address(addr + ctypes.sizeof(_BtfType)):
+            var = _BtfType.from_address(L.btf__type_by_id(btf, v.type))
+            out[L.btf__name_by_offset(btf, var.name_off).decode()] = (v.offset, v.size)
+        return out
+
+    def set_const(self, name: str, value: bytes) -> None:
+        """Set a `const volatile` global before load; KeyError if the object has
+        none of that name, ValueError if the size differs."""
+        where = self.section_vars(".rodata").get(name)
+        if where is None:
+            raise KeyError(f"{os.path.basename(self.path)}: no .rodata variable {name!r}")
+        off, size = where
+        if len(value) != size:
+            raise ValueError(f"{name}: {size} bytes, got {len(value)}")
+        ro = self.rodata()
+        ro[off:off + size] = value
+
     def load(self) -> None:
         take_log()
         rc = lib().bpf_object__load(self.ptr)
@@ -408,28 +445,3 @@ class BpfObject:
             self.close()
         except Exception:
             pass
-
-
-class LibbpfRingBuffer:
-    """libbpf's ring_buffer__* with a Python callback (one ctypes call per record)."""
-
-    def __init__(self, map_fd: int, handler):
-        def _cb(ctx, data, size):
-            handler(ctypes.string_at(data, size))
-            return 0
-
-        self._cb = RINGBUF_CB(_cb)  # referenced for as long as the ring buffer lives
-        self.ptr = lib().ring_buffer__new(map_fd, self._cb, None, None)
-        if not self.ptr:
-            raise _err("ring_buffer__new")
-
-    def poll(self, timeout_ms: int) -> int:
-        return lib().ring_buffer__poll(self.ptr, timeout_ms)
-
-    def consume(self) -> int:
-        return lib().ring_buffer__consume(self.ptr)
-
-    def close(self) -> None:
-        if self.ptr:
-            lib().ring_buffer__free(self.ptr)
-            self.ptr = None

@@ -2,7 +2,8 @@
 
 Program names say which event kind they serve (``open__enter_openat`` serves
 ``open``), so the manager autoloads and attaches only what the wanted kinds
-need.  A program the kernel refuses is disabled alone, with one log line that
+need.  The sensors are the objects in the directory (the kinds registry names
+the ones vigil's kinds come from, to warn when one is missing).  A program the kernel refuses is disabled alone, with one log line that
 says which and why; the rest keeps working.  Maps shared by all sensors (ring
 buffer, config, filters, counters) are created once and reused by fd.
 """
@@ -19,11 +20,12 @@ from pathlib import Path
 from vigil.kernel import environment
 from vigil.kernel import libbpf
 from vigil.events import KIND_BY_NAME, Kind
-from vigil.events.structs import PREFIX_LEN, PrefixKey, VigilCfg
+from vigil.events.kinds import SENSORS
+from vigil.events.structs import PrefixKey, VigilCfg
+from vigil.kernel.filters import open_filter_entries
 
 log = logging.getLogger("vigil.kernel.sensors")
 
-SENSORS = ("proc", "cgroup", "file", "fsops", "net", "dns", "sys")
 SHARED_MAPS = ("events", "vigil_config", "stats", "ignore_pids", "ignore_comms",
                "cgroup_scope", "open_prefixes")
 DEFAULT_RINGBUF = 16 * 1024 * 1024
@@ -91,7 +93,7 @@ class SensorManager:
         exist and before anything is attached, so filters (open prefixes,
         scope, comms, DNS ports) hold from the first event on."""
         self.tracefs = environment.check_all()
-        present = [s for s in SENSORS if os.path.exists(self._path(s))]
+        present = self.present_sensors()
         if not present:
             raise environment.EnvironmentProblem(
                 f"no BPF objects in {self.directory}; build them with `make bpf` "
@@ -103,7 +105,7 @@ class SensorManager:
             for sensor in SENSORS:
                 if sensor not in present:
                     log.warning("sensor %s: object %s.bpf.o missing, skipped", sensor, sensor)
-                    continue
+            for sensor in present:
                 self._load_sensor(sensor)
             if configure is not None:
                 configure(self)
@@ -136,6 +138,12 @@ class SensorManager:
 
     # --- loading ---
 
+    def present_sensors(self) -> list:
+        """Sensors whose object is in the directory: the registry's in its
+        order, then any other object there."""
+        found = {p.name[:-len(".bpf.o")] for p in self.directory.glob("*.bpf.o")}
+        return [s for s in SENSORS if s in found] + sorted(found - set(SENSORS))
+
     def _path(self, sensor: str) -> str:
         return str(self.directory / f"{sensor}.bpf.o")
 
@@ -162,12 +170,9 @@ class SensorManager:
             for name in SHARED_MAPS:
                 obj.reuse_map(name, self.maps[name].fd)
             try:
-                ro = obj.rodata()
-                off = _rodata_offset(obj, "cfg_args_max")
-                if off is not None:
-                    struct.pack_into("<I", ro, off, self.args_max)
+                obj.set_const("cfg_args_max", struct.pack("<I", self.args_max))
             except KeyError:
-                pass
+                pass        # an object without the setting
             for p in obj.programs():
                 kind = program_kind(p.name)
                 p.autoload = kind in self.kinds and (only is None or p.name in only)
@@ -359,82 +364,3 @@ class SensorManager:
 
     def dropped_total(self) -> int:
         return sum(v["dropped"] for v in self.stats().values())
-
-
-OPEN_WANT_READ, OPEN_WANT_WRITE, OPEN_WANT_ALL = 1, 2, 3
-
-
-def open_filter_entries(prefixes) -> dict:
-    """open_prefixes map entries (key bytes -> mask) for a prefix list or
-    prefix -> mask dict.  The trie answers with the longest matching prefix
-    only, so each entry carries the modes of the prefixes covering it.  The
-    kernel compares at most PREFIX_LEN - 1 bytes of a path: longer prefixes
-    are cut (which only widens them)."""
-    items = prefixes.items() if isinstance(prefixes, dict) else \
-        ((p, OPEN_WANT_ALL) for p in prefixes)
-    own = {}
-    for p, mask in items:
-        mask = int(mask) & OPEN_WANT_ALL
-        if not mask:
-            continue
-        b = (p.encode() if isinstance(p, str) else bytes(p))[:PREFIX_LEN - 1]
-        own[b] = own.get(b, 0) | mask
-    out = {}
-    stack = []     # covering prefixes of the current one, with their masks
-    for b in sorted(own):
-        while stack and not b.startswith(stack[-1][0]):
-            stack.pop()
-        mask = own[b] | (stack[-1][1] if stack else 0)
-        if stack and mask == stack[-1][1]:
-            continue   # the covering entry answers the same
-        stack.append((b, mask))
-        out[b] = mask
-    return out
-
-
-def _rodata_offset(obj: libbpf.BpfObject, var: str):
-    """Offset of a `const volatile` global in .rodata, from the object's symbols."""
-    cache = _RODATA_CACHE.get(obj.path)
-    if cache is None:
-        cache = _read_rodata_symbols(obj.path)
-        _RODATA_CACHE[obj.path] = cache
-    return cache.get(var)
-
-
-_RODATA_CACHE = {}
-
-
-def _read_rodata_symbols(path: str) -> dict:
-    """Symbol -> offset within .rodata, read from the ELF symbol table."""
-    with open(path, "rb") as f:
-        elf = f.read()
-    if elf[:4] != b"\x7fELF" or elf[4] != 2:
-        return {}
-    shoff, = struct.unpack_from("<Q", elf, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
-    secs = []
-    for i in range(shnum):
-        base = shoff + i * shentsize
-        name, stype, _flags, _addr, off, size, link, _info, _align, entsize = struct.unpack_from(
-            "<IIQQQQIIQQ", elf, base)
-        secs.append((name, stype, off, size, link, entsize))
-    strtab_off = secs[shstrndx][2]
-
-    def secname(i):
-        start = strtab_off + secs[i][0]
-        return elf[start:elf.index(b"\0", start)].decode()
-
-    rodata = next((i for i in range(shnum) if secname(i) == ".rodata"), None)
-    symtab = next((i for i in range(shnum) if secs[i][1] == 2), None)
-    if rodata is None or symtab is None:
-        return {}
-    _n, _t, off, size, link, entsize = secs[symtab]
-    str_off = secs[link][2]
-    out = {}
-    for j in range(size // entsize):
-        st_name, st_info, _other, st_shndx, st_value, _size = struct.unpack_from(
-            "<IBBHQQ", elf, off + j * entsize)
-        if st_shndx == rodata and st_name:
-            start = str_off + st_name
-            out[elf[start:elf.index(b"\0", start)].decode()] = st_value
-    return out

@@ -10,12 +10,7 @@ struct {
 	__type(value, __u8);
 } dns_ports SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ev_dns);
-} dns_buf SEC(".maps");
+PERCPU_BUF(dns_buf, struct ev_dns);
 
 /* (tgid << 32 | fd) of sockets connect()ed to a DNS port: their write()s are
  * queries (busybox nslookup, Go's resolver).  Stale entries are harmless:
@@ -30,8 +25,7 @@ struct {
 /* one datagram: destination from the sockaddr, else from the connected socket */
 static __always_inline int dns_send(__u16 sc, int fd, const void *uaddr, const void *buf, __u64 len)
 {
-	__u32 zero = 0;
-	struct ev_dns *e = bpf_map_lookup_elem(&dns_buf, &zero);
+	struct ev_dns *e = percpu_buf(&dns_buf);
 	if (!e)
 		return 0;
 	__u16 port = 0;

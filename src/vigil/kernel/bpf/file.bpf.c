@@ -17,19 +17,7 @@ struct open_args {
 	__u16 syscall;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, struct open_args);
-} open_pending SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ev_open);
-} open_buf SEC(".maps");
+STASH(open, struct open_args, struct ev_open, 16384);
 
 /* The OPEN_WANT_* bits an open can serve: an O_RDWR open (or a read-only
  * one with O_TRUNC) is both a read and a write. */
@@ -48,22 +36,17 @@ static __always_inline int open_enter(const char *path, int dirfd, __u32 flags, 
 {
 	if (!wanted(EV_OPEN))
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct open_args a = {.path = path, .dirfd = dirfd, .flags = flags, .mode = mode, .syscall = sc};
-	bpf_map_update_elem(&open_pending, &tid, &a, BPF_ANY);
+	stash_put(&open_pending, &a);
 	return 0;
 }
 
 static __always_inline int open_exit(long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct open_args *ap = bpf_map_lookup_elem(&open_pending, &tid);
-	if (!ap)
+	struct open_args a;
+	if (!stash_take(&open_pending, a))
 		return 0;
-	struct open_args a = *ap;
-	bpf_map_delete_elem(&open_pending, &tid);
-	__u32 zero = 0;
-	struct ev_open *e = bpf_map_lookup_elem(&open_buf, &zero);
+	struct ev_open *e = percpu_buf(&open_buf);
 	if (!e)
 		return 0;
 	int r = read_abs_path(a.path, a.dirfd, e->path);

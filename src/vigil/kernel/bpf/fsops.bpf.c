@@ -16,42 +16,25 @@ struct fsop_args {
 	__u32 opts;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, struct fsop_args);
-} fsop_pending SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ev_path2);
-} fsop_buf SEC(".maps");
+STASH(fsop, struct fsop_args, struct ev_path2, 8192);
 
 static __always_inline int fsop_enter(__u16 kind, __u16 sc, const char *p1, int d1, const char *p2,
 				      int d2, __u32 flags, __u32 mode, __u32 opts)
 {
 	if (!wanted(kind))
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct fsop_args a = {.p1 = p1, .p2 = p2, .d1 = d1, .d2 = d2, .flags = flags,
 			      .mode = mode, .syscall = sc, .kind = kind, .opts = opts};
-	bpf_map_update_elem(&fsop_pending, &tid, &a, BPF_ANY);
+	stash_put(&fsop_pending, &a);
 	return 0;
 }
 
 static __always_inline int fsop_exit(long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct fsop_args *ap = bpf_map_lookup_elem(&fsop_pending, &tid);
-	if (!ap)
+	struct fsop_args a;
+	if (!stash_take(&fsop_pending, a))
 		return 0;
-	struct fsop_args a = *ap;
-	bpf_map_delete_elem(&fsop_pending, &tid);
-	__u32 zero = 0;
-	struct ev_path2 *e = bpf_map_lookup_elem(&fsop_buf, &zero);
+	struct ev_path2 *e = percpu_buf(&fsop_buf);
 	if (!e)
 		return 0;
 	fill_hdr(&e->h, a.kind);

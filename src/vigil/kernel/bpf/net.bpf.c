@@ -15,12 +15,7 @@ struct net_args {
 	char unix_path[108];
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, struct net_args);
-} net_pending SEC(".maps");
+STASH(net, struct net_args, struct ev_net, 8192);
 
 /* (tgid << 32 | fd) of sockets whose close should be reported */
 struct {
@@ -30,19 +25,8 @@ struct {
 	__type(value, __u8);
 } tracked_socks SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ev_net);
-} net_buf SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct net_args);
-} args_buf SEC(".maps");
+/* net_args is built here: it is too big for the stack next to the rest */
+PERCPU_BUF(args_buf, struct net_args);
 
 static __always_inline void track(int fd)
 {
@@ -53,8 +37,7 @@ static __always_inline void track(int fd)
 
 static __always_inline struct ev_net *net_event(__u32 kind, __u16 sc, int fd, long ret)
 {
-	__u32 zero = 0;
-	struct ev_net *e = bpf_map_lookup_elem(&net_buf, &zero);
+	struct ev_net *e = percpu_buf(&net_buf);
 	if (!e)
 		return NULL;
 	fill_hdr(&e->h, kind);
@@ -78,8 +61,7 @@ static __always_inline int net_enter(__u32 kind, __u16 sc, int fd, const void *u
 {
 	if (!wanted(kind))
 		return 0;
-	__u32 zero = 0;
-	struct net_args *a = bpf_map_lookup_elem(&args_buf, &zero);
+	struct net_args *a = percpu_buf(&args_buf);
 	if (!a)
 		return 0;
 	__builtin_memset(a, 0, sizeof(*a));
@@ -87,21 +69,20 @@ static __always_inline int net_enter(__u32 kind, __u16 sc, int fd, const void *u
 	a->syscall = sc;
 	a->kind = kind;
 	a->family = read_sockaddr(uaddr, a->addr, &a->port, a->unix_path);
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&net_pending, &tid, a, BPF_ANY);
+	stash_put(&net_pending, a);
 	return 0;
 }
 
 static __always_inline int net_exit(long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct net_args *a = bpf_map_lookup_elem(&net_pending, &tid);
+	/* the kept arguments are read in place (too big to copy to the stack) */
+	struct net_args *a = stash_get(&net_pending);
 	if (!a)
 		return 0;
 	__u32 kind = a->kind;
 	struct ev_net *e = net_event(kind, a->syscall, a->fd, ret);
 	if (!e) {
-		bpf_map_delete_elem(&net_pending, &tid);
+		stash_drop(&net_pending);
 		return 0;
 	}
 	if (kind == EV_CONNECT) {
@@ -124,7 +105,7 @@ static __always_inline int net_exit(long ret)
 	}
 	if (a->family == AF_UNIX)
 		bpf_probe_read_kernel_str(e->unix_path, sizeof(e->unix_path), a->unix_path);
-	bpf_map_delete_elem(&net_pending, &tid);
+	stash_drop(&net_pending);
 	output(e, sizeof(*e), kind);
 	return 0;
 }

@@ -4,7 +4,6 @@
 #include "vigil.h"
 
 #define PTRACE_TRACEME 0
-#define PTRACE_PEEKTEXT 1
 #define PTRACE_POKETEXT 4
 #define PTRACE_POKEDATA 5
 #define PTRACE_POKEUSR 6
@@ -20,40 +19,23 @@ struct sys_args {
 	__u32 _pad;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, struct sys_args);
-} sys_pending SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ev_sys);
-} sys_buf SEC(".maps");
+STASH(sys, struct sys_args, struct ev_sys, 8192);
 
 static __always_inline int sys_enter(__u32 kind, __u16 sc, __s64 a0, __s64 a1, __u64 ptr)
 {
 	if (!wanted(kind))
 		return 0;
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct sys_args a = {.a0 = a0, .a1 = a1, .ptr = ptr, .syscall = sc, .kind = kind};
-	bpf_map_update_elem(&sys_pending, &tid, &a, BPF_ANY);
+	stash_put(&sys_pending, &a);
 	return 0;
 }
 
 static __always_inline int sys_exit(long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct sys_args *ap = bpf_map_lookup_elem(&sys_pending, &tid);
-	if (!ap)
+	struct sys_args a;
+	if (!stash_take(&sys_pending, a))
 		return 0;
-	struct sys_args a = *ap;
-	bpf_map_delete_elem(&sys_pending, &tid);
-	__u32 zero = 0;
-	struct ev_sys *e = bpf_map_lookup_elem(&sys_buf, &zero);
+	struct ev_sys *e = percpu_buf(&sys_buf);
 	if (!e)
 		return 0;
 	__u32 kind = a.kind;

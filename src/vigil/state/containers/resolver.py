@@ -130,15 +130,6 @@ class ContainerResolver:
         """The cached info for a cgroup id, without any lookup or stats."""
         return self._by_cgid.get(cgroup_id)
 
-    def resolve_id(self, cgroup_id: int, pid: Optional[int] = None,
-                   cgroup_name: Optional[str] = None) -> ContainerInfo:
-        self.lookups += 1
-        info = self._by_cgid.get(cgroup_id)
-        if info is not None and not (info is UNKNOWN and self._expired(cgroup_id)):
-            self.hits += 1
-            return info
-        return self._miss(cgroup_id, pid, cgroup_name)
-
     def _expired(self, cgid) -> bool:
         d = self._expiry.get(cgid)
         return d is not None and self._clock() >= d
@@ -284,13 +275,6 @@ class ContainerResolver:
             return self._by_cgid.get(cgroup_id, info)
         self.timeouts += 1
         return self._by_cgid.get(cgroup_id, info)
-
-    def resolve_wait(self, ev, timeout: Optional[float] = None) -> ContainerInfo:
-        """``resolve`` and, for an incomplete container, ``wait_for`` up to ``timeout``."""
-        info = self.resolve(ev)
-        if info.complete or not info.is_container or not ev.cgroup_id:
-            return info
-        return self.wait_for(ev.cgroup_id, timeout)
 
     # --- seeding --------------------------------------------------------------------------
     def seed(self) -> int:
@@ -519,9 +503,6 @@ class EventHold:
             self._q.popleft()
             out.append(ev)
         return out
-
-    def next_deadline(self) -> Optional[float]:
-        return self._q[0][0] if self._q else None
 
     def flush(self) -> list:
         out = []

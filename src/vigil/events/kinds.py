@@ -1,0 +1,237 @@
+"""The registry of event kinds: everything vigil knows about a kind, in one entry.
+
+An entry (:class:`KindSpec`) says
+
+* ``name``: the label (``open``); the C enum member is ``EV_<NAME>`` of
+  ``enum ev_kind`` in ``kernel/bpf/events.h``, with value ``value``;
+* ``sensor``: the BPF object (``kernel/bpf/<sensor>.bpf.c``) whose programs
+  serve it; those programs are named ``<name>__...``;
+* ``layout`` and ``decoder``: the ctypes mirror of the C struct the kernel
+  sends it in (vigil.events.structs) and the Decoder method that reads it;
+* ``falco_types``, ``dirs``, ``category``: what Falco rules see (``evt.type``
+  names it stands for, the first being the default; ``evt.dir``;
+  ``evt.category``);
+* ``trace``: the groups of ``vigil trace`` (``file``, ``net``) listing it;
+  ``all`` lists every kind but the cgroup bookkeeping ones;
+* ``bookkeeping``: ``lifecycle`` (the process table needs it whatever was
+  asked for) or ``cgroup`` (the container resolver needs it);
+* ``json`` and ``detail``: its own keys in ``vigil trace --json`` and its
+  DETAILS column.
+
+``Kind`` (an IntEnum) is built from the entries.  Adding a kind is: its
+kernel program, its C enum value (and struct, if it has a new one), one entry
+here, and its tests.  tests/test_kinds.py checks the entries against the
+objects' BTF (enum values, layouts) and their programs.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from vigil.events import structs as S
+from vigil.events.render import args_text, hostport, ret_text
+
+EV_MAX = 32          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
+
+# enum ev_syscall in kernel/bpf/events.h, in order (SC_<NAME> = index): which
+# syscall produced an event.  tests/test_kinds.py checks the C enum against it.
+SYSCALLS = (
+    None, "open", "openat", "openat2", "creat",
+    "connect", "accept", "accept4", "listen", "bind", "close",
+    "sendto", "sendmsg", "sendmmsg",
+    "unlink", "unlinkat", "rmdir",
+    "rename", "renameat", "renameat2",
+    "link", "linkat", "symlink", "symlinkat",
+    "mkdir", "mkdirat", "chmod", "fchmodat",
+    "ptrace", "init_module", "finit_module",
+    "dup", "dup2", "dup3", "memfd_create", "setuid",
+    "write",
+)
+
+TRACE_GROUPS_NAMED = ("file", "net")   # groups an entry lists itself in; "all" is implied
+_EXIT_ONLY = frozenset(("<",))
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    name: str
+    value: int
+    sensor: str
+    layout: type
+    decoder: str
+    falco_types: tuple = ()
+    category: str = "other"
+    dirs: frozenset = _EXIT_ONLY
+    trace: tuple = ()
+    bookkeeping: str = ""
+    json: tuple = ()            # "key", "key?" (only when set), "out=attr"
+    detail: Optional[Callable] = None
+    json_fields: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        fields = []
+        for j in self.json:
+            optional = j.endswith("?")
+            j = j.rstrip("?")
+            out, _, attr = j.partition("=")
+            fields.append((out, attr or out, optional))
+        object.__setattr__(self, "json_fields", tuple(fields))
+
+    @property
+    def kind(self) -> "Kind":
+        return Kind(self.value)
+
+    def trace_json(self, ev) -> dict:
+        """The kind's own keys of ``vigil trace --json``."""
+        out = {}
+        for key, attr, optional in self.json_fields:
+            v = getattr(ev, attr)
+            if not optional or v:
+                out[key] = v
+        return out
+
+    def trace_detail(self, ev) -> str:
+        return self.detail(ev) if self.detail is not None else ""
+
+
+# --- trace renderings shared by several kinds ---
+
+_NET_JSON = ("syscall", "fd", "family", "proto", "saddr", "sport", "daddr", "dport", "ret", "path?")
+_PATH2_JSON = ("syscall", "path", "ret", "path2?")
+
+
+def _net_detail(e) -> str:
+    if e.family == "AF_UNIX":
+        return f"{e.syscall} unix {e.path or '-'} ret={ret_text(e.ret)}"
+    return (f"{e.syscall} {e.proto} {hostport(e.saddr, e.sport)} -> "
+            f"{hostport(e.daddr, e.dport)} ret={ret_text(e.ret)}")
+
+
+def _two_paths_detail(e) -> str:
+    return f"{e.syscall} {e.path} -> {e.path2} ret={ret_text(e.ret)}"
+
+
+def _path_mode_detail(e) -> str:
+    return f"{e.syscall} {e.path} mode={e.mode:#o} ret={ret_text(e.ret)}"
+
+
+def _net(name, value, types, category="net", trace=("net",)):
+    return KindSpec(name, value, "net", S.EvNet, "_net", types, category, trace=trace,
+                    json=_NET_JSON, detail=_net_detail)
+
+
+def _fsop(name, value, types, detail, json=_PATH2_JSON):
+    return KindSpec(name, value, "fsops", S.EvPath2, "_path2", types, "file", trace=("file",),
+                    json=json, detail=detail)
+
+
+def _sys(name, value, types, category, json, detail, dirs=_EXIT_ONLY):
+    return KindSpec(name, value, "sys", S.EvSys, "_sys", types, category, dirs, trace=(),
+                    json=json, detail=detail)
+
+
+def _cgroup(name, value):
+    return KindSpec(name, value, "cgroup", S.EvCgroup, "_cgroup", bookkeeping="cgroup")
+
+
+KINDS = (
+    KindSpec("exec", 1, "proc", S.EvExec, "_exec", ("execve", "execveat"), "process",
+             bookkeeping="lifecycle", json=("args_truncated", "tty", "loginuid"),
+             detail=lambda e: f"{e.exe} {args_text(e)}"),
+    KindSpec("exit", 2, "proc", S.EvExit, "_exit", ("procexit",), "process",
+             bookkeeping="lifecycle", json=("exit_code", "exit_signal"),
+             detail=lambda e: f"code={e.exit_code}"
+             + (f" signal={e.exit_signal}" if e.exit_signal else "")),
+    KindSpec("fork", 3, "proc", S.EvFork, "_fork", ("clone", "clone3", "fork", "vfork"), "process",
+             bookkeeping="lifecycle", json=("child_pid",),
+             detail=lambda e: f"child={e.child_pid}"),
+    KindSpec("open", 4, "file", S.EvOpen, "_open", ("openat", "open", "openat2", "creat"), "file",
+             trace=("file",), json=("syscall", "path", "flags", "mode", "ret"),
+             detail=lambda e: f"{e.syscall} {e.path} flags={e.flags:#o} ret={ret_text(e.ret)}"),
+    _net("connect", 5, ("connect",)),
+    _net("accept", 6, ("accept4", "accept")),
+    _net("listen", 7, ("listen",)),
+    _net("bind", 8, ("bind",)),
+    _net("close", 9, ("close",), category="file"),
+    KindSpec("dns", 10, "dns", S.EvDns, "_dns", ("sendto", "sendmsg", "sendmmsg"), "net",
+             trace=("net",), json=("syscall", "query", "qtype", "daddr", "dport"),
+             detail=lambda e: f"{e.qtype} {e.query} -> {hostport(e.daddr, e.dport)}"),
+    _fsop("unlink", 11, ("unlinkat", "unlink", "rmdir"), _path_mode_detail),
+    _fsop("rename", 12, ("renameat2", "rename", "renameat"), _two_paths_detail),
+    _fsop("link", 13, ("linkat", "link"), _two_paths_detail),
+    _fsop("symlink", 14, ("symlinkat", "symlink"), _two_paths_detail),
+    _fsop("mkdir", 15, ("mkdirat", "mkdir"), _path_mode_detail, json=_PATH2_JSON + ("mode",)),
+    _fsop("chmod", 16, ("fchmodat", "chmod", "fchmod"), _path_mode_detail,
+          json=_PATH2_JSON + ("mode",)),
+    # Falco rules look at the exit ("<") of most syscalls but at the enter (">")
+    # of ptrace: a vigil event is a whole syscall, so it answers to both
+    _sys("ptrace", 17, ("ptrace",), "process", ("request", "target_pid", "ret"),
+         lambda e: f"request={e.request} target={e.target_pid} ret={ret_text(e.ret)}",
+         dirs=frozenset(("<", ">"))),
+    _sys("module", 18, ("finit_module", "init_module"), "system", ("syscall", "path", "ret"),
+         lambda e: f"{e.syscall} {e.path or ''} ret={ret_text(e.ret)}"),
+    _sys("dup", 19, ("dup2", "dup", "dup3"), "file",
+         ("syscall", "fd", "newfd", "fd_type", "ret", "saddr", "sport", "daddr", "dport"),
+         lambda e: f"{e.syscall} fd={e.fd}({e.fd_type}) -> {e.newfd} ret={ret_text(e.ret)}"),
+    _sys("memfd", 20, ("memfd_create",), "memory", ("name=path", "flags", "ret"),
+         lambda e: f"name={e.path} ret={ret_text(e.ret)}"),
+    _sys("setuid", 21, ("setuid",), "user", ("new_uid", "ret"),
+         lambda e: f"uid={e.new_uid} ret={ret_text(e.ret)}"),
+    _cgroup("cgroup_mkdir", 22),
+    _cgroup("cgroup_rmdir", 23),
+)
+
+
+class _KindBase(enum.IntEnum):
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def spec(self) -> KindSpec:
+        return SPECS[self]
+
+
+Kind = _KindBase("Kind", [(s.name.upper(), s.value) for s in KINDS], module=__name__,
+                 qualname="Kind")
+Kind.__doc__ = "An event kind: the kernel's enum ev_kind, by name (built from KINDS)."
+
+SPECS = {Kind(s.value): s for s in KINDS}
+KIND_BY_NAME = {k.label: k for k in Kind}
+
+# the BPF objects, in the order their kinds are listed
+SENSORS = tuple(dict.fromkeys(s.sensor for s in KINDS))
+
+LIFECYCLE = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "lifecycle")
+CGROUP_KINDS = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "cgroup")
+
+TRACE_GROUPS = {g: frozenset(k for k, s in SPECS.items() if g in s.trace)
+                for g in TRACE_GROUPS_NAMED}
+TRACE_GROUPS["all"] = frozenset(k for k in Kind if k not in CGROUP_KINDS)
+
+# --- what the rules need: evt.type, evt.dir, evt.category per kind ---
+
+FALCO_TYPES = {k: s.falco_types for k, s in SPECS.items()}      # first name = default
+KIND_DIRS = {k: s.dirs for k, s in SPECS.items()}
+CATEGORIES = {k: s.category for k, s in SPECS.items()}
+TYPE_TO_KIND = {name: k for k, names in FALCO_TYPES.items() for name in names}
+PRODUCED_TYPES = frozenset(TYPE_TO_KIND)
+RULE_KINDS = tuple(k for k in Kind if FALCO_TYPES[k])
+
+
+def _check() -> None:
+    values = [s.value for s in KINDS]
+    names = [s.name for s in KINDS]
+    if len(set(values)) != len(values) or len(set(names)) != len(names):
+        raise ValueError("event kinds: duplicate name or value in KINDS")
+    if not all(0 < v < EV_MAX for v in values):
+        raise ValueError(f"event kinds: values must be in 1..{EV_MAX - 1}")
+    for s in KINDS:
+        if s.bookkeeping not in ("", "lifecycle", "cgroup"):
+            raise ValueError(f"event kind {s.name}: bookkeeping {s.bookkeeping!r}")
+        if not set(s.trace) <= set(TRACE_GROUPS_NAMED):
+            raise ValueError(f"event kind {s.name}: trace groups {s.trace!r}")
+
+
+_check()

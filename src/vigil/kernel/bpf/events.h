@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* vigil: what the kernel and user space share about events: the enums, the
+ * event layouts, the runtime configuration.  Include vmlinux.h first.
+ *
+ * Every event starts with struct ev_hdr.  The Python side is
+ * src/vigil/events/kinds.py (enum ev_kind, enum ev_syscall) and
+ * src/vigil/events/structs.py (the layouts); tests/test_kinds.py and
+ * tests/test_structs.py check both against the BTF of the built objects, so
+ * edit both sides together.
+ */
+#ifndef VIGIL_EVENTS_H
+#define VIGIL_EVENTS_H
+
+#define COMM_LEN 16
+#define PATH_LEN 256
+#define ARGS_LEN 4096
+#define CGNAME_LEN 64
+#define DNS_LEN 512
+#define PREFIX_LEN 128
+
+/* Values: the kinds registry (src/vigil/events/kinds.py, KindSpec.value). */
+enum ev_kind {
+	EV_EXEC = 1,
+	EV_EXIT = 2,
+	EV_FORK = 3,
+	EV_OPEN = 4,
+	EV_CONNECT = 5,
+	EV_ACCEPT = 6,
+	EV_LISTEN = 7,
+	EV_BIND = 8,
+	EV_CLOSE = 9,
+	EV_DNS = 10,
+	EV_UNLINK = 11,
+	EV_RENAME = 12,
+	EV_LINK = 13,
+	EV_SYMLINK = 14,
+	EV_MKDIR = 15,
+	EV_CHMOD = 16,
+	EV_PTRACE = 17,
+	EV_MODULE = 18,
+	EV_DUP = 19,
+	EV_MEMFD = 20,
+	EV_SETUID = 21,
+	EV_CGROUP_MKDIR = 22,
+	EV_CGROUP_RMDIR = 23,
+	EV_MAX = 32,
+};
+
+/* Which syscall produced a file/net event (struct fields `syscall`). */
+enum ev_syscall {
+	SC_NONE = 0,
+	SC_OPEN, SC_OPENAT, SC_OPENAT2, SC_CREAT,
+	SC_CONNECT, SC_ACCEPT, SC_ACCEPT4, SC_LISTEN, SC_BIND, SC_CLOSE,
+	SC_SENDTO, SC_SENDMSG, SC_SENDMMSG,
+	SC_UNLINK, SC_UNLINKAT, SC_RMDIR,
+	SC_RENAME, SC_RENAMEAT, SC_RENAMEAT2,
+	SC_LINK, SC_LINKAT, SC_SYMLINK, SC_SYMLINKAT,
+	SC_MKDIR, SC_MKDIRAT, SC_CHMOD, SC_FCHMODAT,
+	SC_PTRACE, SC_INIT_MODULE, SC_FINIT_MODULE,
+	SC_DUP, SC_DUP2, SC_DUP3, SC_MEMFD_CREATE, SC_SETUID,
+	SC_WRITE,
+};
+
+struct ev_hdr {
+	__u64 ts;          /* CLOCK_BOOTTIME ns; user space adds the wall-clock offset */
+	__u32 kind;
+	__u32 pid;         /* tgid */
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u64 cgroup_id;   /* cgroup v2 id */
+	char comm[COMM_LEN];
+};
+
+struct ev_exec {
+	struct ev_hdr h;
+	__u32 loginuid;
+	__u32 args_len;    /* bytes used in args, NUL separated */
+	__u8 args_truncated;
+	__u8 exe_truncated;
+	__u8 cwd_truncated;
+	__u8 _pad0;
+	__u32 exe_ctime;   /* seconds: inode change time of the executable */
+	__u32 vpid;        /* pid in the process's own pid namespace (1 = a container's init) */
+	__u32 _pad2;
+	char tty[16];
+	char cgroup_name[CGNAME_LEN];
+	char exe[PATH_LEN];
+	char cwd[PATH_LEN];
+	char args[ARGS_LEN];
+};
+
+struct ev_exit {
+	struct ev_hdr h;
+	__s32 exit_code;
+	__s32 exit_signal;
+};
+
+struct ev_fork {
+	struct ev_hdr h;
+	__u32 child_pid;
+	__u32 _pad;
+};
+
+/* open family: path is absolute when the kernel could resolve the base dir */
+struct ev_open {
+	struct ev_hdr h;
+	__s64 ret;
+	__u32 flags;
+	__u32 mode;
+	__s32 dirfd;
+	__u16 syscall;
+	__u8 path_truncated;
+	__u8 unresolved;   /* relative path whose base dir could not be read */
+	char path[PATH_LEN];
+};
+
+/* unlink/rename/link/symlink/mkdir/chmod: path and (for two-path ops) path2 */
+struct ev_path2 {
+	struct ev_hdr h;
+	__s64 ret;
+	__u32 flags;
+	__u32 mode;
+	__u16 syscall;
+	__u8 path_truncated;
+	__u8 path2_truncated;
+	__u32 _pad;
+	char path[PATH_LEN];
+	char path2[PATH_LEN];
+};
+
+struct ev_net {
+	struct ev_hdr h;
+	__s64 ret;
+	__s32 fd;
+	__u16 family;
+	__u16 syscall;
+	__u16 proto;       /* IPPROTO_TCP / IPPROTO_UDP */
+	__u16 sport;       /* host byte order */
+	__u16 dport;
+	__u16 _pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char unix_path[108];
+	__u32 _pad2;
+};
+
+struct ev_dns {
+	struct ev_hdr h;
+	__s32 fd;
+	__u16 family;
+	__u16 syscall;
+	__u16 dport;
+	__u16 len;         /* payload bytes captured */
+	__u32 _pad;
+	__u8 daddr[16];
+	__u8 payload[DNS_LEN];
+};
+
+/* ptrace, module load, dup, memfd_create, setuid */
+struct ev_sys {
+	struct ev_hdr h;
+	__s64 ret;
+	__s64 arg0;        /* ptrace request / dup oldfd / setuid uid / memfd flags */
+	__s64 arg1;        /* ptrace target pid / dup newfd / finit_module fd */
+	__u16 syscall;
+	__u16 family;      /* dup: socket family of oldfd, 0 if not a socket */
+	__u16 fd_type;     /* S_IFMT >> 12 of the dup'ed fd's inode */
+	__u16 sport;
+	__u16 dport;
+	__u16 proto;
+	__u32 _pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char path[PATH_LEN];   /* memfd name / finit_module file */
+};
+
+struct ev_cgroup {
+	struct ev_hdr h;
+	__u64 id;          /* the new/removed cgroup's id */
+	__u32 hierarchy;   /* 0 = cgroup v2 */
+	__u32 level;
+	char path[PATH_LEN];
+};
+
+/* Runtime configuration written by user space (map vigil_config, key 0). */
+struct vigil_cfg {
+	__u64 kinds;           /* bit (1 << kind) set = kind wanted */
+	__u8 scope;            /* 0 all, 1 host only, 2 containers only */
+	__u8 open_filter;      /* 1: only opens under a prefix in open_prefixes */
+	__u8 comm_filter;      /* 1: consult ignore_comms */
+	__u8 cgroup_filter;    /* 1: consult cgroup_scope for every event */
+	__u32 _pad;
+};
+
+/* open_prefixes values: which opens below the prefix are wanted
+ * (vigil.kernel.filters holds the same bits; tests/test_kinds.py checks) */
+enum open_want {
+	OPEN_WANT_READ = 1,    /* O_RDONLY / O_RDWR */
+	OPEN_WANT_WRITE = 2,   /* O_WRONLY / O_RDWR, O_CREAT, O_TRUNC */
+	OPEN_WANT_ALL = OPEN_WANT_READ | OPEN_WANT_WRITE,
+};
+
+struct prefix_key {
+	__u32 prefixlen;       /* bits */
+	char data[PREFIX_LEN];
+};
+
+/* Not used at run time: it puts every event layout and every shared enum into
+ * the object's BTF (map ev_layouts in maps.h), where tests/test_structs.py and
+ * tests/test_kinds.py compare them with the Python side. */
+union ev_layouts {
+	struct ev_hdr hdr;
+	struct ev_exec exec;
+	struct ev_exit exit;
+	struct ev_fork fork;
+	struct ev_open open;
+	struct ev_path2 path2;
+	struct ev_net net;
+	struct ev_dns dns;
+	struct ev_sys sys;
+	struct ev_cgroup cgroup;
+	struct vigil_cfg cfg;
+};
+
+struct ev_btf {
+	union ev_layouts layouts;
+	enum ev_kind kind;
+	enum ev_syscall syscall;
+	enum open_want open_want;
+};
+
+#endif /* VIGIL_EVENTS_H */
