@@ -167,11 +167,11 @@ def test_rules_tables():
     assert kinds.CATEGORIES[Kind.MEMFD] == "memory"
     # the facts are the ones the rules fields used (until they read the registry)
     from vigil.rules import fields as F
-    assert kinds.FALCO_TYPES == F.KIND_TYPES
-    assert kinds.KIND_DIRS == F.KIND_DIRS
-    assert kinds.TYPE_TO_KIND == F.TYPE_TO_KIND
-    assert kinds.RULE_KINDS == F.RULE_KINDS
-    assert kinds.CATEGORIES == F._CATEGORY
+    assert kinds.FALCO_TYPES is F.KIND_TYPES
+    assert kinds.KIND_DIRS is F.KIND_DIRS
+    assert kinds.TYPE_TO_KIND is F.TYPE_TO_KIND
+    assert kinds.RULE_KINDS is F.RULE_KINDS
+    assert kinds.CATEGORIES is F.CATEGORY
 
 
 def test_trace_json_and_detail_of_a_kind():

@@ -8,6 +8,8 @@ from vigil.rules.condition import Cmp
 from vigil.rules.fields.flags import O_FLAGS
 from vigil.rules.parser import And, Const, Not, Or
 from vigil.rules.predicates import GLOB_CHARS
+from vigil.kernel.filters import OPEN_WANT_ALL as OPEN_ANY, OPEN_WANT_READ as OPEN_READ, \
+    OPEN_WANT_WRITE as OPEN_WRITE  # one definition of the bits
 
 PATH_FIELDS = frozenset(("fd.name", "fd.nameraw", "fd.directory", "fs.path.name", "fs.path.nameraw",
                          "evt.abspath", "evt.arg.name", "evt.arg.path", "evt.arg.pathname",
@@ -104,7 +106,6 @@ def minimize_prefixes(prefixes):
 # (an O_RDWR open is both).  The analysis below over-approximates: a rule
 # condition's filter must let through every open the condition could match.
 
-OPEN_READ, OPEN_WRITE, OPEN_ANY = 1, 2, 3
 
 _FLAG_READ = frozenset(("O_RDONLY", "O_RDWR", "O_ACCMODE"))
 _FLAG_WRITE = frozenset(("O_WRONLY", "O_RDWR", "O_ACCMODE", "O_CREAT", "O_TRUNC"))
