@@ -17,8 +17,8 @@ from vigil.cli.trace_views import TRACE_KINDS, TracePrinter
 @duration_option
 @click.option("--containers", is_flag=True, help="Add container and Kubernetes pod columns/keys.")
 @click.option("--hold", type=Duration(maximum=10), default=0.5, show_default=True,
-              help="With --containers: how long (at most 10s) an event may wait for a new container's "
-                   "metadata (runtime API / CLI) before it is printed without it.")
+              help="With --containers: how long (at most 10s) an event may wait for a new "
+                   "container's metadata (runtime API / CLI) before it is printed without it.")
 @click.option("--host-only", is_flag=True, help="Only host processes (decided in the kernel).")
 @click.option("--containers-only", is_flag=True, help="Only processes in containers (decided in the kernel).")
 @click.option("--open-prefix", "open_prefixes", multiple=True,
@@ -36,6 +36,7 @@ def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_onl
     setup_logging(verbose)
     if host_only and containers_only:
         fail("--host-only and --containers-only exclude each other", 1)
+    from vigil.kernel.filters import KernelFilters
     from vigil.pipeline import Pipeline
 
     resolver = None
@@ -44,16 +45,17 @@ def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_onl
         resolver = ContainerResolver(hold=hold)
         resolver.seed()
     scope = "host" if host_only else "containers" if containers_only else "all"
-    pipe = Pipeline(TRACE_KINDS[view], containers=resolver, args_max=args_max,
-                    open_prefixes=list(open_prefixes) or None, scope=scope,
-                    dns_ports=dns_ports or (53,), ignore_children=True)
+    filters = KernelFilters(TRACE_KINDS[view], args_max=args_max, scope=scope,
+                            open_prefixes=list(open_prefixes) or None,
+                            dns_ports=dns_ports or (53,))
+    pipe = Pipeline(filters, containers=resolver, ignore_children=True)
     printer = TracePrinter(view, as_json=as_json, pids=pids, comms=comms, uids=uids,
                            containers=containers, proctable=pipe.proctable)
     pipe.add_handler(printer)
     pipe.batch_end.append(printer.flush)
     pipe.add_ticker(lambda now: printer.flush())  # held container events
     start_or_fail(pipe, [resolver.stop] if resolver is not None else [])
-    if not pipe.sensors.active_kinds() & TRACE_KINDS[view]:
+    if not pipe.filters.active_kinds() & TRACE_KINDS[view]:
         pipe.stop()
         if resolver is not None:
             resolver.stop()
