@@ -38,7 +38,8 @@ from vigil.events.decode import Decoder  # noqa: E402
 from vigil.events import Kind  # noqa: E402
 from vigil.pipeline import Pipeline  # noqa: E402
 from vigil.kernel.ringbuf import RingBuffer  # noqa: E402
-from vigil.kernel.sensors import DEFAULT_RINGBUF, SensorManager  # noqa: E402
+from vigil.kernel.filters import DEFAULT_RINGBUF
+from vigil.kernel.sensors import SensorManager  # noqa: E402
 from vigil.events.structs import EvOpen  # noqa: E402
 import ctypes  # noqa: E402
 

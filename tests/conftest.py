@@ -125,13 +125,17 @@ def no_leftover_threads():
 
 @pytest.fixture(scope="session")
 def start_pipeline(bpf_objects):
+    from vigil.kernel.filters import KernelFilters
     from vigil.pipeline import Pipeline
 
     started = []
 
     def _start(kinds, **kw) -> Collector:
+        """kw: KernelFilters settings and Pipeline options alike."""
         kw.setdefault("ringbuf_size", 4 * 1024 * 1024)
-        p = Pipeline(kinds, **kw).start()
+        opts = {k: kw.pop(k) for k in ("proctable", "containers", "seed", "ignore_children")
+                if k in kw}
+        p = Pipeline(KernelFilters(kinds, **kw), **opts).start()
         started.append(p)
         return Collector(p)
 

@@ -134,3 +134,61 @@ def test_replay_text_and_verbose_count(session):
     assert sorted(lines) == sorted(a["output"] for a in session["live"])
     n = sum(1 for l in open(session["live_cap"]) if l.startswith('{"e"'))
     assert f"vigil: replayed {n} events" in r.stderr
+
+
+# --- rate limiting: replay folds as live did -------------------------------------------
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    """A live run with rate limiting on (a window longer than the test) where one
+    identical alert fires three times: live gives it once, then folded (count 2)."""
+    require_kernel()
+    d = tmp_path_factory.mktemp("agent-capture-limited")
+    rules = write_rules(d / "rules.yaml", [
+        rule("Cap burst", f"evt.type in (open, openat) and fd.name = {d}/burst",
+             "burst (file=%fd.name)"),
+        rule("Cap other", f"evt.type in (open, openat) and fd.name = {d}/other",
+             "other (file=%fd.name pid=%proc.pid)"),
+    ])
+    cfg = write_config(d / "vigil.yaml", {
+        "rate_limit": {"window": "10m"}, "store": {"enabled": False},
+        "outputs": {"stdout": {"format": "json"}}})
+    (d / "burst").write_text("x")
+    (d / "other").write_text("x")
+    live_cap = d / "live.jsonl"
+    agent = AgentProc(["run", "-c", cfg, "-r", rules, "--capture", live_cap], d,
+                      ready="vigil: running with")
+    try:
+        for _ in range(3):
+            subprocess.run(["cat", str(d / "burst")], stdout=subprocess.DEVNULL, check=True)
+        subprocess.run(["cat", str(d / "other")], stdout=subprocess.DEVNULL, check=True)
+        wait_until(lambda: len(agent.alerts()) >= 2, 8, what="2 live alerts")
+        assert agent.stop(signal.SIGINT) == 0, agent.stderr()   # flushes the folded alert
+    finally:
+        agent.kill()
+    yield {"rules": rules, "cfg": cfg, "live": agent.json_lines(), "live_cap": live_cap}
+
+
+def test_live_run_with_rate_limit_folds(limited):
+    live = limited["live"]
+    burst = [a for a in live if a["rule"] == "Cap burst"]
+    assert len(live) == 3 and len(burst) == 2
+    assert sorted(a["output_fields"].get("vigil.repeat_count", 1) for a in burst) == [1, 2]
+
+
+def test_replay_with_rate_limit_gives_the_live_alerts(limited):
+    replayed = _replay(limited, limited["live_cap"])
+    assert sorted(map(json.dumps, replayed)) == sorted(map(json.dumps, limited["live"]))
+
+
+def test_replay_turns_every_live_only_output_off(limited, tmp_path):
+    from vigil.alerts.outputs.registry import live_only_names, output_types
+    assert live_only_names() == ["file", "syslog", "webhook"]
+    assert not output_types()["stdout"].live_only
+    log = tmp_path / "alerts.jsonl"
+    cfg = write_config(tmp_path / "vigil.yaml", {
+        "store": {"enabled": False}, "outputs": {"file": {"path": str(log)},
+                                                 "webhook": {"url": "http://127.0.0.1:9/"}}})
+    r = vigil("replay", limited["live_cap"], "-c", cfg, "-r", limited["rules"], "--output", "json")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 3 and not log.exists()

@@ -237,3 +237,22 @@ def test_replay_unopenable_store(tmp_path, good_rules):
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "store.path: cannot open alert store" in r.stderr
     _no_traceback(r)
+
+
+# --- durations on the command line read like vigil.yaml's -----------------------------
+
+@pytest.mark.parametrize("cmd", [["trace", "exec"], ["capture", "-o", "/dev/null"],
+                                 ["run", "--no-store"], ["trace", "--containers", "--hold"]])
+def test_bad_duration_flag_is_a_usage_error(cmd, empty_cfg):
+    args = cmd + (["1y"] if cmd[-1] == "--hold" else ["--duration", "1y"])
+    if cmd[0] == "run":
+        args += ["-c", empty_cfg]
+    r = vigil(*args)
+    assert r.returncode == 2 and "not a duration: '1y'" in r.stderr, r.stderr
+    _no_traceback(r)
+
+
+def test_hold_above_its_maximum(empty_cfg):
+    r = vigil("trace", "--containers", "--hold", "11s")
+    assert r.returncode == 2 and "more than 10s" in r.stderr, r.stderr
+

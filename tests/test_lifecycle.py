@@ -102,9 +102,10 @@ def test_start_stop_many_objects_with_refused_programs(clean, caplog):
 
 
 def test_pipeline_start_stop_releases_ring_mappings(clean):
+    from vigil.kernel.filters import KernelFilters
     from vigil.pipeline import Pipeline
     for _ in range(10):
-        p = Pipeline({Kind.EXEC}, ringbuf_size=RING, seed=False).start()
+        p = Pipeline(KernelFilters({Kind.EXEC}, ringbuf_size=RING), seed=False).start()
         assert len(bpf_mappings()) == 2    # consumer page + producer/data
         p.drain(settle=0)
         p.stop()

@@ -3,6 +3,7 @@ namespace; the pipeline drops what the cgroup (container identity) places on the
 other side, so the two agree."""
 from vigil.state.containers.model import HOST, UNKNOWN, ContainerInfo
 from vigil.events import Event, Kind
+from vigil.kernel.filters import KernelFilters
 from vigil.pipeline import Pipeline
 
 CTR = ContainerInfo(id="a" * 64, runtime="podman")
@@ -16,7 +17,7 @@ def _ev(container, n):
 
 
 def _run(scope):
-    p = Pipeline(set(), seed=False, scope=scope)
+    p = Pipeline(KernelFilters(set(), scope=scope), seed=False)
     seen = []
     p.add_handler(lambda ev: seen.append(ev.container))
     for i, c in enumerate((HOST, CTR, UNKNOWN, None)):

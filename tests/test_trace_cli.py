@@ -109,9 +109,10 @@ def run_quiet(cmd, **kw):
 
 # --- views ---
 
-def test_exec_json_duration(trace, tmp_path):
+@pytest.mark.parametrize("duration", ["3", "3s"])   # --duration reads like vigil.yaml's
+def test_exec_json_duration(trace, tmp_path, duration):
     m = mk()
-    t = trace("exec", "--json", "--duration", "3")
+    t = trace("exec", "--json", "--duration", duration)
     t0 = time.monotonic()
     hits = t.until(lambda: run_quiet([ECHO, m, "a b"], cwd=str(tmp_path)),
                    lambda j: j.get("args") == [ECHO, m, "a b"], timeout=3)

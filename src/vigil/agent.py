@@ -13,6 +13,7 @@ from typing import Optional
 from vigil.rules import default_rules_files
 from vigil.config import Config, expand_rules_paths, kubernetes_enabled
 from vigil.state.containers.scope import in_scope
+from vigil.kernel.filters import KernelFilters
 from vigil.pipeline import Pipeline
 from vigil.state.proctable import ProcessTable
 
@@ -31,6 +32,50 @@ def load_engine(cfg: Config, proctable, files: list):
                      rule_matching=cfg["rule_matching"])
     eng.load(files)
     return eng
+
+
+class EventClock:
+    """The time of the events being replayed, in seconds: a replay's rate
+    limiter folds by the recorded times as the live one folds by the time
+    the alerts came (which is the events' time plus a few milliseconds)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, time_ns) -> None:
+        """To an event's time (ns); a record without a usable time leaves it."""
+        if isinstance(time_ns, (int, float)) and not isinstance(time_ns, bool):
+            self.now = max(self.now, time_ns / 1e9)
+
+
+def replay(cfg: Config, path: str, stream=None) -> int:
+    """The rules over a capture file, through the alert pipeline the
+    configuration gives (rate limit and folding as live, ticked every 100 ms
+    of event time as the live loop does); returns the number of events.
+    Raises RulesError, ConfigError, CaptureError."""
+    from vigil.events.capture import replay as feed_capture
+    pipe = Pipeline(set(), seed=False)
+    engine = load_engine(cfg, pipe.proctable, rules_files(cfg))
+    clock = EventClock()
+    alerts = cfg.build_alert_pipeline(stream=stream, clock=clock)
+    last_tick = [0.0]
+
+    def on_event(ev) -> None:
+        clock.advance(ev.time)
+        if clock.now - last_tick[0] >= Pipeline.TICK_SECONDS:
+            last_tick[0] = clock.now
+            alerts.tick(clock.now)
+        for alert in engine.evaluate(ev):
+            alerts.emit(alert)
+
+    pipe.add_handler(on_event)
+    try:
+        return feed_capture(path, pipe)
+    finally:
+        alerts.close()
 
 
 class Agent:
@@ -86,15 +131,14 @@ class Agent:
             self.reload_errors += 1
             log.error("rules reload failed, keeping the last good rules: %s", e)
             return False
-        old_kinds = self.pipeline.kernel_kinds() if self.pipeline else set()
         self.engine = eng
         self.rules_files = files
         self.reloads += 1
         p = self.pipeline
-        if p is not None and p.sensors is not None:
-            p.kinds = set(eng.required_kinds())
-            p.open_prefixes = eng.open_path_filter()
-            if p.kernel_kinds() - old_kinds - p.sensors.active_kinds():
+        if p is not None:
+            f = p.filters
+            f.set_open_prefixes(eng.open_path_filter())
+            if f.set_kinds(eng.required_kinds()):
                 # programs for new kinds must be loaded: done by run() once the
                 # event loop has returned (the loop holds the current ring)
                 self._restart_pending = True
@@ -102,17 +146,13 @@ class Agent:
                     p.pause()
                 else:
                     self._restart_sensors()
-            else:
-                p.sensors.set_kinds(p.kernel_kinds())
-                p.sensors.set_open_prefixes(p.open_prefixes)
         log.info("rules reloaded: %d rules", len(eng.rules))
         return True
 
     def _restart_sensors(self) -> None:
         self._restart_pending = False
         log.info("new event kinds needed: restarting sensors")
-        self.pipeline.restart_sensors()   # applies pipeline.open_prefixes
-        self._deny_out_of_scope()
+        self.pipeline.restart_sensors()   # applies every filter again
 
     # --- lifecycle ---
 
@@ -129,11 +169,13 @@ class Agent:
                 if kubernetes_enabled(cfg):
                     self._start_kube()
             s = cfg["sensors"]
-            self.pipeline = Pipeline(
-                self.engine.required_kinds(), proctable=self.proctable, containers=self.resolver,
-                ringbuf_size=s["ringbuf_size"], args_max=s["args_max"],
-                open_prefixes=self.engine.open_path_filter(), scope=cfg["scope"]["mode"],
-                dns_ports=s["dns_ports"], ignore_comms=s["ignore_comms"], ignore_children=True)
+            filters = KernelFilters(
+                self.engine.required_kinds(), open_prefixes=self.engine.open_path_filter(),
+                scope=cfg["scope"]["mode"], dns_ports=s["dns_ports"],
+                ignore_comms=s["ignore_comms"], ringbuf_size=s["ringbuf_size"],
+                args_max=s["args_max"])
+            self.pipeline = Pipeline(filters, proctable=self.proctable,
+                                     containers=self.resolver, ignore_children=True)
             self.pipeline.add_handler(self.on_event)
             for h in self.extra_handlers:
                 self.pipeline.add_handler(h)
@@ -164,20 +206,15 @@ class Agent:
         from vigil.state.containers.scope import ScopePolicy, ScopeTracker
         policy = self.scope_policy = ScopePolicy.from_config({"namespaces": ns})
 
+        filters = self.pipeline.filters   # kept across sensor restarts
+
         def on_change(cgid, inside):
             # a deny-map: only cgroups known to be out of scope are dropped in the kernel
-            s = self.pipeline.sensors     # the current one (sensors restart on reload)
-            if s is not None:
-                s.set_cgroup_scope(cgid, False if inside is False else None)
+            filters.set_cgroup_scope(cgid, False if inside is False else None)
 
         self.scope_tracker = ScopeTracker(self.resolver, policy, on_change)
-        self._deny_out_of_scope()
-
-    def _deny_out_of_scope(self) -> None:
-        """Fill the (current) sensors' deny-map with every cgroup known to be out of scope."""
-        if self.scope_tracker is not None:
-            for cgid in self.scope_tracker.cgroup_ids_out_of_scope():
-                self.pipeline.sensors.set_cgroup_scope(cgid, False)
+        for cgid in self.scope_tracker.cgroup_ids_out_of_scope():
+            filters.set_cgroup_scope(cgid, False)
 
     def on_event(self, ev) -> None:
         if self.scope_policy is not None and in_scope(self.scope_policy, ev.container) is False:
@@ -194,9 +231,9 @@ class Agent:
             self._reload_requested = False
             self.reload()
         self.alerts.tick()
-        if now - self._last_drop_check >= 5.0 and self.pipeline.sensors is not None:
+        if now - self._last_drop_check >= 5.0:
             self._last_drop_check = now
-            drops = self.pipeline.sensors.dropped_total()
+            drops = self.pipeline.dropped_total()
             if drops > self._last_drops:
                 log.warning("kernel dropped %d events in the last interval (ring buffer full); "
                             "%d in all", drops - self._last_drops, drops)

@@ -12,42 +12,33 @@ import os
 import time
 from typing import Callable, Iterable, Optional
 
-from vigil.events.decode import Decoder
 from vigil.events import Event, Kind
+from vigil.events.decode import Decoder
+from vigil.events.kinds import CGROUP_KINDS, LIFECYCLE
+from vigil.kernel.filters import KernelFilters
 from vigil.state.proctable import ProcessTable
 
 log = logging.getLogger("vigil.pipeline")
 
-# Kinds the process table (LIFECYCLE) and the container resolver (CGROUP_KINDS)
-# need whatever the user asked for: the kinds registry says which.
-from vigil.events.kinds import CGROUP_KINDS, LIFECYCLE  # noqa: E402
-
 
 class Pipeline:
     DRAIN_SECONDS = 0.5
-    def __init__(self, kinds: Iterable[Kind], *, proctable: Optional[ProcessTable] = None,
-                 containers=None, ringbuf_size: int = 16 * 1024 * 1024, args_max: int = 4096,
-                 open_prefixes=None, scope: str = "all", dns_ports=(53,),
-                 ignore_comms=(), seed: bool = True, ignore_children: bool = False):
-        self.kinds = set(kinds)
+    TICK_SECONDS = 0.1      # tickers run this often from the event loop
+
+    def __init__(self, filters, *, proctable: Optional[ProcessTable] = None, containers=None,
+                 seed: bool = True, ignore_children: bool = False):
+        """``filters``: a KernelFilters, or just the event kinds wanted."""
+        self.filters = filters if isinstance(filters, KernelFilters) else KernelFilters(filters)
         self.proctable = proctable if proctable is not None else ProcessTable()
         self.containers = containers
         self.handlers: list = []
         self.batch_end: list = []     # called after each batch read from the ring
         self.tickers: list = []
-        self.ringbuf_size = ringbuf_size
-        self.args_max = args_max
-        # kernel open filter: None (every open), a list of path prefixes, or a
-        # dict prefix -> modes wanted (1 reads, 2 writes, 3 both), as
-        # RuleEngine.open_path_filter() gives it
-        self.open_prefixes = open_prefixes
-        self.scope = scope
-        self.dns_ports = tuple(dns_ports)
-        self.ignore_comms = tuple(ignore_comms)
         self.seed = seed
         # the agent also ignores what it runs itself (metadata helpers); a library
         # user that spawns the processes it wants to watch leaves this off
-        self.ignore_children = ignore_children
+        self.filters.ignore_pid(os.getpid(), inherit=ignore_children)
+        self.filters.always = self.needed_kinds()
         self.sensors = None
         self.ring = None
         self.decoder = Decoder()
@@ -69,14 +60,23 @@ class Pipeline:
         self.handlers.append(fn)
 
     def add_ticker(self, fn: Callable[[float], None]) -> None:
-        """fn(now) is called about every 100 ms from the event loop."""
+        """fn(now) is called every TICK_SECONDS (100 ms) from the event loop."""
         self.tickers.append(fn)
 
-    def kernel_kinds(self) -> set:
-        kinds = set(self.kinds) | LIFECYCLE
+    @property
+    def kinds(self) -> set:
+        return self.filters.kinds
+
+    def needed_kinds(self) -> set:
+        """Kinds the pipeline needs whatever is wanted: the process table's,
+        and the cgroup events when it resolves containers."""
+        kinds = set(LIFECYCLE)
         if self.containers is not None:
             kinds |= CGROUP_KINDS
         return kinds
+
+    def kernel_kinds(self) -> set:
+        return self.filters.kernel_kinds()
 
     # --- live ---
 
@@ -94,6 +94,7 @@ class Pipeline:
             self.ring = None
         old = self.sensors
         self.sensors = None
+        self.filters.detach()
         if old is not None:
             old.stop()
         self._start_sensors()
@@ -103,25 +104,21 @@ class Pipeline:
         from vigil.kernel.ringbuf import RingBuffer
         from vigil.kernel.sensors import SensorManager
 
+        f = self.filters
         # filters are set before any program is attached (configure=)
-        sensors = SensorManager(self.kernel_kinds(), ringbuf_size=self.ringbuf_size,
-                                args_max=self.args_max).start(configure=self._configure_sensors)
+        sensors = SensorManager(self.kernel_kinds(), ringbuf_size=f.ringbuf_size,
+                                args_max=f.args_max).start(configure=f.apply)
         try:
-            self.ring = RingBuffer(sensors.maps["events"].fd, self.ringbuf_size)
+            self.ring = RingBuffer(sensors.maps["events"].fd, f.ringbuf_size)
         except BaseException:
+            f.detach()
             sensors.stop()
             raise
         self.sensors = sensors
 
-    def _configure_sensors(self, s) -> None:
-        s.ignore_pid(os.getpid(), inherit=self.ignore_children)
-        for c in self.ignore_comms:
-            s.ignore_comm(c)
-        if self.open_prefixes is not None:
-            s.set_open_prefixes(self.open_prefixes)
-        if self.scope != "all":
-            s.set_scope(self.scope)
-        s.set_dns_ports(self.dns_ports)
+    def dropped_total(self) -> int:
+        """Events the kernel could not send (ring buffer full), since the sensors started."""
+        return self.sensors.dropped_total() if self.sensors is not None else 0
 
     def stop(self) -> None:
         self._stop = True
@@ -129,6 +126,7 @@ class Pipeline:
             self.ring.close()
             self.ring = None
         if self.sensors is not None:
+            self.filters.detach()
             self.sensors.stop()
             self.sensors = None
 
@@ -152,7 +150,7 @@ class Pipeline:
                 for fn in batch_end:
                     fn()
             now = time.monotonic()
-            if now - self._last_tick >= 0.1:
+            if now - self._last_tick >= self.TICK_SECONDS:
                 self._tick(now)
             if deadline is not None and now >= deadline:
                 break
@@ -226,7 +224,7 @@ class Pipeline:
         # the kernel decides host/container by pid namespace, as cheaply as it can;
         # here the cgroup (container identity) must agree: runc's set-up stages run
         # in a container's cgroup but the host's pid namespace
-        scope = self.scope
+        scope = self.filters.scope
         if scope != "all" and ev.container is not None:
             c = ev.container
             if (scope == "host" and c.is_container) or (scope == "containers" and c.is_host):

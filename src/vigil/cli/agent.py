@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 
 import click
 
-from vigil.cli.trace import fail, setup_logging, start_or_fail
+from vigil.cli.common import (KERNEL_ERRORS, duration_option, fail, install_signals,
+                              kernel_problem, setup_logging, start_or_fail, verbose_option)
 from vigil.config import ConfigError, load_config
-from vigil.kernel.environment import EnvironmentProblem
-from vigil.kernel.libbpf import BpfError
-
-log = logging.getLogger("vigil")
 
 
 def _overrides(rules, store, no_store, output, min_priority) -> dict:
@@ -46,7 +42,7 @@ _common = [
     click.option("--output", type=click.Choice(["text", "json"]), default=None,
                  help="Alert format on stdout (text = Falco's one-liner, json = Falco's schema)."),
     click.option("--min-priority", default=None, help="Drop rules below this priority."),
-    click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv debug)."),
+    verbose_option(),
 ]
 
 
@@ -61,7 +57,7 @@ def common(fn):
 @click.option("--store", type=click.Path(dir_okay=False), default=None,
               help="SQLite alert store path (default /var/lib/vigil/alerts.db).")
 @click.option("--no-store", is_flag=True, help="Do not keep alerts in the embedded store.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@duration_option
 @click.option("--capture", "capture_path", type=click.Path(dir_okay=False), default=None,
               help="Also record the event stream to this file (see `vigil replay`).")
 def run(config, rules, output, min_priority, verbose, store, no_store, duration, capture_path):
@@ -83,8 +79,7 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
         agent.extra_handlers.append(lambda ev: writer(ev))
     # before start(): a SIGHUP while the sensors load must not kill the agent
     # (default action), and a stop request is honoured as soon as run() starts
-    signal.signal(signal.SIGINT, agent.request_stop)
-    signal.signal(signal.SIGTERM, agent.request_stop)
+    install_signals(agent)
     signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     try:
         agent.start()
@@ -98,10 +93,8 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
         fail(f"rules: {e}", 1)
     except ConfigError as e:
         fail(str(e), 1)
-    except EnvironmentProblem as e:
-        fail(str(e))
-    except BpfError as e:
-        fail(f"{e}{': ' + e.details if e.details else ''}")
+    except KERNEL_ERRORS as e:
+        fail(kernel_problem(e))
     kinds = sorted(k.label for k in agent.pipeline.kernel_kinds())
     click.echo(f"vigil: running with {len(agent.engine.rules)} rules; event kinds: "
                f"{','.join(kinds)}", err=True)
@@ -121,9 +114,9 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
               help="Capture file (.gz to compress).")
 @click.option("--kinds", default="all",
               help="Comma-separated event kinds to record (exec,open,connect,...), or all.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@duration_option
 @click.option("--no-containers", is_flag=True, help="Do not resolve containers.")
-@click.option("-v", "--verbose", count=True)
+@verbose_option()
 def capture(out, kinds, duration, no_containers, verbose):
     """Record the raw event stream to a file for `vigil replay`."""
     setup_logging(verbose)
@@ -167,39 +160,26 @@ def capture(out, kinds, duration, no_containers, verbose):
 @click.option("--store", type=click.Path(dir_okay=False), default=None,
               help="Also keep the alerts in this SQLite store.")
 def replay(capture_file, config, rules, output, min_priority, verbose, store):
-    """Run rules over a capture offline; prints the alerts the live agent would have."""
+    """Run rules over a capture offline; prints the alerts the live agent would have
+    (with the same rate limiting and folding, on the recorded events' clock)."""
     setup_logging(verbose)
+    from vigil.alerts.outputs.registry import live_only_names
     overrides = _overrides(rules, store, not store, output, min_priority)
-    overrides.setdefault("rate_limit", {"window": 0})
     # replayed alerts are old: they go to stdout (and --store), never to the
-    # node's file/syslog/webhook outputs from vigil.yaml
-    overrides["outputs"] = {
-        "stdout": {"enabled": True, "format": output or "text"},
-        "file": {"enabled": False}, "syslog": {"enabled": False},
-        "webhook": {"enabled": False},
-    }
+    # node's live outputs from vigil.yaml (file, syslog, webhook ...)
+    overrides["outputs"] = {"stdout": {"enabled": True, "format": output or "text"},
+                            **{name: {"enabled": False} for name in live_only_names()}}
     cfg = _load(config, overrides)
-    from vigil.agent import load_engine, rules_files
-    from vigil.events.capture import CaptureError, replay as do_replay
-    from vigil.pipeline import Pipeline
+    from vigil.agent import replay as run_replay
+    from vigil.events.capture import CaptureError
     from vigil.rules.loader import RulesError
 
-    pipe = Pipeline(set(), seed=False)
     try:
-        engine = load_engine(cfg, pipe.proctable, rules_files(cfg))
+        n = run_replay(cfg, capture_file)
     except RulesError as e:
         fail(f"rules: {e}", 1)
-    try:
-        alerts = cfg.build_alert_pipeline()
-    except ConfigError as e:      # e.g. --store in a directory that cannot exist
+    except (ConfigError, CaptureError) as e:   # e.g. --store where it cannot be
         fail(str(e), 1)
-    pipe.add_handler(lambda ev: [alerts.emit(a) for a in engine.evaluate(ev)])
-    try:
-        n = do_replay(capture_file, pipe)
-    except CaptureError as e:
-        fail(str(e), 1)
-    finally:
-        alerts.close()
     if verbose:
         click.echo(f"vigil: replayed {n} events", err=True)
     sys.stdout.flush()

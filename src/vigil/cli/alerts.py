@@ -10,7 +10,7 @@ import click
 
 from vigil.alerts.alert import PRIORITIES, normalize_priority
 from vigil.alerts.store import DEFAULT_STORE_PATH, AlertStore, StoreError, row_to_alert
-from vigil.alerts.outputs.config import parse_duration
+from vigil.config.units import parse_duration
 
 
 def parse_since(value: str, now_ns: Optional[int] = None) -> int:

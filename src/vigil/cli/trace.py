@@ -1,52 +1,11 @@
 """`vigil trace`: watch what processes do, tracepoint-only, like the BCC tools."""
 from __future__ import annotations
 
-import logging
-import signal
-import sys
-
 import click
 
-from vigil.kernel.environment import EnvironmentProblem
-from vigil.kernel.libbpf import BpfError
+from vigil.cli.common import (Duration, duration_option, fail, setup_logging, start_or_fail,
+                              verbose_option)
 from vigil.cli.trace_views import TRACE_KINDS, TracePrinter
-
-log = logging.getLogger("vigil")
-
-
-def setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="vigil: %(levelname)s %(name)s: %(message)s")
-
-
-def fail(msg: str, code: int = 2):
-    click.echo(f"vigil: error: {msg}", err=True)
-    sys.exit(code)
-
-
-def install_signals(pipeline) -> None:
-    """Ctrl-C and SIGTERM stop the loop; the caller detaches everything."""
-    def _stop(signum, frame):
-        pipeline.request_stop()
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-
-
-def start_or_fail(pipeline, cleanup=()) -> None:
-    """Install the stop signals, then load and attach; an unfit machine ends
-    the command with one line (exit 2) after running cleanup callables."""
-    install_signals(pipeline)   # before start: Ctrl-C while loading stops cleanly
-    try:
-        pipeline.start()
-        return
-    except EnvironmentProblem as e:
-        msg = str(e)
-    except BpfError as e:
-        msg = f"{e}{': ' + e.details if e.details else ''}"
-    for fn in cleanup:
-        fn()
-    fail(msg)
 
 
 @click.command("trace")
@@ -55,11 +14,11 @@ def start_or_fail(pipeline, cleanup=()) -> None:
 @click.option("--pid", "pids", type=int, multiple=True, help="Only this pid and its descendants. Repeatable.")
 @click.option("--comm", "comms", multiple=True, help="Only processes with this name. Repeatable.")
 @click.option("--uid", "uids", type=int, multiple=True, help="Only this user id. Repeatable.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@duration_option
 @click.option("--containers", is_flag=True, help="Add container and Kubernetes pod columns/keys.")
-@click.option("--hold", type=click.FloatRange(0, 10), default=0.5, show_default=True,
-              help="With --containers: seconds an event may wait for a new container's "
-                   "metadata (runtime API / CLI) before it is printed without it.")
+@click.option("--hold", type=Duration(maximum=10), default=0.5, show_default=True,
+              help="With --containers: how long (at most 10s) an event may wait for a new "
+                   "container's metadata (runtime API / CLI) before it is printed without it.")
 @click.option("--host-only", is_flag=True, help="Only host processes (decided in the kernel).")
 @click.option("--containers-only", is_flag=True, help="Only processes in containers (decided in the kernel).")
 @click.option("--open-prefix", "open_prefixes", multiple=True,
@@ -68,7 +27,7 @@ def start_or_fail(pipeline, cleanup=()) -> None:
               help="UDP ports decoded as DNS (default 53). Repeatable.")
 @click.option("--args-max", type=click.IntRange(16, 4096), default=4096, show_default=True,
               help="Bytes of argv captured per exec.")
-@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+@verbose_option()
 def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_only, containers_only,
           open_prefixes, dns_ports, args_max, verbose):
     """Print events as they happen: VIEW is exec, open, connect, accept, dns,
@@ -77,6 +36,7 @@ def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_onl
     setup_logging(verbose)
     if host_only and containers_only:
         fail("--host-only and --containers-only exclude each other", 1)
+    from vigil.kernel.filters import KernelFilters
     from vigil.pipeline import Pipeline
 
     resolver = None
@@ -85,16 +45,17 @@ def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_onl
         resolver = ContainerResolver(hold=hold)
         resolver.seed()
     scope = "host" if host_only else "containers" if containers_only else "all"
-    pipe = Pipeline(TRACE_KINDS[view], containers=resolver, args_max=args_max,
-                    open_prefixes=list(open_prefixes) or None, scope=scope,
-                    dns_ports=dns_ports or (53,), ignore_children=True)
+    filters = KernelFilters(TRACE_KINDS[view], args_max=args_max, scope=scope,
+                            open_prefixes=list(open_prefixes) or None,
+                            dns_ports=dns_ports or (53,))
+    pipe = Pipeline(filters, containers=resolver, ignore_children=True)
     printer = TracePrinter(view, as_json=as_json, pids=pids, comms=comms, uids=uids,
                            containers=containers, proctable=pipe.proctable)
     pipe.add_handler(printer)
     pipe.batch_end.append(printer.flush)
     pipe.add_ticker(lambda now: printer.flush())  # held container events
     start_or_fail(pipe, [resolver.stop] if resolver is not None else [])
-    if not pipe.sensors.active_kinds() & TRACE_KINDS[view]:
+    if not pipe.filters.active_kinds() & TRACE_KINDS[view]:
         pipe.stop()
         if resolver is not None:
             resolver.stop()

@@ -1,18 +1,21 @@
 """The agent's configuration: vigil.yaml, then environment, then flags.
 
-Every mistake is reported as ``file:line: key: what is wrong``.  The outputs,
-store and rate_limit sections are checked by vigil.outputs.config; this module
-checks the rest and maps those errors back to their line.
+One schema: every section is read with :class:`Section` (here for the
+agent's own sections, in :mod:`vigil.alerts.outputs.config` for outputs,
+store and rate_limit), sizes and durations with :mod:`vigil.config.units`,
+and every mistake is one :class:`ConfigError` reported as
+``file:line: key.path: what is wrong``.
 """
 from __future__ import annotations
 
 import copy
-import math
 import os
-import re
 from typing import Optional
 
-import yaml
+from vigil.config.errors import ConfigError
+from vigil.config.section import Section
+from vigil.config.source import line_of, parse_with_lines
+from vigil.config.units import parse_duration, parse_size
 
 DEFAULT_CONFIG_PATH = "/etc/vigil/vigil.yaml"
 
@@ -34,63 +37,10 @@ DEFAULTS: dict = {
     "rate_limit": {"window": 1.0},
 }
 
-SECTIONS = {
-    "sensors": {"ringbuf_size", "args_max", "dns_ports", "ignore_comms"},
-    "scope": {"mode", "namespaces"},
-    "containers": {"enabled", "hold", "grace"},
-    "kubernetes": {"enabled", "node_name"},
-}
+SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
+            if k in ("sensors", "scope", "containers", "kubernetes")}
 TOP_KEYS = set(DEFAULTS)
-
-
-class ConfigError(ValueError):
-    def __init__(self, msg: str, file: str = "", line: int = 0):
-        self.file = file
-        self.line = line
-        where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
-        super().__init__(where + msg)
-
-
-class _LineLoader(yaml.SafeLoader):
-    pass
-
-
-def _parse_with_lines(text: str, name: str):
-    """(data, {key path tuple: line}) for a YAML mapping."""
-    try:
-        node = yaml.compose(text, Loader=_LineLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else 0
-        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", name, line) from None
-    if node is None:
-        return {}, {}
-    lines = {}
-
-    def walk(n, path):
-        lines.setdefault(path, n.start_mark.line + 1)   # a key's own line wins
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                if not isinstance(k, yaml.ScalarNode):
-                    continue        # not a usable key; loading below says so
-                key = k.value
-                lines[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, path + (i,))
-
-    walk(node, ())
-    try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)
-    except (yaml.YAMLError, TypeError, ValueError) as e:
-        # e.g. a tag the safe loader refuses, a key YAML cannot hash
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else 0
-        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', None) or e}", name, line) from None
-    if not isinstance(data, dict):
-        raise ConfigError("the configuration must be a mapping of sections", name, 1)
-    return data, lines
+PAGE_SIZE = 4096
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -103,18 +53,17 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?)?\s*$", re.I)
-
-
-def _size(v) -> Optional[int]:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v
-    if isinstance(v, str):
-        m = _SIZE.match(v)
-        if m:
-            mult = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}.get((m.group(2) or " ")[0].lower(), 1)
-            return int(m.group(1)) * mult
-    return None
+def ringbuf_size(s: Section) -> int:
+    """The ring buffer size: the kernel wants a power of two multiple of the page size."""
+    rb = s.size("ringbuf_size")
+    if rb < PAGE_SIZE or rb & (rb - 1):
+        hint = ""
+        if isinstance(s.get("ringbuf_size"), str) and rb >= PAGE_SIZE:
+            hint = (f" ({s.get('ringbuf_size')} is {rb:,} bytes; SI suffixes are powers "
+                    "of 1000, use KiB/MiB/GiB)")
+        raise s.bad("ringbuf_size", f"expected a power of two of at least {PAGE_SIZE} bytes"
+                    f"{hint}")
+    return rb
 
 
 class Config:
@@ -131,101 +80,76 @@ class Config:
     def get(self, key, default=None):
         return self.data.get(key, default)
 
-    def _line(self, keypath: tuple) -> int:
-        """The file line of the key, else of its nearest parent that has one (0: none)."""
-        for i in range(len(keypath), 0, -1):
-            if keypath[:i] in self.lines:
-                return self.lines[keypath[:i]]
-        return 0
-
-    def error(self, keypath: tuple, msg: str) -> ConfigError:
-        return ConfigError(f"{'.'.join(map(str, keypath))}: {msg}", self.path, self._line(keypath))
+    def locate(self, err: ConfigError) -> ConfigError:
+        """The error with this configuration's file and the line of its key."""
+        return err.located(self.path, line_of(self.lines, err.at))
 
     def validate(self) -> "Config":
+        try:
+            self._check()
+        except ConfigError as e:
+            raise self.locate(e) from None
+        return self
+
+    def _check(self) -> None:
         d = self.data
         for k in d:
             if k not in TOP_KEYS:
-                raise self.error((k,), f"unknown section (known: {', '.join(sorted(TOP_KEYS))})")
-        for sec, keys in SECTIONS.items():
-            v = d.get(sec)
-            if not isinstance(v, dict):
-                raise self.error((sec,), "expected a mapping")
-            for k in v:
-                if k not in keys:
-                    raise self.error((sec, k), f"unknown key (known: {', '.join(sorted(keys))})")
-        rules = d.get("rules")
-        if isinstance(rules, str):
-            d["rules"] = rules = [rules]
-        if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
-            raise self.error(("rules",), "expected a list of rules files or directories")
+                raise ConfigError(f"unknown section (known: {', '.join(sorted(TOP_KEYS))})",
+                                  key=(k,))
+        top = Section((), d, DEFAULTS)
+        for name in SECTIONS:
+            if not isinstance(d.get(name), dict):
+                raise top.bad(name, "expected a mapping")
+        sec = {name: Section((name,), d.get(name), DEFAULTS[name], key_named_unknown=True)
+               for name in SECTIONS}
+        if isinstance(d.get("rules"), str):
+            d["rules"] = [d["rules"]]
+        if not isinstance(d.get("rules"), list):
+            raise top.bad("rules", "expected a list of rules files or directories")
+        top.str_list("rules", "rules files or directories")
         from vigil.alerts.alert import normalize_priority
         if normalize_priority(str(d.get("min_priority"))) is None:
-            raise self.error(("min_priority",), f"unknown priority {d.get('min_priority')!r}")
-        if d.get("rule_matching") not in ("first", "all"):
-            raise self.error(("rule_matching",), "expected first or all")
-        s = d["sensors"]
-        rb = _size(s.get("ringbuf_size"))
-        if rb is None or rb < 4096 or rb & (rb - 1):
-            raise self.error(("sensors", "ringbuf_size"),
-                             f"expected a power of two of at least 4096 bytes, got {s.get('ringbuf_size')!r}")
-        s["ringbuf_size"] = rb
-        am = s.get("args_max")
-        if not isinstance(am, int) or not 16 <= am <= 4096:
-            raise self.error(("sensors", "args_max"), f"expected 16..4096, got {am!r}")
+            raise ConfigError(f"unknown priority {d.get('min_priority')!r}", key=("min_priority",))
+        top.choice("rule_matching", ("first", "all"))
+
+        s = sec["sensors"]
+        d["sensors"]["ringbuf_size"] = ringbuf_size(s)
+        s.int("args_max", 16, maximum=4096)
         ports = s.get("dns_ports")
         if not isinstance(ports, list) or not all(
                 isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
-            raise self.error(("sensors", "dns_ports"), f"expected a list of ports, got {ports!r}")
-        ic = s.get("ignore_comms")
-        if not isinstance(ic, list) or not all(isinstance(c, str) and c for c in ic):
-            raise self.error(("sensors", "ignore_comms"), "expected a list of process names")
-        mode = d["scope"].get("mode")
-        if mode not in ("all", "host", "containers"):
-            raise self.error(("scope", "mode"), f"expected all, host or containers, got {mode!r}")
-        ns = d["scope"].get("namespaces") or {}
-        if not isinstance(ns, dict) or set(ns) - {"include", "exclude"}:
-            raise self.error(("scope", "namespaces"), "expected {include: [...], exclude: [...]}")
-        for k in ("include", "exclude"):
-            v = ns.get(k)
-            if v is None:
-                ns[k] = []
-            elif not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise self.error(("scope", "namespaces", k), f"expected a list of namespaces, got {v!r}")
-        c = d["containers"]
-        if not isinstance(c.get("enabled"), bool):
-            raise self.error(("containers", "enabled"), "expected true or false")
-        from vigil.alerts.outputs.config import ConfigError as OutErr, parse_duration
+            raise s.bad("dns_ports", "expected a list of ports")
+        s.str_list("ignore_comms", "process names", allow_empty_items=False)
+
+        sc = sec["scope"]
+        sc.choice("mode", ("all", "host", "containers"))
+        ns = Section(("scope", "namespaces"), sc.get("namespaces"),
+                     {"include": [], "exclude": []})
+        d["scope"]["namespaces"] = {k: ns.str_list(k, "namespaces") for k in ("include", "exclude")}
+
+        c = sec["containers"]
+        c.bool("enabled")
         for k in ("hold", "grace"):
-            try:
-                c[k] = parse_duration(c.get(k))
-            except (OutErr, ValueError, TypeError) as e:
-                raise self.error(("containers", k), str(e)) from None
-            if not math.isfinite(c[k]):
-                raise self.error(("containers", k), f"expected a finite duration, got {c[k]!r}")
-        ke = d["kubernetes"].get("enabled")
-        if ke not in (True, False, "auto"):
-            raise self.error(("kubernetes", "enabled"), "expected true, false or auto")
-        nn = d["kubernetes"].get("node_name")
+            d["containers"][k] = c.duration(k)
+
+        k8s = sec["kubernetes"]
+        k8s.choice("enabled", (True, False, "auto"))
+        nn = k8s.get("node_name")
         if nn is None:
             d["kubernetes"]["node_name"] = ""
         elif not isinstance(nn, str):
-            raise self.error(("kubernetes", "node_name"), f"expected a node name, got {nn!r}")
-        return self
+            raise k8s.bad("node_name", "expected a node name")
 
-    def build_alert_pipeline(self, stream=None):
-        """Outputs/store/rate limiter from their sections; errors get a line."""
-        from vigil.alerts.outputs.config import ConfigError as OutErr, build_pipeline
+    def build_alert_pipeline(self, stream=None, clock=None):
+        """Rate limiter -> store -> outputs from their sections (errors get file:line).
+        ``clock`` drives the rate limiter (default: monotonic time)."""
+        from vigil.alerts.outputs.config import build_pipeline
         try:
             return build_pipeline({k: self.data.get(k) for k in ("outputs", "store", "rate_limit")},
-                                  stream=stream)
-        except OutErr as e:
-            msg = str(e)
-            key = msg.split(":", 1)[0].strip()
-            path = tuple(key.split(".")) if key else ()
-            m = re.search(r"unknown (?:key|output) '([^']*)'", msg)
-            if m and path + (m.group(1),) in self.lines:
-                path += (m.group(1),)       # point at the unknown key itself
-            raise ConfigError(msg, self.path, self._line(path)) from None
+                                  stream=stream, clock=clock)
+        except ConfigError as e:
+            raise self.locate(e) from None
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) -> Config:
@@ -240,7 +164,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) ->
                 text = f.read()
         except OSError as e:
             raise ConfigError(f"cannot read config: {e.strerror}", path) from None
-        data, lines = _parse_with_lines(text, path)
+        data, lines = parse_with_lines(text, path)
         used = path
     merged = _merge(DEFAULTS, data)
     # environment (DaemonSet friendly)
@@ -275,5 +199,5 @@ def kubernetes_enabled(cfg: Config) -> bool:
     return bool(v)
 
 
-__all__ = ["Config", "ConfigError", "load_config", "expand_rules_paths", "DEFAULTS",
-           "DEFAULT_CONFIG_PATH"]
+__all__ = ["Config", "ConfigError", "Section", "load_config", "expand_rules_paths",
+           "parse_size", "parse_duration", "DEFAULTS", "DEFAULT_CONFIG_PATH"]

@@ -1,12 +1,26 @@
-"""The kernel's open filter as user space writes it: the open-mode bits an
-``open_prefixes`` entry holds, and the entries for a set of prefixes.
+"""What the kernel is asked to send up, kept in one place.
 
-These constants are the one Python definition of the bits (the rules compiler's
-OPEN_READ / OPEN_WRITE / OPEN_ANY are the same values).
+A :class:`KernelFilters` holds the event kinds, the open path prefixes, the
+host/containers scope, the per-cgroup scope overrides, the ignored pids and
+process names and the DNS ports -- and the two load-time settings of the
+sensors (ring buffer size, argv bytes per exec).  It writes all of it to the
+current :class:`~vigil.kernel.sensors.SensorManager` when the sensors start
+(and again when they are restarted for new kinds), and writes a change at
+once while they run.  The pipeline owns it; the agent changes the filters
+through it and never reaches for the sensors.
+
+The open filter's mode bits and map entries are defined here too: the one
+Python definition of the bits (enum open_want in kernel/bpf/events.h; the
+rules compiler's OPEN_READ / OPEN_WRITE / OPEN_ANY are these values).
 """
 from __future__ import annotations
 
+from typing import Iterable, Optional
+
+from vigil.events import Kind
 from vigil.events.structs import PREFIX_LEN
+
+DEFAULT_RINGBUF = 16 * 1024 * 1024
 
 # enum open_want in kernel/bpf/events.h (tests/test_kinds.py checks the two agree):
 # what an open_prefixes entry wants below its prefix.
@@ -41,3 +55,87 @@ def open_filter_entries(prefixes) -> dict:
         stack.append((b, mask))
         out[b] = mask
     return out
+
+
+class KernelFilters:
+    def __init__(self, kinds: Iterable[Kind] = (), *, open_prefixes=None, scope: str = "all",
+                 dns_ports=(53,), ignore_comms=(), ringbuf_size: int = DEFAULT_RINGBUF,
+                 args_max: int = 4096):
+        self.kinds = set(kinds)          # what the user (or the rules) wants
+        self.always: set = set()         # kinds the pipeline itself needs (set by it)
+        # None (every open), a list of path prefixes, or a dict prefix -> modes
+        # wanted (1 reads, 2 writes, 3 both), as RuleEngine.open_path_filter() gives it
+        self.open_prefixes = open_prefixes
+        self.scope = scope
+        self.dns_ports = tuple(dns_ports)
+        self.ignore_comms = tuple(ignore_comms)
+        self.ringbuf_size = ringbuf_size
+        self.args_max = args_max
+        self.ignore_pids: dict = {}      # pid -> inherit
+        self.cgroup_scope: dict = {}     # cgroup id -> in scope (True/False)
+        self.sensors = None              # the SensorManager they are applied to
+
+    # --- the sensors they apply to ---
+
+    def kernel_kinds(self) -> set:
+        return self.kinds | self.always
+
+    def apply(self, sensors) -> None:
+        """Write every filter to ``sensors`` (SensorManager.start's configure=,
+        before anything is attached) and follow them from now on."""
+        for pid, inherit in self.ignore_pids.items():
+            sensors.ignore_pid(pid, inherit=inherit)
+        for c in self.ignore_comms:
+            sensors.ignore_comm(c)
+        if self.open_prefixes is not None:
+            sensors.set_open_prefixes(self.open_prefixes)
+        if self.scope != "all":
+            sensors.set_scope(self.scope)
+        for cgid, inside in self.cgroup_scope.items():
+            sensors.set_cgroup_scope(cgid, inside)
+        sensors.set_dns_ports(self.dns_ports)
+        self.sensors = sensors
+
+    def detach(self) -> None:
+        self.sensors = None
+
+    def active_kinds(self) -> set:
+        """Kinds the current sensors have a program attached for."""
+        return self.sensors.active_kinds() if self.sensors is not None else set()
+
+    # --- changes (written at once to running sensors) ---
+
+    def set_kinds(self, kinds: Iterable[Kind]) -> bool:
+        """New wanted kinds.  True when the sensors must be restarted (a new
+        kind has no program loaded); else the kernel is told at once."""
+        old = self.kernel_kinds()
+        self.kinds = set(kinds)
+        if self.sensors is None:
+            return False
+        if self.kernel_kinds() - old - self.sensors.active_kinds():
+            return True
+        self.sensors.set_kinds(self.kernel_kinds())
+        return False
+
+    def set_open_prefixes(self, prefixes) -> None:
+        self.open_prefixes = prefixes
+        if self.sensors is not None:
+            self.sensors.set_open_prefixes(prefixes)
+
+    def set_cgroup_scope(self, cgroup_id: int, in_scope: Optional[bool]) -> None:
+        """Per-cgroup override: True/False, or None to remove it."""
+        if in_scope is None:
+            self.cgroup_scope.pop(cgroup_id, None)
+        else:
+            self.cgroup_scope[cgroup_id] = bool(in_scope)
+        if self.sensors is not None:
+            self.sensors.set_cgroup_scope(cgroup_id, in_scope)
+
+    def ignore_pid(self, pid: int, inherit: bool = False) -> None:
+        """Drop a process's events; with inherit, those of its new children too."""
+        self.ignore_pids[pid] = inherit
+        if self.sensors is not None:
+            self.sensors.ignore_pid(pid, inherit=inherit)
+
+
+__all__ = ["KernelFilters"]

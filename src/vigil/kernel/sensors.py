@@ -22,13 +22,12 @@ from vigil.kernel import libbpf
 from vigil.events import KIND_BY_NAME, Kind
 from vigil.events.kinds import SENSORS
 from vigil.events.structs import PrefixKey, VigilCfg
-from vigil.kernel.filters import open_filter_entries
+from vigil.kernel.filters import DEFAULT_RINGBUF, open_filter_entries
 
 log = logging.getLogger("vigil.kernel.sensors")
 
 SHARED_MAPS = ("events", "vigil_config", "stats", "ignore_pids", "ignore_comms",
                "cgroup_scope", "open_prefixes")
-DEFAULT_RINGBUF = 16 * 1024 * 1024
 SCOPES = {"all": 0, "host": 1, "containers": 2}
 
 

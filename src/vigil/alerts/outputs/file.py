@@ -17,6 +17,7 @@ from typing import Optional
 
 from vigil.alerts.alert import Alert
 from vigil.alerts.outputs.base import Output
+from vigil.alerts.outputs.registry import register
 from vigil.alerts.outputs.stdout import alert_json_line
 
 
@@ -113,3 +114,17 @@ class FileOutput(Output):
     def stats(self) -> dict:
         return {"written": self._written, "rotations": self._rotations, "bytes": self._size,
                 "path": self.path}
+
+
+DEFAULT_FILE_PATH = "/var/log/vigil/alerts.jsonl"
+
+
+@register("file", defaults={"path": DEFAULT_FILE_PATH, "max_bytes": 100 * 1024 * 1024,
+                            "backups": 5, "fsync": False}, live_only=True)
+def _build(s, stream) -> FileOutput:
+    path, max_bytes, backups, fsync = (s.str("path"), s.size("max_bytes"), s.int("backups"),
+                                       s.bool("fsync"))
+    try:
+        return FileOutput(path, max_bytes=max_bytes, backups=backups, fsync=fsync)
+    except OSError as exc:
+        raise s.bad("path", f"cannot open {path!r}: {exc}", quote=False) from None

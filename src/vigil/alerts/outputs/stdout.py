@@ -8,6 +8,7 @@ from typing import Optional, TextIO
 
 from vigil.alerts.alert import Alert
 from vigil.alerts.outputs.base import Output
+from vigil.alerts.outputs.registry import register
 
 FORMATS = ("text", "json")
 
@@ -52,3 +53,8 @@ class StdoutOutput(Output):
 
     def stats(self) -> dict:
         return {"written": self._written, "format": self.format}
+
+
+@register("stdout", defaults={"format": "text"}, live_only=False, enabled_by_default=True)
+def _build(s, stream: Optional[TextIO]) -> StdoutOutput:
+    return StdoutOutput(stream=stream, format=s.str("format", FORMATS))

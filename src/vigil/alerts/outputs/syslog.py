@@ -22,6 +22,7 @@ from typing import Optional, Union
 
 from vigil.alerts.alert import Alert, PRIORITIES, normalize_priority
 from vigil.alerts.outputs.base import Output
+from vigil.alerts.outputs.registry import register
 from vigil.alerts.outputs.stdout import FORMATS, alert_json_line
 
 # vigil priority -> key of SysLogHandler.priority_names
@@ -155,3 +156,15 @@ class SyslogOutput(Output):
 
     def stats(self) -> dict:
         return {"sent": self._sent, "failed": self._failed}
+
+
+@register("syslog", defaults={"address": "/dev/log", "facility": "local0", "format": "text"},
+          live_only=True)
+def _build(s, stream) -> SyslogOutput:
+    address = s.get("address")
+    try:
+        parse_address(address)
+    except (ValueError, TypeError) as exc:
+        raise s.bad("address", str(exc)) from None
+    facility = s.str("facility", FACILITIES)
+    return SyslogOutput(address=address, facility=facility, format=s.str("format", FORMATS))

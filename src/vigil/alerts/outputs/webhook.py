@@ -29,6 +29,7 @@ import requests
 from vigil import __version__
 from vigil.alerts.alert import Alert
 from vigil.alerts.outputs.base import Output
+from vigil.alerts.outputs.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +215,24 @@ def _retry_after(value) -> Optional[float]:
         return max(0.0, float(value))
     except (TypeError, ValueError):
         return None   # HTTP-date form: fall back to our own backoff
+
+
+@register("webhook", defaults={"url": None, "headers": {}, "timeout": 5.0, "max_retries": 5,
+                               "backoff": 0.5, "max_backoff": 30.0, "queue_size": 10000,
+                               "verify": True}, live_only=True)
+def _build(s, stream) -> WebhookOutput:
+    url = s.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise s.bad("url", "expected an http:// or https:// URL")
+    headers = s.get("headers") or {}
+    if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+            for k, v in headers.items()):
+        raise s.bad("headers", "expected a mapping of header name to string value")
+    verify = s.get("verify")
+    if not isinstance(verify, (bool, str)):
+        raise s.bad("verify", "expected true, false or a CA bundle path")
+    return WebhookOutput(
+        url, headers=headers, timeout=s.number("timeout", 0, allow_zero=False),
+        max_retries=s.int("max_retries"), backoff=s.number("backoff"),
+        max_backoff=s.number("max_backoff"), queue_size=s.int("queue_size", 1), verify=verify)
