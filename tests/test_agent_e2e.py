@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from vigil.alerts.alert import format_time
+
 sys.path.insert(0, str(Path(__file__).parent / "data" / "e2e"))
 from e2e_harness import (FALCO_KEYS, RFC3339_NS, AgentProc, Receiver, bpf_link_ids,  # noqa: E402
                          count_of, require_kernel, rule, store_alerts, system_link_ids,
@@ -108,12 +110,14 @@ def test_open_alert_exact_falco_json(env):
     assert a["hostname"] == socket.gethostname()
     assert a["tags"] == ["e2e", "filesystem"]
     assert a["output_fields"] == {
+        "evt.time": a["output_fields"]["evt.time"],
         "fd.name": str(path),
         "proc.cmdline": f"cat {path}",
         "proc.pid": p.pid,
         "proc.ppid": os.getpid(),
         "user.name": "root",
     }
+    assert format_time(a["output_fields"]["evt.time"]) == a["time"]   # Falco's evt.time: ns
     assert a["output"] == (f"{a['time']}: Warning E2E read (file={path} cmdline=cat {path} "
                            f"pid={p.pid} ppid={os.getpid()} user=root)")
     # the very same alert is in the store (written before any output)

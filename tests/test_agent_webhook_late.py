@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from vigil.alerts.alert import format_time
+
 sys.path.insert(0, str(Path(__file__).parent / "data" / "e2e"))
 from e2e_harness import (FALCO_KEYS, AgentProc, Receiver, bpf_link_ids, require_kernel,  # noqa: E402
                          rule, store_alerts, system_link_ids, wait_until, write_config,
@@ -60,7 +62,9 @@ def test_alert_survives_late_receiver(late):
     assert set(got) == FALCO_KEYS
     assert got == stored[0]
     assert got["priority"] == "Critical"
-    assert got["output_fields"] == {"fd.name": str(d / "late-1"), "proc.pid": p.pid}
+    assert got["output_fields"] == {"evt.time": got["output_fields"]["evt.time"],
+                                    "fd.name": str(d / "late-1"), "proc.pid": p.pid}
+    assert got["time"] == format_time(got["output_fields"]["evt.time"])
 
 
 def test_text_output_is_falco_one_liner(late):

@@ -158,7 +158,8 @@ def test_replay_synthetic_capture(tmp_path, good_rules):
     assert r.returncode == 0, r.stderr
     alerts = [json.loads(l) for l in r.stdout.splitlines()]
     assert len(alerts) == 2000
-    assert alerts[7]["output_fields"] == {"fd.name": "/nonexistent-dir/f7"}
+    assert alerts[7]["output_fields"] == {"evt.time": alerts[0]["output_fields"]["evt.time"] + 7,
+                                          "fd.name": "/nonexistent-dir/f7"}
 
 
 @pytest.mark.parametrize("content,expect", [

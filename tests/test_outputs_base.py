@@ -194,7 +194,7 @@ def test_stdout_output_formats(fmt):
             "hostname": "node-1",
             "output": "2023-11-14T22:13:20.123456789Z: Error File below /etc opened for "
                       "writing (file=/etc/x)",
-            "output_fields": {"fd.name": "/etc/x", "container.id": "host",
+            "output_fields": {"evt.time": NOW, "fd.name": "/etc/x", "container.id": "host",
                               "vigil.repeat_count": 3},
             "priority": "Error",
             "rule": "Write below etc",

@@ -141,7 +141,7 @@ def test_posts_falco_json_payload_with_headers(receivers):
         "priority": "Critical",
         "rule": "Terminal shell in container",
         "time": "2023-11-14T22:13:20.000000042Z",
-        "output_fields": {"container.id": "3f4a5b6c7d8e", "proc.name": "bash",
+        "output_fields": {"evt.time": NOW, "container.id": "3f4a5b6c7d8e", "proc.name": "bash",
                           "user.name": "root", "n": 0},
         "source": "syscall",
         "tags": ["container", "shell", "mitre_execution"],

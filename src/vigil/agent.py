@@ -11,7 +11,7 @@ import time
 from typing import Optional
 
 from vigil.rules import default_rules_files
-from vigil.config import Config, expand_rules_paths, kubernetes_enabled
+from vigil.config import Config, ConfigError, expand_rules_paths, kubernetes_enabled
 from vigil.state.containers.scope import in_scope
 from vigil.kernel.filters import KernelFilters
 from vigil.pipeline import Pipeline
@@ -25,13 +25,44 @@ def rules_files(cfg: Config) -> list:
     return expand_rules_paths(cfg["rules"] or default_rules_files())
 
 
-def load_engine(cfg: Config, proctable, files: list):
-    """A rules engine set up as the configuration says, with ``files`` loaded."""
+def load_engine(cfg: Config, proctable, files: list, selection=None):
+    """A rules engine set up as the configuration says, with ``files`` loaded
+    and the rules ``selection`` (-T/-t/-D) leaves out turned off."""
     from vigil.rules.engine import RuleEngine
     eng = RuleEngine(min_priority=cfg["min_priority"], proctable=proctable,
                      rule_matching=cfg["rule_matching"])
     eng.load(files)
+    if selection:
+        eng.select(selection)
     return eng
+
+
+def dry_run(cfg: Config, selection=None) -> dict:
+    """What `vigil run --dry-run` checks, without watching anything (as
+    Falco's --dry-run): the rules load, the output sections name known keys,
+    and the BPF objects the rules need are built.  Raises RulesError or
+    ConfigError; returns what it found."""
+    from vigil.alerts.outputs.registry import output_types
+    from vigil.config.section import Section
+    from vigil.events.kinds import CGROUP_KINDS, LIFECYCLE, SPECS
+    from vigil.kernel.sensors import bpf_dir
+    files = rules_files(cfg)
+    engine = load_engine(cfg, None, files, selection)
+    outputs = cfg.get("outputs") or {}
+    for name, t in output_types().items():
+        raw = outputs.get(name)
+        if isinstance(raw, dict):
+            try:
+                Section(("outputs", name), raw, t.defaults)
+            except ConfigError as e:
+                raise cfg.locate(e) from None
+    kinds = engine.required_kinds()
+    needed = kinds | LIFECYCLE | (CGROUP_KINDS if cfg["containers"]["enabled"] else set())
+    sensors = sorted({SPECS[k].sensor for k in needed})
+    missing = [s for s in sensors if not (bpf_dir() / f"{s}.bpf.o").exists()]
+    return {"files": files, "rules": len(engine.rules), "enabled": len(engine.enabled_rules()),
+            "kinds": sorted(k.label for k in kinds), "sensors": sensors,
+            "missing_sensors": missing, "bpf_dir": str(bpf_dir())}
 
 
 class EventClock:
@@ -51,14 +82,14 @@ class EventClock:
             self.now = max(self.now, time_ns / 1e9)
 
 
-def replay(cfg: Config, path: str, stream=None) -> int:
+def replay(cfg: Config, path: str, stream=None, selection=None) -> int:
     """The rules over a capture file, through the alert pipeline the
     configuration gives (rate limit and folding as live, ticked every 100 ms
     of event time as the live loop does); returns the number of events.
     Raises RulesError, ConfigError, CaptureError."""
     from vigil.events.capture import replay as feed_capture
     pipe = Pipeline(set(), seed=False)
-    engine = load_engine(cfg, pipe.proctable, rules_files(cfg))
+    engine = load_engine(cfg, pipe.proctable, rules_files(cfg), selection)
     clock = EventClock()
     alerts = cfg.build_alert_pipeline(stream=stream, clock=clock)
     last_tick = [0.0]
@@ -79,8 +110,12 @@ def replay(cfg: Config, path: str, stream=None) -> int:
 
 
 class Agent:
-    def __init__(self, cfg: Config, *, stream=None, extra_handlers=()):
+    def __init__(self, cfg: Config, *, stream=None, extra_handlers=(), selection=None,
+                 notify=None):
         self.cfg = cfg
+        self.selection = selection      # -T/-t/-D, applied at every (re)load
+        # where "rules reloaded" and the like go (the CLI prints them)
+        self.notify = notify or log.info
         self.stream = stream
         self.extra_handlers = list(extra_handlers)
         self.proctable = ProcessTable()
@@ -105,7 +140,7 @@ class Agent:
     # --- rules ---
 
     def _build_engine(self, files: list):
-        eng = load_engine(self.cfg, self.proctable, files)
+        eng = load_engine(self.cfg, self.proctable, files, self.selection)
         for w in eng.warnings:
             log.warning("%s", w)
         return eng
@@ -146,7 +181,8 @@ class Agent:
                     p.pause()
                 else:
                     self._restart_sensors()
-        log.info("rules reloaded: %d rules", len(eng.rules))
+        self.notify(f"rules reloaded: {len(eng.rules)} rules from {len(files)} files "
+                    f"({len(eng.enabled_rules())} enabled)")
         return True
 
     def _restart_sensors(self) -> None:

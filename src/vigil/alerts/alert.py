@@ -34,6 +34,22 @@ def format_time(ns: int) -> str:
     return f"{base}.{frac:09d}Z"
 
 
+@dataclass(frozen=True)
+class JsonShape:
+    """The optional properties of a JSON alert, as falco.yaml's
+    ``json_include_output_property``, ``json_include_output_fields_property``,
+    ``json_include_tags_property`` and ``json_include_message_property``
+    choose them (Falco's defaults).  ``message`` is the output without the
+    time and priority in front."""
+    output: bool = True
+    output_fields: bool = True
+    tags: bool = True
+    message: bool = False
+
+
+FALCO_JSON = JsonShape()
+
+
 @dataclass
 class Alert:
     time: int                       # ns since epoch (the event's time)
@@ -51,21 +67,26 @@ class Alert:
     def priority_title(self) -> str:
         return self.priority.capitalize()
 
-    def to_falco_json(self) -> dict:
-        """Falco's JSON alert: time, rule, priority, source, hostname, output, output_fields, tags."""
+    def to_falco_json(self, shape: JsonShape = FALCO_JSON) -> dict:
+        """Falco's JSON alert: time, rule, priority, source, hostname, and as
+        ``shape`` says output, output_fields, tags and message (keys sorted,
+        as Falco writes them).  Like Falco's, output_fields has ``evt.time``
+        (the time in front of every output) besides the output's %fields."""
         t = format_time(self.time)
-        d = {
-            "hostname": self.hostname,
-            "output": f"{t}: {self.priority_title} {self.output}",
-            "output_fields": self.output_fields,
-            "priority": self.priority_title,
-            "rule": self.rule,
-            "source": self.source,
-            "tags": list(self.tags),
-            "time": t,
-        }
-        if self.count > 1:
-            d["output_fields"] = dict(self.output_fields, **{"vigil.repeat_count": self.count})
+        d = {"hostname": self.hostname}
+        if shape.message:
+            d["message"] = self.output
+        if shape.output:
+            d["output"] = f"{t}: {self.priority_title} {self.output}"
+        if shape.output_fields:
+            of = {"evt.time": self.time, **self.output_fields}
+            if self.count > 1:
+                of["vigil.repeat_count"] = self.count
+            d["output_fields"] = of
+        d.update(priority=self.priority_title, rule=self.rule, source=self.source)
+        if shape.tags:
+            d["tags"] = list(self.tags)
+        d["time"] = t
         return d
 
     def text_line(self) -> str:

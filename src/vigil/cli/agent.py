@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 
 import click
 
@@ -27,11 +28,46 @@ def _overrides(rules, store, no_store, output, min_priority) -> dict:
     return o
 
 
-def _load(config, overrides):
+def _load(config, overrides, settings=()):
     try:
-        return load_config(config, overrides)
+        return load_config(config, overrides, settings)
     except ConfigError as e:
         fail(str(e), 1)
+
+
+def _selection(disable_tags, only_tags, disable_names):
+    from vigil.rules.selection import RuleSelection
+    try:
+        return RuleSelection(tuple(disable_tags), tuple(only_tags), tuple(disable_names))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _counts(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def exit_summary(agent, st: dict, elapsed: float) -> list:
+    """The lines `vigil run` ends with (as Falco's "Events detected" summary):
+    events, kernel drops and alerts, then the alerts by priority and by rule."""
+    pipe = st.get("pipeline", {})
+    matches = dict(agent.engine.matches) if agent.engine is not None else {}
+    n = sum(matches.values())
+    lines = [f"stopped after {elapsed:.1f}s: {_plural(pipe.get('events', 0), 'event')}, "
+             f"{pipe.get('dropped', 0)} dropped in the kernel, {_plural(n, 'alert')}"]
+    if n:
+        prio: dict = {}
+        for name, c in matches.items():
+            r = agent.engine.rule(name)
+            p = r.priority if r is not None else "?"
+            prio[p] = prio.get(p, 0) + c
+        lines.append(f"alerts by priority: {_counts(prio)}")
+        lines.append(f"alerts by rule: {_counts(matches)}")
+    return lines
 
 
 _common = [
@@ -42,6 +78,16 @@ _common = [
     click.option("--output", type=click.Choice(["text", "json"]), default=None,
                  help="Alert format on stdout (text = Falco's one-liner, json = Falco's schema)."),
     click.option("--min-priority", default=None, help="Drop rules below this priority."),
+    click.option("-o", "settings", multiple=True, metavar="KEY=VALUE",
+                 help="Set any vigil.yaml key (dotted: outputs.webhook.url=URL; the value "
+                      "is YAML: rules=[a.yaml,b.yaml]). Repeatable."),
+    click.option("-T", "disable_tags", multiple=True, metavar="TAG",
+                 help="Turn off the rules with this tag. Repeatable."),
+    click.option("-t", "only_tags", multiple=True, metavar="TAG",
+                 help="Run only the rules with this tag (not with -T/-D). Repeatable."),
+    click.option("-D", "disable_names", multiple=True, metavar="PATTERN",
+                 help="Turn off the rules whose name contains PATTERN (or matches it, "
+                      "with * ? [...]). Repeatable."),
     verbose_option(),
 ]
 
@@ -60,19 +106,28 @@ def common(fn):
 @duration_option
 @click.option("--capture", "capture_path", type=click.Path(dir_okay=False), default=None,
               help="Also record the event stream to this file (see `vigil replay`).")
-def run(config, rules, output, min_priority, verbose, store, no_store, duration, capture_path):
+@click.option("--dry-run", is_flag=True,
+              help="Load the configuration and the rules, check the sensors are built, "
+                   "then exit (0: all good, 1: errors) without watching anything.")
+def run(config, rules, output, min_priority, settings, disable_tags, only_tags, disable_names,
+        verbose, store, no_store, duration, capture_path, dry_run):
     """Run the agent: watch the node, judge events with the rules, send alerts.
 
     Alerts go to the embedded store first, then to the configured outputs
     (stdout, file, syslog, webhook).  SIGHUP reloads the rules (the last good
-    rules stay on error); Ctrl-C or SIGTERM stop cleanly."""
+    rules stay on error); Ctrl-C or SIGTERM stop cleanly and print a summary
+    (events, kernel drops, alerts by priority and rule)."""
     setup_logging(verbose)
-    cfg = _load(config, _overrides(rules, store, no_store, output, min_priority))
+    selection = _selection(disable_tags, only_tags, disable_names)
+    cfg = _load(config, _overrides(rules, store, no_store, output, min_priority), settings)
     from vigil.agent import Agent
     from vigil.rules.loader import RulesError
 
+    if dry_run:
+        _dry_run(cfg, selection)
+        return
     writer = None
-    agent = Agent(cfg)
+    agent = Agent(cfg, selection=selection, notify=lambda m: click.echo(f"vigil: {m}", err=True))
     if capture_path:
         # the capture's header holds the process table, so the writer is made
         # once start() has seeded it from /proc (no event is handled before run())
@@ -95,9 +150,14 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
         fail(str(e), 1)
     except KERNEL_ERRORS as e:
         fail(kernel_problem(e))
+    from vigil import __version__
+    click.echo(f"vigil {__version__}: config {cfg.path or '(defaults)'}; rules from "
+               f"{', '.join(agent.rules_files)}", err=True)
     kinds = sorted(k.label for k in agent.pipeline.kernel_kinds())
+    off = len(agent.engine.rules) - len(agent.engine.enabled_rules())
     click.echo(f"vigil: running with {len(agent.engine.rules)} rules; event kinds: "
-               f"{','.join(kinds)}", err=True)
+               f"{','.join(kinds)}" + (f" ({off} rules turned off)" if off else ""), err=True)
+    started = time.monotonic()
     try:
         agent.run(duration)
     finally:
@@ -105,8 +165,31 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
         agent.stop()
         if writer is not None:
             writer.close()
+    for line in exit_summary(agent, st, time.monotonic() - started):
+        click.echo(f"vigil: {line}", err=True)
     if verbose:
         click.echo(f"vigil: {json.dumps(st, default=str)}", err=True)
+
+
+def _dry_run(cfg, selection) -> None:
+    """`vigil run --dry-run`: what would run, or every error, then exit."""
+    from vigil.agent import dry_run
+    from vigil.rules.loader import RulesError
+    try:
+        r = dry_run(cfg, selection)
+    except RulesError as e:
+        for err in e.errors:
+            click.echo(f"vigil: error: rules: {err}", err=True)
+        sys.exit(1)
+    except ConfigError as e:
+        fail(str(e), 1)
+    click.echo(f"vigil: dry run: config {cfg.path or '(defaults)'} ok; "
+               f"{_plural(r['rules'], 'rule')} ({r['enabled']} enabled) from "
+               f"{', '.join(r['files'])}; event kinds: {','.join(r['kinds']) or '-'}", err=True)
+    if r["missing_sensors"]:
+        fail(f"BPF objects missing in {r['bpf_dir']}: "
+             f"{', '.join(s + '.bpf.o' for s in r['missing_sensors'])} (build them with "
+             "`make bpf`)", 1)
 
 
 @click.command("capture")
@@ -159,23 +242,25 @@ def capture(out, kinds, duration, no_containers, verbose):
 @common
 @click.option("--store", type=click.Path(dir_okay=False), default=None,
               help="Also keep the alerts in this SQLite store.")
-def replay(capture_file, config, rules, output, min_priority, verbose, store):
+def replay(capture_file, config, rules, output, min_priority, settings, disable_tags, only_tags,
+           disable_names, verbose, store):
     """Run rules over a capture offline; prints the alerts the live agent would have
     (with the same rate limiting and folding, on the recorded events' clock)."""
     setup_logging(verbose)
+    selection = _selection(disable_tags, only_tags, disable_names)
     from vigil.alerts.outputs.registry import live_only_names
     overrides = _overrides(rules, store, not store, output, min_priority)
     # replayed alerts are old: they go to stdout (and --store), never to the
     # node's live outputs from vigil.yaml (file, syslog, webhook ...)
     overrides["outputs"] = {"stdout": {"enabled": True, "format": output or "text"},
                             **{name: {"enabled": False} for name in live_only_names()}}
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, settings)
     from vigil.agent import replay as run_replay
     from vigil.events.capture import CaptureError
     from vigil.rules.loader import RulesError
 
     try:
-        n = run_replay(cfg, capture_file)
+        n = run_replay(cfg, capture_file, selection=selection)
     except RulesError as e:
         fail(f"rules: {e}", 1)
     except (ConfigError, CaptureError) as e:   # e.g. --store where it cannot be

@@ -9,7 +9,17 @@ import click
 from vigil.rules.engine import RuleEngine
 from vigil.rules.loader import RulesError
 
+from vigil.config import expand_rules_paths
 from vigil.rules import default_rules_files
+
+
+def _files(paths) -> list:
+    """Files as given, directories as their *.yaml/*.yml in name order (as `run -r`)."""
+    out = expand_rules_paths(list(paths))
+    if not out:
+        click.echo(f"error: no rules files (*.yaml, *.yml) in {', '.join(paths)}", err=True)
+        sys.exit(1)
+    return out
 
 
 @click.group("rules")
@@ -18,21 +28,24 @@ def rules() -> None:
 
 
 @rules.command("validate")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.option("--min-priority", default="debug", show_default=True,
               help="Skip rules less severe than this.")
 def validate(files, as_json, min_priority) -> None:
-    """Load FILE... in order (as one ruleset); exit 0 only if everything loads."""
+    """Load FILE... in order (as one ruleset; a directory stands for its
+    *.yaml/*.yml in name order) and report every error, each with file:line;
+    exit 0 only if everything loads."""
+    files = _files(files)
     eng = RuleEngine(min_priority=min_priority)
     errors = []
     try:
-        eng.load(list(files))
+        eng.load(files)
     except RulesError as e:
         errors = e.errors
     if as_json:
         out = {
-            "files": list(files),
+            "files": files,
             "ok": not errors,
             "rules_loaded": len(eng.rules) if not errors else 0,
             "rules_skipped": [{"rule": n, "reason": why} for n, why in eng.skipped] if not errors else [],
@@ -56,13 +69,13 @@ def validate(files, as_json, min_priority) -> None:
 
 
 @rules.command("list")
-@click.option("--rules", "rules_files", multiple=True, type=click.Path(dir_okay=False),
-              help="Rules file (repeatable); default: vigil's default ruleset.")
+@click.option("-r", "--rules", "rules_files", multiple=True, type=click.Path(),
+              help="Rules file or directory (repeatable); default: vigil's default ruleset.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--min-priority", default="debug", show_default=True)
 def list_rules(rules_files, as_json, min_priority) -> None:
     """List the rules a ruleset defines."""
-    files = list(rules_files) or default_rules_files()
+    files = _files(rules_files) if rules_files else default_rules_files()
     if not files:
         click.echo("no rules files given and no default ruleset installed", err=True)
         sys.exit(1)

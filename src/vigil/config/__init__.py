@@ -13,6 +13,7 @@ import os
 from typing import Optional
 
 from vigil.config.errors import ConfigError
+from vigil.config.overrides import SOURCE as OVERRIDE_SOURCE, overrides_tree
 from vigil.config.section import Section
 from vigil.config.source import line_of, parse_with_lines
 from vigil.config.units import parse_duration, parse_size
@@ -35,7 +36,14 @@ DEFAULTS: dict = {
     "outputs": {"stdout": {"enabled": True, "format": "text"}},
     "store": {"enabled": True},
     "rate_limit": {"window": 1.0},
+    # the JSON alert's optional properties, named and defaulted as in falco.yaml
+    "json_include_output_property": True,
+    "json_include_output_fields_property": True,
+    "json_include_tags_property": True,
+    "json_include_message_property": False,
 }
+
+JSON_INCLUDE_KEYS = tuple(k for k in DEFAULTS if k.startswith("json_include_"))
 
 SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
             if k in ("sensors", "scope", "containers", "kubernetes")}
@@ -69,10 +77,12 @@ def ringbuf_size(s: Section) -> int:
 class Config:
     """The merged configuration (a dict) plus where each key came from."""
 
-    def __init__(self, data: dict, path: str = "", lines: Optional[dict] = None):
+    def __init__(self, data: dict, path: str = "", lines: Optional[dict] = None,
+                 overridden=()):
         self.data = data
         self.path = path
         self.lines = lines or {}
+        self.overridden = set(overridden)   # key paths set by -o key=value
 
     def __getitem__(self, key):
         return self.data[key]
@@ -81,7 +91,10 @@ class Config:
         return self.data.get(key, default)
 
     def locate(self, err: ConfigError) -> ConfigError:
-        """The error with this configuration's file and the line of its key."""
+        """The error with this configuration's file and the line of its key
+        (or ``-o`` for a key set on the command line)."""
+        if any(err.at[:len(p)] == p for p in self.overridden):
+            return err.located(OVERRIDE_SOURCE, 0)
         return err.located(self.path, line_of(self.lines, err.at))
 
     def validate(self) -> "Config":
@@ -112,6 +125,8 @@ class Config:
         if normalize_priority(str(d.get("min_priority"))) is None:
             raise ConfigError(f"unknown priority {d.get('min_priority')!r}", key=("min_priority",))
         top.choice("rule_matching", ("first", "all"))
+        for k in JSON_INCLUDE_KEYS:
+            top.bool(k)
 
         s = sec["sensors"]
         d["sensors"]["ringbuf_size"] = ringbuf_size(s)
@@ -141,20 +156,31 @@ class Config:
         elif not isinstance(nn, str):
             raise k8s.bad("node_name", "expected a node name")
 
+    def json_shape(self):
+        """Which optional properties the JSON alerts carry (json_include_*)."""
+        from vigil.alerts.alert import JsonShape
+        d = self.data
+        return JsonShape(output=d["json_include_output_property"],
+                         output_fields=d["json_include_output_fields_property"],
+                         tags=d["json_include_tags_property"],
+                         message=d["json_include_message_property"])
+
     def build_alert_pipeline(self, stream=None, clock=None):
         """Rate limiter -> store -> outputs from their sections (errors get file:line).
         ``clock`` drives the rate limiter (default: monotonic time)."""
         from vigil.alerts.outputs.config import build_pipeline
         try:
             return build_pipeline({k: self.data.get(k) for k in ("outputs", "store", "rate_limit")},
-                                  stream=stream, clock=clock)
+                                  stream=stream, clock=clock, json_shape=self.json_shape())
         except ConfigError as e:
             raise self.locate(e) from None
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) -> Config:
+def load_config(path: Optional[str] = None, overrides: Optional[dict] = None,
+                settings=()) -> Config:
     """Defaults <- file (explicit path, else /etc/vigil/vigil.yaml if present)
-    <- environment <- overrides (from flags)."""
+    <- environment <- settings (``-o key=value`` strings) <- overrides (from flags)."""
+    tree, overridden = overrides_tree(settings)
     data, lines, used = {}, {}, ""
     if path is None and os.path.exists(DEFAULT_CONFIG_PATH):
         path = DEFAULT_CONFIG_PATH
@@ -173,11 +199,12 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) ->
         merged["kubernetes"]["node_name"] = node
     if os.environ.get("VIGIL_MIN_PRIORITY"):
         merged["min_priority"] = os.environ["VIGIL_MIN_PRIORITY"]
-    if overrides:
-        merged = _merge(merged, overrides)
-        if "rules" in overrides:
-            merged["rules"] = overrides["rules"]
-    return Config(merged, used, lines).validate()
+    for over in (tree, overrides):
+        if over:
+            merged = _merge(merged, over)
+            if "rules" in over:
+                merged["rules"] = over["rules"]
+    return Config(merged, used, lines, overridden).validate()
 
 
 def expand_rules_paths(paths: list) -> list:

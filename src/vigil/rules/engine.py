@@ -75,11 +75,15 @@ class RuleEngine:
 
     def _finish(self) -> None:
         rs = self.ruleset
-        rs.raise_if_errors()
         comp = Compiler(rs, self.min_priority)
-        rules = comp.compile()
-        if comp.errors:
-            raise RulesError.first_of(comp.errors)
+        try:
+            rules = comp.compile()
+        except RecursionError:
+            rules = []
+        if rs.errors or comp.errors:
+            # every error at once: the files' structure and the conditions
+            # (items the loader refused are not compiled), by file and line
+            raise RulesError.first_of(_in_file_order(rs.files, rs.errors + comp.errors))
         self.rules = rules
         self.skipped = comp.skipped + [(n, f"source {s}") for n, s in rs.skipped_sources.items()]
         self.warnings = list(rs.warnings) + comp.warnings
@@ -123,6 +127,16 @@ class RuleEngine:
             raise KeyError(name)
         r.enabled = bool(enabled)
         self._build()
+
+    def select(self, selection) -> list:
+        """Turn off the rules a :class:`vigil.rules.selection.RuleSelection`
+        leaves out (-T/-t/-D); returns their names."""
+        off = [r for r in self.rules if r.enabled and not selection.keeps(r.name, r.tags)]
+        for r in off:
+            r.enabled = False
+        if off:
+            self._build()
+        return [r.name for r in off]
 
     def enabled_rules(self) -> List[CompiledRule]:
         return [r for r in self.rules if r.enabled]
@@ -215,6 +229,12 @@ class RuleEngine:
             "warnings": [w.to_dict() for w in self.warnings],
             "required_kinds": sorted(k.label for k in self.required_kinds()),
         }
+
+
+def _in_file_order(files: list, errors: list) -> list:
+    """Errors sorted by the order their files were loaded, then by line."""
+    order = {f: i for i, f in enumerate(files)}
+    return sorted(errors, key=lambda e: (order.get(e.file, len(order)), e.line or 0))
 
 
 __all__ = ["RuleEngine", "RulesError", "priority_rank"]

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Iterable, Optional, Sequence
 
-from vigil.alerts.alert import Alert
+from vigil.alerts.alert import FALCO_JSON, Alert
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class Output:
 
     #: short name used in stats and logs; instances may override it
     name: str = "output"
+    #: the JSON alert's optional properties (json_include_* of vigil.yaml)
+    json_shape = FALCO_JSON
 
     def emit(self, alert: Alert) -> Optional[bool]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional, TextIO
 
+from vigil.alerts.alert import FALCO_JSON, JsonShape
 from vigil.alerts.outputs.base import AlertPipeline, Output, OutputDispatcher
 from vigil.alerts.outputs.file import DEFAULT_FILE_PATH
 from vigil.alerts.outputs.registry import output_types
@@ -55,8 +56,10 @@ def _section_raw(outputs: dict, name: str, default_enabled: bool) -> Optional[di
     return raw if enabled else None
 
 
-def build_outputs(outputs_cfg: Optional[dict], stream: Optional[TextIO] = None) -> list:
-    """The enabled outputs, in the registry's order (stdout, file, syslog, webhook)."""
+def build_outputs(outputs_cfg: Optional[dict], stream: Optional[TextIO] = None,
+                  json_shape: JsonShape = FALCO_JSON) -> list:
+    """The enabled outputs, in the registry's order (stdout, file, syslog, webhook),
+    writing JSON alerts in ``json_shape``."""
     if outputs_cfg is None:
         outputs_cfg = {}
     if not isinstance(outputs_cfg, dict):
@@ -71,7 +74,9 @@ def build_outputs(outputs_cfg: Optional[dict], stream: Optional[TextIO] = None) 
         for name, t in types.items():
             raw = _section_raw(outputs_cfg, name, t.enabled_by_default)
             if raw is not None:
-                built.append(t.build(Section(("outputs", name), raw, t.defaults), stream))
+                out = t.build(Section(("outputs", name), raw, t.defaults), stream)
+                out.json_shape = json_shape
+                built.append(out)
     except BaseException:
         _close_all(built)          # e.g. a webhook thread already started
         raise
@@ -128,13 +133,14 @@ def build_rate_limiter(rl_cfg: Optional[dict],
 
 
 def build_pipeline(cfg: Optional[dict], stream: Optional[TextIO] = None,
-                   clock: Optional[Callable[[], float]] = None) -> AlertPipeline:
+                   clock: Optional[Callable[[], float]] = None,
+                   json_shape: JsonShape = FALCO_JSON) -> AlertPipeline:
     """Rate limiter -> store -> outputs, from the agent config (a dict)."""
     cfg = cfg or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"expected a mapping, got {cfg!r}", key=("config",))
     limiter = build_rate_limiter(cfg.get("rate_limit"), clock=clock)
-    outputs = build_outputs(cfg.get("outputs"), stream=stream)
+    outputs = build_outputs(cfg.get("outputs"), stream=stream, json_shape=json_shape)
     try:
         store = build_store(cfg.get("store"))
     except BaseException:

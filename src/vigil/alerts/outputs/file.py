@@ -82,7 +82,7 @@ class FileOutput(Output):
         self._open()
 
     def emit(self, alert: Alert) -> bool:
-        data = (alert_json_line(alert) + "\n").encode("utf-8")
+        data = (alert_json_line(alert, self.json_shape) + "\n").encode("utf-8")
         with self._lock:
             if self._closed:
                 raise RuntimeError("file output is closed")

@@ -6,16 +6,16 @@ import sys
 import threading
 from typing import Optional, TextIO
 
-from vigil.alerts.alert import Alert
+from vigil.alerts.alert import FALCO_JSON, Alert, JsonShape
 from vigil.alerts.outputs.base import Output
 from vigil.alerts.outputs.registry import register
 
 FORMATS = ("text", "json")
 
 
-def alert_json_line(alert: Alert) -> str:
+def alert_json_line(alert: Alert, shape: JsonShape = FALCO_JSON) -> str:
     """One alert as a single line of Falco JSON (no trailing newline)."""
-    return json.dumps(alert.to_falco_json(), ensure_ascii=False, separators=(",", ":"),
+    return json.dumps(alert.to_falco_json(shape), ensure_ascii=False, separators=(",", ":"),
                       default=str)
 
 
@@ -36,7 +36,8 @@ class StdoutOutput(Output):
         return self._stream if self._stream is not None else sys.stdout
 
     def emit(self, alert: Alert) -> bool:
-        line = alert.text_line() if self.format == "text" else alert_json_line(alert)
+        line = alert.text_line() if self.format == "text" else alert_json_line(alert,
+                                                                                 self.json_shape)
         with self._lock:
             s = self.stream
             s.write(line + "\n")

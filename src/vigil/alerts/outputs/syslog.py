@@ -122,7 +122,7 @@ class SyslogOutput(Output):
         self._failed = 0
 
     def _message(self, alert: Alert) -> str:
-        msg = alert.text_line() if self.format == "text" else alert_json_line(alert)
+        msg = alert.text_line() if self.format == "text" else alert_json_line(alert, self.json_shape)
         msg = msg.replace("\n", " ")
         b = msg.encode("utf-8")
         if self.max_message_bytes and len(b) > self.max_message_bytes:

@@ -74,7 +74,7 @@ class WebhookOutput(Output):
             self._count("dropped")
             return False
         try:
-            self._q.put_nowait(alert.to_falco_json())
+            self._q.put_nowait(alert.to_falco_json(self.json_shape))
         except queue.Full:
             self._count("dropped")
             return False
