@@ -11,11 +11,12 @@ from vigil.rules.fields.base import (FIELDS, TRANSFORMS, BadFieldArg, Extractor,
                                      all_field_names, json_value, known, lookup, parse_ip, render_value,
                                      transform)
 from vigil.rules.fields.evt import evt_type
+from vigil.rules.fields.descriptions import listing as field_listing
 from vigil.rules.fields.flags import O_FLAGS, PTRACE_REQUESTS, render_open_flags
 from vigil.rules.fields.kinds import (CATEGORY, KIND_DIRS, KIND_TYPE_SETS, KIND_TYPES, PRODUCED_TYPES,
                                       RULE_KINDS, TYPE_TO_KIND)
 
 __all__ = ["FIELDS", "TRANSFORMS", "BadFieldArg", "Extractor", "FieldDef", "UnknownField",
-           "all_field_names", "json_value", "known", "lookup", "parse_ip", "render_value", "transform",
+           "all_field_names", "field_listing", "json_value", "known", "lookup", "parse_ip", "render_value", "transform",
            "evt_type", "O_FLAGS", "PTRACE_REQUESTS", "render_open_flags", "CATEGORY", "KIND_DIRS",
            "KIND_TYPE_SETS", "KIND_TYPES", "PRODUCED_TYPES", "RULE_KINDS", "TYPE_TO_KIND"]
