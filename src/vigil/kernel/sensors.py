@@ -203,8 +203,6 @@ class SensorManager:
                     good.add(name)
                 except libbpf.BpfError as e:
                     states[name].error = f"refused by the kernel: {e.details or e}"
-                    log.warning("sensor %s: program %s (%s) disabled: %s", sensor, name,
-                                states[name].section, states[name].error)
                 finally:
                     one.close()
             if not good:
@@ -239,11 +237,24 @@ class SensorManager:
                                     "on this kernel")
                     else:
                         st.error = f"attach failed: {e.strerror}"
-                    log.warning("sensor %s: program %s (%s) disabled: %s", sensor, prog.name,
-                                prog.section, st.error)
+        self._warn_disabled()
         attached = [p for p in self.report.programs if p.attached]
         log.info("%d programs attached for kinds %s", len(attached),
                  ",".join(sorted(k.label for k in self.kinds)))
+
+    def _warn_disabled(self) -> None:
+        """One line for every program this kernel refused, by kind (events of
+        a kind whose programs are all disabled are not seen at all)."""
+        bad = [p for p in self.report.programs if p.error]
+        if not bad:
+            return
+        kinds = sorted({p.kind.label for p in bad if p.kind is not None})
+        lost = [k for k in kinds
+                if not any(p.attached for p in self.report.programs
+                           if p.kind is not None and p.kind.label == k)]
+        what = (f"no {', '.join(lost)} events on this kernel; " if lost else "")
+        log.warning("%s%d programs disabled: %s", what, len(bad),
+                    "; ".join(f"{p.sensor}/{p.name} ({p.section}): {p.error}" for p in bad))
 
     def _attach_one(self, prog) -> libbpf.Link:
         # syscall tracepoints: the id comes from the tracefs vigil checked (or
