@@ -129,6 +129,7 @@ class Agent:
         self.scope_policy = None
         self.reloads = 0
         self.reload_errors = 0
+        self._past_matches: dict = {}   # (rule, priority) -> alerts of engines reloaded away
         self.scope_dropped = 0
         self._last_drops = 0
         self._last_drop_check = 0.0
@@ -151,6 +152,23 @@ class Agent:
         self.rules_files = files
         log.info("loaded %d rules from %d files", len(self.engine.rules), len(files))
 
+    def _count_matches(self, eng) -> None:
+        for name, n in (eng.matches.items() if eng is not None else ()):
+            r = eng.rule(name)
+            key = (name, r.priority if r is not None else "?")
+            self._past_matches[key] = self._past_matches.get(key, 0) + n
+
+    def alert_counts(self) -> dict:
+        """(rule, priority) -> alerts the rules gave since start, across reloads
+        (before rate limiting folds repeats)."""
+        out = dict(self._past_matches)
+        eng = self.engine
+        for name, n in (eng.matches.items() if eng is not None else ()):
+            r = eng.rule(name)
+            key = (name, r.priority if r is not None else "?")
+            out[key] = out.get(key, 0) + n
+        return out
+
     def request_reload(self) -> None:
         """Ask for a rules reload; safe from a signal handler (the reload runs
         from the event loop, never in the middle of reading the ring)."""
@@ -166,6 +184,7 @@ class Agent:
             self.reload_errors += 1
             log.error("rules reload failed, keeping the last good rules: %s", e)
             return False
+        self._count_matches(self.engine)
         self.engine = eng
         self.rules_files = files
         self.reloads += 1
@@ -181,8 +200,9 @@ class Agent:
                     p.pause()
                 else:
                     self._restart_sensors()
-        self.notify(f"rules reloaded: {len(eng.rules)} rules from {len(files)} files "
-                    f"({len(eng.enabled_rules())} enabled)")
+        n, nf = len(eng.rules), len(files)
+        self.notify(f"rules reloaded: {n} rules from {nf} "
+                    f"file{'s' if nf != 1 else ''} ({len(eng.enabled_rules())} enabled)")
         return True
 
     def _restart_sensors(self) -> None:

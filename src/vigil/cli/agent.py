@@ -55,18 +55,18 @@ def exit_summary(agent, st: dict, elapsed: float) -> list:
     """The lines `vigil run` ends with (as Falco's "Events detected" summary):
     events, kernel drops and alerts, then the alerts by priority and by rule."""
     pipe = st.get("pipeline", {})
-    matches = dict(agent.engine.matches) if agent.engine is not None else {}
-    n = sum(matches.values())
+    counts = agent.alert_counts()
+    n = sum(counts.values())
     lines = [f"stopped after {elapsed:.1f}s: {_plural(pipe.get('events', 0), 'event')}, "
              f"{pipe.get('dropped', 0)} dropped in the kernel, {_plural(n, 'alert')}"]
     if n:
         prio: dict = {}
-        for name, c in matches.items():
-            r = agent.engine.rule(name)
-            p = r.priority if r is not None else "?"
+        rules: dict = {}
+        for (name, p), c in counts.items():
             prio[p] = prio.get(p, 0) + c
+            rules[name] = rules.get(name, 0) + c
         lines.append(f"alerts by priority: {_counts(prio)}")
-        lines.append(f"alerts by rule: {_counts(matches)}")
+        lines.append(f"alerts by rule: {_counts(rules)}")
     return lines
 
 
