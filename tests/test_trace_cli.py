@@ -140,7 +140,7 @@ def test_exec_columns_header(trace):
     rc, took = t.stop(signal.SIGINT)
     assert rc == 0
     header = t.lines[0].split()
-    assert header == ["TIME", "UID", "PCOMM", "PID", "PPID", "CWD", "ARGS"]
+    assert header == ["TIME", "UID", "PCOMM", "PID", "PPID", "RET", "CWD", "ARGS"]   # RET: issue 9
     rows = [line for line in t.lines if m in line]
     assert rows
     cols = rows[0].split()
@@ -416,3 +416,121 @@ def test_view_without_any_sensor_is_an_error(bpf_objects, tmp_path):
     # the exec view works from the same directory
     r = _vigil("exec", "--duration", "0.5", env={"VIGIL_BPF_DIR": str(tmp_path)})
     assert r.returncode == 0, r.stderr
+
+
+# --- columns as BCC users expect (issue 9) ---
+
+def _text_until(t, action, needle, timeout=10.0):
+    """Repeat action until a text row contains needle; the rows that do."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and t.p.poll() is None:
+        action()
+        time.sleep(0.2)
+        rows = [line for line in list(t.lines) if needle in line]
+        if rows:
+            return rows
+    t.stop()
+    raise AssertionError(f"no row with {needle!r}; stderr={t.err!r} lines={t.lines[:20]!r}")
+
+
+def _columns(header: str, row: str) -> dict:
+    """A row cut at the header's column starts (the last column takes the rest)."""
+    names = header.split()
+    starts = [header.index(n + " ") if n != names[-1] else header.rindex(n) for n in names]
+    ends = starts[1:] + [None]
+    return {n: row[s:e].strip() for n, s, e in zip(names, starts, ends)}
+
+
+def test_exec_rows_stay_one_line_and_columns_hold(trace, tmp_path):
+    """An argv with a newline and a tab is escaped; a CWD longer than its column
+    is cut from the left behind an ellipsis, so ARGS stays in its place; RET is 0."""
+    m = mk()
+    deep = tmp_path / ("d" * 40) / "and-deeper"
+    deep.mkdir(parents=True)
+    t = trace("exec")
+    rows = _text_until(t, lambda: run_quiet(["/bin/echo", f"{m}\nsecond\tline"], cwd=str(deep)), m)
+    t.stop()
+    header = t.lines[0]
+    assert header.split() == ["TIME", "UID", "PCOMM", "PID", "PPID", "RET", "CWD", "ARGS"]
+    row = rows[0]
+    assert row.endswith(f"/bin/echo {m}\\nsecond\\tline")
+    assert not any(line.startswith("second") for line in t.lines)
+    c = _columns(header, row)
+    assert c["RET"] == "0" and c["PCOMM"] == "echo"
+    assert c["CWD"] == "\u2026" + str(deep)[-23:] and len(c["CWD"]) == 24
+    assert c["ARGS"] == f"/bin/echo {m}\\nsecond\\tline"
+
+
+def test_open_flags_spelled_by_name_in_both_views(trace, tmp_path):
+    f = tmp_path / (mk() + ".txt")
+    f.write_text("x")
+    t_open = trace("open", "--comm", "cat")
+    t_all = trace("all", "--comm", "cat")
+    rows = _text_until(t_open, lambda: run_quiet(["/bin/cat", str(f)]), str(f))
+    all_rows = _text_until(t_all, lambda: run_quiet(["/bin/cat", str(f)]), str(f))
+    t_open.stop()
+    t_all.stop()
+    c = _columns(t_open.lines[0], rows[0])
+    assert c["FLAGS"] == "O_RDONLY" and c["PATH"] == str(f) and c["ERR"] == "0"
+    opens = [r for r in all_rows if " open " in r]
+    assert opens and f"openat {f} flags=O_RDONLY ret=" in opens[0]
+
+
+def test_connect_rows_have_the_uid(trace):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    port = srv.getsockname()[1]
+    code = f"import socket; socket.create_connection(('127.0.0.1', {port})).close()"
+
+    def act():
+        run_quiet(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                   sys.executable, "-c", code])
+        srv.settimeout(2)
+        try:
+            srv.accept()[0].close()
+        except OSError:
+            pass
+    try:
+        t = trace("connect")
+        rows = _text_until(t, act, f"127.0.0.1:{port}")
+        t.stop()
+    finally:
+        srv.close()
+    header = t.lines[0]
+    assert header.split() == ["TIME", "UID", "PID", "COMM", "PROTO", "SADDR", "DADDR", "RET"]
+    c = _columns(header, rows[0])
+    assert c["UID"] == "65534" and c["DADDR"] == f"127.0.0.1:{port}" and c["RET"] == "0"
+
+
+def test_failed_exec_ret_through_the_printer():
+    """Failed execs (exec events with a negative ret, from sys_exit_execve) show
+    the errno name under RET, and ret= in the `all` details; successes show 0.
+    Fed to the printer directly: the kernel side of failed execs comes with the
+    fields work of issue 9."""
+    import io
+    from vigil.cli.trace_views import TracePrinter
+    from vigil.events import Event, Kind
+    common = dict(time=time.time_ns(), pid=42, tid=42, ppid=1, uid=1000, gid=1000, comm="sh",
+                  cwd="/tmp", exe="/nonexistent/x")
+    failed = Event(Kind.EXEC, args=["/nonexistent/x", "a\nb"], ret=-2, **common)
+    ok = Event(Kind.EXEC, args=["/bin/true"], **dict(common, exe="/bin/true"))
+    out = io.StringIO()
+    p = TracePrinter("exec", out=out)
+    p(failed)
+    p(ok)
+    header, r1, r2 = out.getvalue().splitlines()
+    assert _columns(header, r1)["RET"] == "ENOENT"
+    assert _columns(header, r1)["ARGS"] == "/nonexistent/x a\\nb"
+    assert _columns(header, r2)["RET"] == "0"
+    out = io.StringIO()
+    p = TracePrinter("all", out=out)
+    p(failed)
+    p(ok)
+    _, r1, r2 = out.getvalue().splitlines()
+    assert r1.endswith("/nonexistent/x /nonexistent/x a\\nb ret=ENOENT")
+    assert r2.endswith("/bin/true /bin/true")
+    out = io.StringIO()
+    TracePrinter("exec", as_json=True, out=out)(failed)
+    j = json.loads(out.getvalue())
+    assert j["ret"] == -2 and j["args"] == ["/nonexistent/x", "a\nb"]

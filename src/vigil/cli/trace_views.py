@@ -9,7 +9,7 @@ import time
 from vigil.alerts.alert import format_time
 from vigil.events import KIND_BY_NAME, Event
 from vigil.events.kinds import TRACE_GROUPS
-from vigil.events.render import args_text, errno_name, hostport, ret_text
+from vigil.events.render import args_text, errno_name, hostport, one_line, open_flags, ret_text
 
 # the single-kind views have columns of their own (_cols); the groups come
 # from the kinds registry
@@ -61,18 +61,20 @@ def _hms(ns: int) -> str:
 # view -> (header columns with widths, row function)
 def _cols(view: str):
     if view == "exec":
-        return [("TIME", 12), ("UID", 6), ("PCOMM", 16), ("PID", 7), ("PPID", 7), ("CWD", 20),
-                ("ARGS", 0)], lambda e: [
-            _hms(e.time), e.uid, e.comm, e.pid, e.ppid, e.cwd or "-", args_text(e) or e.exe]
+        # RET as execsnoop's: 0, or the errno name of a failed execve
+        return [("TIME", 12), ("UID", 6), ("PCOMM", 16), ("PID", 7), ("PPID", 7), ("RET", 7),
+                ("CWD", -24), ("ARGS", 0)], lambda e: [
+            _hms(e.time), e.uid, e.comm, e.pid, e.ppid, ret_text(e.ret or 0), e.cwd or "-",
+            args_text(e) or e.exe]
     if view == "open":
         return [("TIME", 12), ("UID", 6), ("PID", 7), ("COMM", 16), ("FD", 4), ("ERR", 7),
-                ("FLAGS", 8), ("PATH", 0)], lambda e: [
+                ("FLAGS", 30), ("PATH", 0)], lambda e: [
             _hms(e.time), e.uid, e.pid, e.comm, e.ret if e.ret >= 0 else -1,
-            errno_name(e.ret) if e.ret < 0 else 0, f"{e.flags:07o}", e.path]
+            errno_name(e.ret) if e.ret < 0 else 0, open_flags(e.flags), e.path]
     if view == "connect":
-        return [("TIME", 12), ("PID", 7), ("COMM", 16), ("PROTO", 5), ("SADDR", 22),
+        return [("TIME", 12), ("UID", 6), ("PID", 7), ("COMM", 16), ("PROTO", 5), ("SADDR", 22),
                 ("DADDR", 22), ("RET", 0)], lambda e: [
-            _hms(e.time), e.pid, e.comm, e.proto or e.family, hostport(e.saddr, e.sport),
+            _hms(e.time), e.uid, e.pid, e.comm, e.proto or e.family, hostport(e.saddr, e.sport),
             hostport(e.daddr, e.dport) if e.family != "AF_UNIX" else (e.path or "-"), ret_text(e.ret)]
     if view == "accept":
         return [("TIME", 12), ("PID", 7), ("COMM", 16), ("PROTO", 5), ("LADDR", 22),
@@ -121,9 +123,16 @@ class TracePrinter:
         self.out.flush()
 
     def _fmt(self, values) -> str:
+        """One row: every value on one line (control characters escaped), padded
+        to its column; a negative width is a column whose longer values are cut
+        from the left, behind an ellipsis (CWD: its end says the most)."""
         parts = []
         for (name, width), v in zip(self._cols, values):
-            s = "" if v is None else str(v)
+            s = "" if v is None else one_line(str(v))
+            if width < 0:
+                width = -width
+                if len(s) > width:
+                    s = "\u2026" + s[-(width - 1):]
             parts.append(s.ljust(width) if width else s)
         return " ".join(parts)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from vigil.events import structs as S
-from vigil.events.render import args_text, hostport, ret_text
+from vigil.events.render import args_text, hostport, open_flags, ret_text
 
 EV_MAX = 32          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
 
@@ -137,8 +137,9 @@ def _cgroup(name, value):
 
 KINDS = (
     KindSpec("exec", 1, "proc", S.EvExec, "_exec", ("execve", "execveat"), "process",
-             bookkeeping="lifecycle", json=("args_truncated", "tty", "loginuid"),
-             detail=lambda e: f"{e.exe} {args_text(e)}"),
+             bookkeeping="lifecycle", json=("args_truncated", "tty", "loginuid", "ret?"),
+             detail=lambda e: f"{e.exe} {args_text(e)}"
+             + (f" ret={ret_text(e.ret)}" if e.ret is not None and e.ret < 0 else "")),
     KindSpec("exit", 2, "proc", S.EvExit, "_exit", ("procexit",), "process",
              bookkeeping="lifecycle", json=("exit_code", "exit_signal"),
              detail=lambda e: f"code={e.exit_code}"
@@ -148,7 +149,8 @@ KINDS = (
              detail=lambda e: f"child={e.child_pid}"),
     KindSpec("open", 4, "file", S.EvOpen, "_open", ("openat", "open", "openat2", "creat"), "file",
              trace=("file",), json=("syscall", "path", "flags", "mode", "ret"),
-             detail=lambda e: f"{e.syscall} {e.path} flags={e.flags:#o} ret={ret_text(e.ret)}"),
+             detail=lambda e: f"{e.syscall} {e.path} flags={open_flags(e.flags)} "
+             f"ret={ret_text(e.ret)}"),
     _net("connect", 5, ("connect",)),
     _net("accept", 6, ("accept4", "accept")),
     _net("listen", 7, ("listen",)),
