@@ -222,22 +222,22 @@ def _col_rows(tr, needle):
     rows = []
     for ln in tr.lines():
         if needle in ln:
-            parts = ln.split(None, 8)   # TIME UID PCOMM PID PPID CWD CONTAINER K8S_NS/POD ARGS
+            parts = ln.split(None, 9)   # TIME UID PCOMM PID PPID RET CWD CONTAINER K8S_NS/POD ARGS
             rows.append(parts)
     return rows
 
 
 def test_trace_columns_short_id(traces, rootfs, work):
     head = traces["cols"].lines()[0].split()
-    assert head[6:9] == ["CONTAINER", "K8S_NS/POD", "ARGS"]
+    assert head[7:10] == ["CONTAINER", "K8S_NS/POD", "ARGS"]
     m = "col-" + uuid.uuid4().hex[:8]
     cid, _, _ = run_container(rootfs, f"echo {m}", ANNOTATIONS, tmp=work)
     rows = poll(lambda: [r for r in _col_rows(traces["cols"], m) if r[2] == "sh"])
     assert rows, traces["cols"].lines()[-5:]
-    assert rows[0][6] == cid[:12]
-    assert rows[0][7] == "billing/api-7"      # annotations: known at cgroup creation
+    assert rows[0][7] == cid[:12]
+    assert rows[0][8] == "billing/api-7"      # annotations: known at cgroup creation
     host = poll(lambda: _col_rows(traces["cols"], "ready-"))
-    assert host[0][6] == "host" and host[0][7] == "-"
+    assert host[0][7] == "host" and host[0][8] == "-"
 
 
 def test_short_containers_metadata(traces, rootfs, work):
@@ -268,8 +268,8 @@ def test_short_containers_metadata(traces, rootfs, work):
     rows = {}
     for m, cid, name, labelled, _ in runs:
         r = poll(lambda m=m: [x for x in _col_rows(traces["cols"], m) if x[2] == "sh"])
-        assert r and r[0][6] == cid[:12], r
-        rows[m] = (labelled, r[0][7])
+        assert r and r[0][7] == cid[:12], r
+        rows[m] = (labelled, r[0][8])
     report["cols"] = {lab: [sum(1 for l2, pod in rows.values() if l2 == lab and
                                 pod == "/".join(want[lab])),
                             sum(1 for l2, _ in rows.values() if l2 == lab)]

@@ -69,8 +69,9 @@ def test_json_output_is_falco_json(store_path):
     assert json.loads(line) == {
         "hostname": "node-a",
         "output": "2023-11-14T22:13:20.000000000Z: Critical ancient alert",
-        "output_fields": {"container.id": "aaaa00000001", "container.name": "legacy",
-                          "k8s.ns.name": "default", "k8s.pod.name": "p"},
+        "output_fields": {"evt.time": 1_700_000_000_000_000_000, "container.id": "aaaa00000001",
+                          "container.name": "legacy", "k8s.ns.name": "default",
+                          "k8s.pod.name": "p"},
         "priority": "Critical",
         "rule": "Old rule",
         "source": "syscall",
