@@ -224,3 +224,24 @@ def test_rodata_variables_are_read_from_btf(tmp_path, bpf_objects):
             assert obj.section_vars(".rodata")["cfg_args_max"] == (0, 4), s
         finally:
             obj.close()
+
+
+def test_generic_decoder_sets_a_field_per_member():
+    """A kind without a decoder of its own is read member by member: the
+    checklist's 'one registry entry' needs no decoder edit."""
+    from vigil.events.decode import Decoder
+    from vigil.events.structs import EvHdr
+
+    class EvDemo(ctypes.Structure):
+        _fields_ = [("h", EvHdr), ("count", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
+                    ("name", ctypes.c_char * 8)]
+
+    dec = Decoder()
+    fn = dec._generic(EvDemo)
+    raw = bytearray(ctypes.sizeof(EvDemo))
+    d = EvDemo.from_buffer(raw)
+    d.h.ts, d.h.kind, d.h.pid, d.h.comm = 5, 4, 77, b"demo"
+    d.count, d.name = 9, b"abc"
+    ev = fn(bytes(raw), kinds.Kind(4), "open")
+    assert (ev.pid, ev.comm, ev.count, ev.name) == (77, "demo", 9, "abc")
+    assert "_pad" not in ev.__dict__ and fn.layout is EvDemo

@@ -8,6 +8,7 @@ at once.  Which decoder reads which kind is the kinds registry's word
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import struct
@@ -115,6 +116,10 @@ class Decoder:
         self._comms: dict = {}   # raw comm bytes -> str
         self._table = [None] * 64
         for spec in KINDS:
+            if not spec.decoder:
+                k = spec.kind
+                self._table[int(k)] = (k, k.label, self._generic(spec.layout))
+                continue
             fn = getattr(self, spec.decoder)
             if fn.layout is not spec.layout:
                 raise TypeError(f"event kind {spec.name}: decoder {spec.decoder} reads "
@@ -153,6 +158,24 @@ class Decoder:
             "comm": comm,
         }
         return e
+
+    def _generic(self, layout):
+        """A decoder for a layout without its own: each member (after the
+        header) becomes the event field of its name; char arrays are text."""
+        fmt, names = S.struct_format(layout)
+        text = {n for n, t, _o in S.flat_fields(layout)
+                if getattr(t, "_type_", None) is ctypes.c_char}
+        own = [(i, n, n in text) for i, n in enumerate(names) if i >= 9]
+
+        def decode(raw, kind, label, off=0):
+            v = fmt.unpack_from(raw, off)
+            e = self._hdr(v, kind, label)
+            d = e.__dict__
+            for i, n, is_text in own:
+                d[n] = _s(v[i]) if is_text else v[i]
+            return e
+        decode.layout = layout
+        return decode
 
     # v indices: 0 ts 1 kind 2 pid 3 tid 4 ppid 5 uid 6 gid 7 cgroup 8 comm, then per layout
 

@@ -7,7 +7,11 @@ An entry (:class:`KindSpec`) says
 * ``sensor``: the BPF object (``kernel/bpf/<sensor>.bpf.c``) whose programs
   serve it; those programs are named ``<name>__...``;
 * ``layout`` and ``decoder``: the ctypes mirror of the C struct the kernel
-  sends it in (vigil.events.structs) and the Decoder method that reads it;
+  sends it in (vigil.events.structs, or defined beside the entry) and the
+  Decoder method that reads it; without one, the generic decoder sets an
+  event field per member of the layout (char arrays as text, names starting
+  with ``_`` skipped), and those fields are Event fields (capture, replay,
+  ``to_dict``) without further edits;
 * ``falco_types``, ``dirs``, ``category``: what Falco rules see (``evt.type``
   names it stands for, the first being the default; ``evt.dir``;
   ``evt.category``);
@@ -59,7 +63,7 @@ class KindSpec:
     value: int
     sensor: str
     layout: type
-    decoder: str
+    decoder: str = ""           # a Decoder method; "" = the generic one (members by name)
     falco_types: tuple = ()
     category: str = "other"
     dirs: frozenset = _EXIT_ONLY
@@ -218,6 +222,19 @@ CATEGORIES = {k: s.category for k, s in SPECS.items()}
 TYPE_TO_KIND = {name: k for k, names in FALCO_TYPES.items() for name in names}
 PRODUCED_TYPES = frozenset(TYPE_TO_KIND)
 RULE_KINDS = tuple(k for k in Kind if FALCO_TYPES[k])
+
+
+def generic_fields() -> tuple:
+    """Event fields the generic decoder sets: the members (after the header) of
+    the layouts of entries without a decoder of their own."""
+    from vigil.events.structs import flat_fields
+    hdr = {name for name, _t, _o in flat_fields(S.EvHdr)}
+    out = []
+    for s in KINDS:
+        if not s.decoder:
+            out.extend(n for n, _t, _o in flat_fields(s.layout)
+                       if not n.startswith("_") and n not in hdr and n not in out)
+    return tuple(out)
 
 
 def _check() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from vigil.events.kinds import KIND_BY_NAME, Kind
+from vigil.events.kinds import KIND_BY_NAME, Kind, generic_fields
 
 
 def boot_offset_ns() -> int:
@@ -42,6 +42,8 @@ FIELDS = (
     # ptrace / module / dup / setuid extras
     "target_pid", "request", "newfd", "fd_type", "new_uid",
 )
+# kinds read by the generic decoder bring their layouts' member names
+FIELDS += tuple(f for f in generic_fields() if f not in FIELDS)
 
 
 class Event:
