@@ -393,3 +393,62 @@ def test_failed_execveat(pc):
     """, cwd="/"))
     ev = pc.wait_for(lambda e: e.kind == Kind.EXECFAIL and e.pid == pid)[0]
     assert (ev.ret, ev.path, ev.args, ev.syscall) == (-2, "vmissing", ["vmissing"], "execveat")
+
+
+# --------------------------------------------------------------- Falco's rules files
+
+def falco_rules_dir():
+    """Falco's own rules files: $VIGIL_FALCO_RULES_DIR, else ../shared/falco-rules
+    beside the repository, else /work/shared/falco-rules."""
+    from pathlib import Path
+    env = os.environ.get("VIGIL_FALCO_RULES_DIR")
+    repo = Path(__file__).resolve().parent.parent
+    for d in ([Path(env)] if env else []) + [repo.parent / "shared" / "falco-rules",
+                                             Path("/work/shared/falco-rules")]:
+        if (d / "falco_rules.yaml").is_file():
+            return d
+    return None
+
+
+def test_every_proc_and_thread_field_of_the_falco_files_is_known():
+    import re
+    d = falco_rules_dir()
+    if d is None:
+        pytest.skip("Falco's rules files are not here (set VIGIL_FALCO_RULES_DIR)")
+    used = set()
+    for f in ("falco_rules.yaml", "falco-incubating_rules.yaml", "falco-sandbox_rules.yaml"):
+        used |= set(re.findall(r"\b((?:proc|thread)\.[a-z_.]*[a-z_])", (d / f).read_text()))
+    assert {"proc.duration", "proc.sname", "thread.cap_effective", "thread.cap_permitted",
+            "proc.is_vpgid_leader", "proc.exe_ino.ctime_duration_proc_start"} <= used
+    assert sorted(n for n in used if not F.known(n)) == []
+    for n in used:
+        assert F.FIELDS[n].desc or n not in _KERNEL_FIELDS, n
+
+
+_KERNEL_FIELDS = {"proc.duration", "proc.sname", "thread.cap_effective", "thread.cap_permitted",
+                  "thread.cap_inheritable", "proc.is_vpgid_leader", "proc.is_sid_leader",
+                  "proc.sid", "proc.vpgid", "proc.exe_ino", "proc.exe_ino.ctime",
+                  "proc.exe_ino.mtime", "proc.exe_ino.ctime_duration_proc_start",
+                  "proc.is_exe_upper_layer", "proc.is_exe_writable"}
+
+
+def test_kernel_fields_are_documented():
+    assert [n for n in sorted(_KERNEL_FIELDS) if not F.FIELDS[n].desc] == []
+
+
+def test_parent_duration(pc, exe_copy):
+    (pid,) = map(int, py(f"""
+        import os, time
+        time.sleep(0.4)
+        c = os.fork()
+        if c == 0:
+            os.execv({str(exe_copy)!r}, ["vtrue"])
+        os.waitpid(c, 0)
+        print(os.getpid())
+    """))
+    ev = execs_of(pc, str(exe_copy))[0]
+    assert ev.ppid == pid
+    parent = pc.pipeline.proctable.get(pid)
+    assert field(pc, "proc.ppid.ts", ev) == parent.start_time
+    assert field(pc, "proc.ppid.duration", ev) == ev.time - parent.start_time
+    assert 0.35e9 < ev.time - parent.start_time < 5e9
