@@ -24,11 +24,12 @@ def python_enums() -> dict:
     ev_kind = {f"EV_{s.name.upper()}": s.value for s in kinds.KINDS}
     ev_kind["EV_MAX"] = kinds.EV_MAX
     ev_syscall = {"SC_NONE": 0}
-    ev_syscall.update({f"SC_{n.upper()}": i for i, n in enumerate(kinds.SYSCALLS) if n})
+    ev_syscall.update({f"SC_{n.upper()}": i for i, n in kinds.SYSCALL_NAMES.items() if n})
     open_want = {"OPEN_WANT_READ": filters.OPEN_WANT_READ,
                  "OPEN_WANT_WRITE": filters.OPEN_WANT_WRITE,
                  "OPEN_WANT_ALL": filters.OPEN_WANT_ALL}
-    return {"ev_kind": ev_kind, "ev_syscall": ev_syscall, "open_want": open_want}
+    return {"ev_kind": ev_kind, "ev_syscall": ev_syscall, "open_want": open_want,
+            "exe_flag": dict(S.EXE_FLAGS)}
 
 
 def enum_diffs(btf: dict, name: str, python: dict) -> list:
@@ -224,3 +225,24 @@ def test_rodata_variables_are_read_from_btf(tmp_path, bpf_objects):
             assert obj.section_vars(".rodata")["cfg_args_max"] == (0, 4), s
         finally:
             obj.close()
+
+
+def test_generic_decoder_sets_a_field_per_member():
+    """A kind without a decoder of its own is read member by member: the
+    checklist's 'one registry entry' needs no decoder edit."""
+    from vigil.events.decode import Decoder
+    from vigil.events.structs import EvHdr
+
+    class EvDemo(ctypes.Structure):
+        _fields_ = [("h", EvHdr), ("count", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
+                    ("name", ctypes.c_char * 8)]
+
+    dec = Decoder()
+    fn = dec._generic(EvDemo)
+    raw = bytearray(ctypes.sizeof(EvDemo))
+    d = EvDemo.from_buffer(raw)
+    d.h.ts, d.h.kind, d.h.pid, d.h.comm = 5, 4, 77, b"demo"
+    d.count, d.name = 9, b"abc"
+    ev = fn(bytes(raw), kinds.Kind(4), "open")
+    assert (ev.pid, ev.comm, ev.count, ev.name) == (77, "demo", 9, "abc")
+    assert "_pad" not in ev.__dict__ and fn.layout is EvDemo

@@ -9,7 +9,13 @@ from vigil import __version__
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vigil")
 def main() -> None:
-    """vigil: eBPF runtime security and observability agent for Kubernetes nodes."""
+    """vigil: eBPF runtime security and observability agent for Kubernetes nodes.
+
+    \b
+    The data path: kernel sensors (vigil/kernel) -> events (vigil/events)
+    -> process and container state (vigil/state) -> rules (vigil/rules)
+    -> alerts: store first, then outputs (vigil/alerts).
+    docs/ARCHITECTURE.md says where each part lives."""
 
 
 # --- subcommands (each lives in the module that owns the feature) ---

@@ -7,7 +7,11 @@ An entry (:class:`KindSpec`) says
 * ``sensor``: the BPF object (``kernel/bpf/<sensor>.bpf.c``) whose programs
   serve it; those programs are named ``<name>__...``;
 * ``layout`` and ``decoder``: the ctypes mirror of the C struct the kernel
-  sends it in (vigil.events.structs) and the Decoder method that reads it;
+  sends it in (vigil.events.structs, or defined beside the entry) and the
+  Decoder method that reads it; without one, the generic decoder sets an
+  event field per member of the layout (char arrays as text, names starting
+  with ``_`` skipped), and those fields are Event fields (capture, replay,
+  ``to_dict``) without further edits;
 * ``falco_types``, ``dirs``, ``category``: what Falco rules see (``evt.type``
   names it stands for, the first being the default; ``evt.dir``;
   ``evt.category``);
@@ -32,7 +36,7 @@ from typing import Callable, Optional
 from vigil.events import structs as S
 from vigil.events.render import args_text, hostport, open_flags, ret_text
 
-EV_MAX = 32          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
+EV_MAX = 64          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
 
 # enum ev_syscall in kernel/bpf/events.h, in order (SC_<NAME> = index): which
 # syscall produced an event.  tests/test_kinds.py checks the C enum against it.
@@ -48,6 +52,14 @@ SYSCALLS = (
     "dup", "dup2", "dup3", "memfd_create", "setuid",
     "write",
 )
+# the members of enum ev_syscall from 100 on (SC_SETGID = 100, in order)
+SYSCALLS_FROM_100 = (
+    "setgid", "setreuid", "setregid", "setresuid", "setresgid",
+    "setfsuid", "setfsgid", "capset", "setsid", "setpgid",
+    "execve", "execveat",
+)
+# number -> name of every ev_syscall value
+SYSCALL_NAMES = {**dict(enumerate(SYSCALLS)), **dict(enumerate(SYSCALLS_FROM_100, 100))}
 
 TRACE_GROUPS_NAMED = ("file", "net")   # groups an entry lists itself in; "all" is implied
 _EXIT_ONLY = frozenset(("<",))
@@ -59,7 +71,7 @@ class KindSpec:
     value: int
     sensor: str
     layout: type
-    decoder: str
+    decoder: str = ""           # a Decoder method; "" = the generic one (members by name)
     falco_types: tuple = ()
     category: str = "other"
     dirs: frozenset = _EXIT_ONLY
@@ -131,6 +143,15 @@ def _sys(name, value, types, category, json, detail, dirs=_EXIT_ONLY):
                     json=json, detail=detail)
 
 
+_CRED_JSON = ("syscall", "ret", "cap_effective", "cap_permitted", "cap_inheritable", "sid",
+              "vpgid")
+
+
+def _cred(name, value, types, category, json, detail):
+    return KindSpec(name, value, "creds", S.EvCred, "_cred", types, category, trace=(),
+                    json=json + _CRED_JSON[1:], detail=detail)
+
+
 def _cgroup(name, value):
     return KindSpec(name, value, "cgroup", S.EvCgroup, "_cgroup", bookkeeping="cgroup")
 
@@ -178,10 +199,24 @@ KINDS = (
          lambda e: f"{e.syscall} fd={e.fd}({e.fd_type}) -> {e.newfd} ret={ret_text(e.ret)}"),
     _sys("memfd", 20, ("memfd_create",), "memory", ("name=path", "flags", "ret"),
          lambda e: f"name={e.path} ret={ret_text(e.ret)}"),
-    _sys("setuid", 21, ("setuid",), "user", ("new_uid", "ret"),
-         lambda e: f"uid={e.new_uid} ret={ret_text(e.ret)}"),
+    _cred("setuid", 21, ("setuid",), "user", ("new_uid",),
+          lambda e: f"uid={e.new_uid} ret={ret_text(e.ret)}"),
     _cgroup("cgroup_mkdir", 22),
     _cgroup("cgroup_rmdir", 23),
+    # the capability sets and session / process-group ids change: the events
+    # carry them after the call (vigil.state.proctable keeps them)
+    _cred("capset", 40, ("capset",), "user", ("syscall",),
+          lambda e: f"eff={e.cap_effective:#x} ret={ret_text(e.ret)}"),
+    _cred("setid", 41, ("setgid", "setresuid", "setresgid", "setreuid", "setregid",
+                        "setfsuid", "setfsgid"), "user", ("syscall", "id_args"),
+          lambda e: f"{e.syscall}({', '.join(map(str, e.id_args))}) ret={ret_text(e.ret)}"),
+    _cred("session", 42, ("setsid", "setpgid"), "process", ("syscall", "id_args"),
+          lambda e: f"{e.syscall} sid={e.sid} pgid={e.vpgid} ret={ret_text(e.ret)}"),
+    # an execve/execveat that failed (ret < 0): what was asked for.  Rules see
+    # successful execs only (Kind.EXEC), so no Falco types.
+    KindSpec("execfail", 43, "proc", S.EvExecfail, "_execfail", (), "process",
+             json=("syscall", "path", "args", "args_truncated", "ret"),
+             detail=lambda e: f"{e.path} {args_text(e)} ret={ret_text(e.ret)}"),
 )
 
 
@@ -220,6 +255,19 @@ CATEGORIES = {k: s.category for k, s in SPECS.items()}
 TYPE_TO_KIND = {name: k for k, names in FALCO_TYPES.items() for name in names}
 PRODUCED_TYPES = frozenset(TYPE_TO_KIND)
 RULE_KINDS = tuple(k for k in Kind if FALCO_TYPES[k])
+
+
+def generic_fields() -> tuple:
+    """Event fields the generic decoder sets: the members (after the header) of
+    the layouts of entries without a decoder of their own."""
+    from vigil.events.structs import flat_fields
+    hdr = {name for name, _t, _o in flat_fields(S.EvHdr)}
+    out = []
+    for s in KINDS:
+        if not s.decoder:
+            out.extend(n for n, _t, _o in flat_fields(s.layout)
+                       if not n.startswith("_") and n not in hdr and n not in out)
+    return tuple(out)
 
 
 def _check() -> None:

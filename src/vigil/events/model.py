@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from vigil.events.kinds import KIND_BY_NAME, Kind
+from vigil.events.kinds import KIND_BY_NAME, Kind, generic_fields
 
 
 def boot_offset_ns() -> int:
@@ -29,6 +29,13 @@ FIELDS = (
     "exe", "args", "args_truncated", "cwd", "tty", "loginuid", "cgroup_name",
     "exe_ctime",  # seconds since epoch: when the executable's inode last changed
     "vpid",       # pid in the process's own pid namespace
+    "start_time",  # wall-clock ns when the process was created (fork)
+    "exe_ino", "exe_ctime_ns", "exe_mtime_ns",  # the executable's inode: number, ctime/mtime ns
+    "exe_flags",  # vigil.events.structs EXE_* bits (writable, overlay upper/lower, memfd)
+    # exec and credential changes: capability sets (bit masks) after the call, and the
+    # session / process-group ids as the process's own pid namespace sees them
+    "cap_inheritable", "cap_permitted", "cap_effective", "sid", "vpgid",
+    "id_args",    # setgid/setres*id/setpgid ...: the id arguments as passed
     # exit
     "exit_code", "exit_signal",
     # fork
@@ -42,6 +49,8 @@ FIELDS = (
     # ptrace / module / dup / setuid extras
     "target_pid", "request", "newfd", "fd_type", "new_uid",
 )
+# kinds read by the generic decoder bring their layouts' member names
+FIELDS += tuple(f for f in generic_fields() if f not in FIELDS)
 
 
 class Event:
