@@ -40,6 +40,9 @@ def test_listing_is_the_registry(listing):
     names = [f["name"] for f in listing]
     assert len(names) == len(set(names))
     assert set(names) == set(FIELDS) | {p + "<name>" for p in FAMILIES}
+    from vigil.rules.fields.descriptions import DESCRIPTIONS
+    both = [n for n in DESCRIPTIONS if n in FIELDS and FIELDS[n].desc]
+    assert both == [], f"described twice (registry desc and descriptions.py): {both}"
     for f in listing:
         assert f["desc"].strip(), f"{f['name']} has no description"
         assert f["type"] and f["falco_type"], f["name"]

@@ -503,18 +503,37 @@ def test_connect_rows_have_the_uid(trace):
     assert c["UID"] == "65534" and c["DADDR"] == f"127.0.0.1:{port}" and c["RET"] == "0"
 
 
+def test_failed_exec_row_live(trace, tmp_path):
+    """A failed execve is a row of the exec view, with the errno name under RET
+    (execsnoop's -x), and its argv; the successful one next to it shows 0."""
+    m = mk()
+    missing = tmp_path / f"no-such-{m}"
+    code = ("import os, sys\ntry:\n    os.execv(sys.argv[1], [sys.argv[1], sys.argv[2]])\n"
+            "except OSError:\n    os.execv('/bin/true', ['/bin/true', sys.argv[2]])\n")
+    t = trace("exec")
+    rows = _text_until(t, lambda: run_quiet([sys.executable, "-c", code, str(missing), m]),
+                       f"/bin/true {m}")
+    rows = [line for line in t.lines if m in line]
+    t.stop()
+    header = t.lines[0]
+    cols = [_columns(header, r) for r in rows]
+    failed = [c for c in cols if c["ARGS"] == f"{missing} {m}"]
+    ok = [c for c in cols if c["ARGS"] == f"/bin/true {m}"]
+    assert failed and failed[0]["RET"] == "ENOENT", rows
+    assert ok and ok[0]["RET"] == "0"
+
+
 def test_failed_exec_ret_through_the_printer():
-    """Failed execs (exec events with a negative ret, from sys_exit_execve) show
-    the errno name under RET, and ret= in the `all` details; successes show 0.
-    Fed to the printer directly: the kernel side of failed execs comes with the
-    fields work of issue 9."""
+    """The exec view's rows for a failed exec (kind execfail) and a successful
+    one, fed to the printer: RET is the errno name or 0, argv escaped; the
+    `all` view and --json say the same."""
     import io
     from vigil.cli.trace_views import TracePrinter
     from vigil.events import Event, Kind
-    common = dict(time=time.time_ns(), pid=42, tid=42, ppid=1, uid=1000, gid=1000, comm="sh",
-                  cwd="/tmp", exe="/nonexistent/x")
-    failed = Event(Kind.EXEC, args=["/nonexistent/x", "a\nb"], ret=-2, **common)
-    ok = Event(Kind.EXEC, args=["/bin/true"], **dict(common, exe="/bin/true"))
+    common = dict(time=time.time_ns(), pid=42, tid=42, ppid=1, uid=1000, gid=1000, comm="sh")
+    failed = Event(Kind.EXECFAIL, path="/nonexistent/x", args=["/nonexistent/x", "a\nb"],
+                   ret=-2, syscall="execve", args_truncated=False, **common)
+    ok = Event(Kind.EXEC, args=["/bin/true"], exe="/bin/true", cwd="/tmp", **common)
     out = io.StringIO()
     p = TracePrinter("exec", out=out)
     p(failed)
@@ -522,7 +541,7 @@ def test_failed_exec_ret_through_the_printer():
     header, r1, r2 = out.getvalue().splitlines()
     assert _columns(header, r1)["RET"] == "ENOENT"
     assert _columns(header, r1)["ARGS"] == "/nonexistent/x a\\nb"
-    assert _columns(header, r2)["RET"] == "0"
+    assert _columns(header, r2)["RET"] == "0" and _columns(header, r2)["CWD"] == "/tmp"
     out = io.StringIO()
     p = TracePrinter("all", out=out)
     p(failed)
@@ -533,4 +552,4 @@ def test_failed_exec_ret_through_the_printer():
     out = io.StringIO()
     TracePrinter("exec", as_json=True, out=out)(failed)
     j = json.loads(out.getvalue())
-    assert j["ret"] == -2 and j["args"] == ["/nonexistent/x", "a\nb"]
+    assert j["type"] == "execfail" and j["ret"] == -2 and j["args"] == ["/nonexistent/x", "a\nb"]

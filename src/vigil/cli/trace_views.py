@@ -15,6 +15,8 @@ from vigil.events.render import args_text, errno_name, hostport, one_line, open_
 # from the kinds registry
 _COLUMN_VIEWS = ("exec", "open", "connect", "accept", "dns")
 TRACE_KINDS = {**{v: frozenset((KIND_BY_NAME[v],)) for v in _COLUMN_VIEWS}, **TRACE_GROUPS}
+# execsnoop shows the execs that failed too, with their errno under RET
+TRACE_KINDS["exec"] = frozenset((KIND_BY_NAME["exec"], KIND_BY_NAME["execfail"]))
 
 
 def event_json(ev: Event, containers: bool = False) -> dict:
@@ -64,8 +66,9 @@ def _cols(view: str):
         # RET as execsnoop's: 0, or the errno name of a failed execve
         return [("TIME", 12), ("UID", 6), ("PCOMM", 16), ("PID", 7), ("PPID", 7), ("RET", 7),
                 ("CWD", -24), ("ARGS", 0)], lambda e: [
-            _hms(e.time), e.uid, e.comm, e.pid, e.ppid, ret_text(e.ret or 0), e.cwd or "-",
-            args_text(e) or e.exe]
+            _hms(e.time), e.uid, e.comm, e.pid, e.ppid, ret_text(e.ret or 0),
+            e.cwd or (e.proc.cwd if e.proc is not None else None) or "-",
+            args_text(e) or e.exe or e.path]
     if view == "open":
         return [("TIME", 12), ("UID", 6), ("PID", 7), ("COMM", 16), ("FD", 4), ("ERR", 7),
                 ("FLAGS", 30), ("PATH", 0)], lambda e: [

@@ -158,9 +158,8 @@ def _cgroup(name, value):
 
 KINDS = (
     KindSpec("exec", 1, "proc", S.EvExec, "_exec", ("execve", "execveat"), "process",
-             bookkeeping="lifecycle", json=("args_truncated", "tty", "loginuid", "ret?"),
-             detail=lambda e: f"{e.exe} {args_text(e)}"
-             + (f" ret={ret_text(e.ret)}" if e.ret is not None and e.ret < 0 else "")),
+             bookkeeping="lifecycle", json=("args_truncated", "tty", "loginuid"),
+             detail=lambda e: f"{e.exe} {args_text(e)}"),
     KindSpec("exit", 2, "proc", S.EvExit, "_exit", ("procexit",), "process",
              bookkeeping="lifecycle", json=("exit_code", "exit_signal"),
              detail=lambda e: f"code={e.exit_code}"

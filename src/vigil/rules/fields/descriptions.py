@@ -1,10 +1,10 @@
 """What each field means, for `vigil fields` (Falco's ``falco --list``).
 
-One line per field of the registry (:data:`vigil.rules.fields.base.FIELDS`)
-and per field family; the meanings are libsinsp's, the wording vigil's.  A
-field added to the registry needs its line here: tests/test_fields_cli.py
-checks that the listing and the registry are the same set of names, each
-with a description.
+A field's description is its registry entry's ``desc``
+(``define(..., desc=...)``); this table gives it for the fields defined
+without one, and for the field families.  The meanings are libsinsp's, the
+wording vigil's.  tests/test_fields_cli.py checks that the listing and the
+registry are the same set of names, each with a description.
 """
 from __future__ import annotations
 
@@ -47,7 +47,6 @@ DESCRIPTIONS = {
     "proc.ppid": "Id of the parent process.",
     "proc.pvpid": "Id of the parent process in its own pid namespace.",
     "proc.pid.ts": "Start time of the process, in nanoseconds since the epoch.",
-    "proc.sid": "Session id of the process.",
     "proc.name": "Name of the executable (the comm, at most 15 characters on Linux).",
     "proc.pname": "Name of the parent process.",
     "proc.aname": "Name of an ancestor: proc.aname[1] is the parent, [2] the grandparent ...; without index: any ancestor.",
@@ -71,8 +70,6 @@ DESCRIPTIONS = {
     "proc.tty": "Controlling terminal of the process (0: none).",
     "proc.loginshellid": "Pid of the oldest shell among the process's ancestors (its login shell).",
     "proc.nthreads": "Number of threads the process has.",
-    "proc.is_exe_writable": "True when the executable is writable by the user running it.",
-    "proc.is_exe_upper_layer": "True when the executable lives in an overlayfs upper layer (written into the container).",
     "proc.is_exe_from_memfd": "True when the executable is a memfd (fileless execution).",
     "proc.is_container_healthcheck": "True when the process is a container health check.",
     "proc.is_container_liveness_probe": "True when the process is a Kubernetes liveness probe.",
@@ -167,7 +164,9 @@ FALCO_TYPES = {"str": "CHARBUF", "int": "INT64", "bool": "BOOL", "ip": "IPADDR",
 
 
 def describe(name: str) -> str:
-    return DESCRIPTIONS.get(name, "")
+    from vigil.rules.fields.base import FIELDS
+    fd = FIELDS.get(name)
+    return (fd.desc if fd is not None and fd.desc else "") or DESCRIPTIONS.get(name, "")
 
 
 __all__ = ["DESCRIPTIONS", "FALCO_TYPES", "describe"]
