@@ -155,8 +155,10 @@ def test_trace_groups_come_from_the_registry():
     assert TRACE_KINDS["net"] == {Kind.CONNECT, Kind.ACCEPT, Kind.LISTEN, Kind.BIND, Kind.CLOSE,
                                   Kind.DNS}
     assert TRACE_KINDS["all"] == set(Kind) - kinds.CGROUP_KINDS
-    for view in ("exec", "open", "connect", "accept", "dns"):
+    for view in ("open", "connect", "accept", "dns"):
         assert TRACE_KINDS[view] == {kinds.KIND_BY_NAME[view]}
+    # as execsnoop: the exec view has the failed execs too (issue 9, RET column)
+    assert TRACE_KINDS["exec"] == {Kind.EXEC, Kind.EXECFAIL}
 
 
 def test_rules_tables():
