@@ -16,9 +16,12 @@ An entry (:class:`KindSpec`) says
   names it stands for, the first being the default; ``evt.dir``;
   ``evt.category``);
 * ``trace``: the groups of ``vigil trace`` (``file``, ``net``) listing it;
-  ``all`` lists every kind but the cgroup bookkeeping ones;
+  ``all`` lists every kind but the cgroup bookkeeping ones (an enforcement
+  kind in it attaches nothing: only vigil.enforce loads those programs);
 * ``bookkeeping``: ``lifecycle`` (the process table needs it whatever was
-  asked for) or ``cgroup`` (the container resolver needs it);
+  asked for), ``cgroup`` (the container resolver needs it) or ``enforce``
+  (a verdict of vigil.enforce, whose programs only the enforcement manager
+  loads and attaches);
 * ``json`` and ``detail``: its own keys in ``vigil trace --json`` and its
   DETAILS column.
 
@@ -36,7 +39,7 @@ from typing import Callable, Optional
 from vigil.events import structs as S
 from vigil.events.render import args_text, hostport, ret_text
 
-EV_MAX = 32          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
+EV_MAX = 64          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
 
 # enum ev_syscall in kernel/bpf/events.h, in order (SC_<NAME> = index): which
 # syscall produced an event.  tests/test_kinds.py checks the C enum against it.
@@ -135,6 +138,16 @@ def _sys(name, value, types, category, json, detail, dirs=_EXIT_ONLY):
                     json=json, detail=detail)
 
 
+def _verdict_detail(e) -> str:
+    from vigil.enforce.events import describe
+    return describe(e)
+
+
+def _enforce(name, value, sensor, layout):
+    return KindSpec(name, value, sensor, layout, bookkeeping="enforce",
+                    json=("verdict", "policy", "ident", "direction"), detail=_verdict_detail)
+
+
 def _cgroup(name, value):
     return KindSpec(name, value, "cgroup", S.EvCgroup, "_cgroup", bookkeeping="cgroup")
 
@@ -184,6 +197,9 @@ KINDS = (
          lambda e: f"uid={e.new_uid} ret={ret_text(e.ret)}"),
     _cgroup("cgroup_mkdir", 22),
     _cgroup("cgroup_rmdir", 23),
+    # 60-63: enforcement verdicts (vigil.enforce); no enum ev_syscall values
+    _enforce("net_verdict", 60, "enforce_net", S.EvNetVerdict),
+    _enforce("exec_verdict", 61, "enforce_exec", S.EvExecVerdict),
 )
 
 
@@ -209,6 +225,7 @@ SENSORS = tuple(dict.fromkeys(s.sensor for s in KINDS))
 
 LIFECYCLE = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "lifecycle")
 CGROUP_KINDS = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "cgroup")
+ENFORCE_KINDS = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "enforce")
 
 TRACE_GROUPS = {g: frozenset(k for k, s in SPECS.items() if g in s.trace)
                 for g in TRACE_GROUPS_NAMED}
@@ -245,7 +262,7 @@ def _check() -> None:
     if not all(0 < v < EV_MAX for v in values):
         raise ValueError(f"event kinds: values must be in 1..{EV_MAX - 1}")
     for s in KINDS:
-        if s.bookkeeping not in ("", "lifecycle", "cgroup"):
+        if s.bookkeeping not in ("", "lifecycle", "cgroup", "enforce"):
             raise ValueError(f"event kind {s.name}: bookkeeping {s.bookkeeping!r}")
         if not set(s.trace) <= set(TRACE_GROUPS_NAMED):
             raise ValueError(f"event kind {s.name}: trace groups {s.trace!r}")
