@@ -12,8 +12,12 @@ from vigil.cli.common import (KERNEL_ERRORS, duration_option, fail, install_sign
 from vigil.config import ConfigError, load_config
 
 
-def _overrides(rules, store, no_store, output, min_priority) -> dict:
+def _overrides(rules, store, no_store, output, min_priority, policies=(), persist=False) -> dict:
     o: dict = {}
+    if policies:
+        o["policies"] = list(policies)
+    if persist:
+        o["enforce"] = {"persist": True}
     if rules:
         o["rules"] = list(rules)
     if store:
@@ -60,14 +64,22 @@ def common(fn):
 @duration_option
 @click.option("--capture", "capture_path", type=click.Path(dir_okay=False), default=None,
               help="Also record the event stream to this file (see `vigil replay`).")
-def run(config, rules, output, min_priority, verbose, store, no_store, duration, capture_path):
+@click.option("-p", "--policy", "policies", multiple=True, type=click.Path(),
+              help="NetworkPolicy / VigilPolicy file or directory to enforce; repeatable "
+                   "(replaces `policies:` of vigil.yaml).")
+@click.option("--persist", is_flag=True,
+              help="Keep enforcing after vigil exits (pinned in /sys/fs/bpf/vigil; "
+                   "`vigil policy remove --all` clears it).")
+def run(config, rules, output, min_priority, verbose, store, no_store, duration, capture_path,
+        policies, persist):
     """Run the agent: watch the node, judge events with the rules, send alerts.
 
     Alerts go to the embedded store first, then to the configured outputs
     (stdout, file, syslog, webhook).  SIGHUP reloads the rules (the last good
     rules stay on error); Ctrl-C or SIGTERM stop cleanly."""
     setup_logging(verbose)
-    cfg = _load(config, _overrides(rules, store, no_store, output, min_priority))
+    cfg = _load(config, _overrides(rules, store, no_store, output, min_priority, policies,
+                                   persist))
     from vigil.agent import Agent
     from vigil.rules.loader import RulesError
 
@@ -98,6 +110,8 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
     kinds = sorted(k.label for k in agent.pipeline.kernel_kinds())
     click.echo(f"vigil: running with {len(agent.engine.rules)} rules; event kinds: "
                f"{','.join(kinds)}", err=True)
+    if agent.enforcer is not None:
+        click.echo(f"vigil: enforcing {len(agent.enforcer.policies)} policies", err=True)
     try:
         agent.run(duration)
     finally:

@@ -22,6 +22,7 @@ def main() -> None:
 from vigil.cli.alerts import alerts as _alerts; main.add_command(_alerts)  # noqa: E402,E702
 from vigil.cli.rules import rules as _rules; main.add_command(_rules)  # noqa: E402,E702
 from vigil.cli.trace import trace as _trace; main.add_command(_trace)  # noqa: E402,E702
+from vigil.cli.policy import policy as _policy; main.add_command(_policy)  # noqa: E402,E702
 from vigil.cli.agent import run as _run, capture as _capture, replay as _replay  # noqa: E402
 main.add_command(_run)
 main.add_command(_capture)

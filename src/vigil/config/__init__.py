@@ -35,10 +35,13 @@ DEFAULTS: dict = {
     "outputs": {"stdout": {"enabled": True, "format": "text"}},
     "store": {"enabled": True},
     "rate_limit": {"window": 1.0},
+    "policies": [],              # NetworkPolicy / VigilPolicy files or directories (vigil.enforce)
+    "enforce": {"protected": ["kubelet", "containerd", "runc", "crio", "conmon", "sshd"],
+                "persist": False},
 }
 
 SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
-            if k in ("sensors", "scope", "containers", "kubernetes")}
+            if k in ("sensors", "scope", "containers", "kubernetes", "enforce")}
 TOP_KEYS = set(DEFAULTS)
 PAGE_SIZE = 4096
 
@@ -108,6 +111,14 @@ class Config:
         if not isinstance(d.get("rules"), list):
             raise top.bad("rules", "expected a list of rules files or directories")
         top.str_list("rules", "rules files or directories")
+        if isinstance(d.get("policies"), str):
+            d["policies"] = [d["policies"]]
+        if not isinstance(d.get("policies"), list):
+            raise top.bad("policies", "expected a list of policy files or directories")
+        top.str_list("policies", "policy files or directories")
+        en = sec["enforce"]
+        en.str_list("protected", "process names", allow_empty_items=False)
+        en.bool("persist")
         from vigil.alerts.alert import normalize_priority
         if normalize_priority(str(d.get("min_priority"))) is None:
             raise ConfigError(f"unknown priority {d.get('min_priority')!r}", key=("min_priority",))
@@ -177,6 +188,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) ->
         merged = _merge(merged, overrides)
         if "rules" in overrides:
             merged["rules"] = overrides["rules"]
+        if "policies" in overrides:
+            merged["policies"] = overrides["policies"]
     return Config(merged, used, lines).validate()
 
 

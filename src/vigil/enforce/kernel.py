@@ -16,6 +16,7 @@ import subprocess
 
 from vigil.enforce.tables import MAPS
 from vigil.kernel import libbpf
+from vigil.kernel.environment import EnvironmentProblem
 from vigil.kernel.sensors import SHARED_MAPS, bpf_dir
 from vigil.state.containers.cgroupfs import find_v2_mount
 
@@ -25,8 +26,8 @@ OBJECTS = ("enforce_net", "enforce_exec")
 PIN_ROOT = os.environ.get("VIGIL_PIN_DIR", "/sys/fs/bpf/vigil")
 
 
-class EnforceError(RuntimeError):
-    pass
+class EnforceError(EnvironmentProblem):
+    """The enforcement programs cannot run here (one line for the CLI)."""
 
 
 def _ensure_bpffs(root: str) -> None:

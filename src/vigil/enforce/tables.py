@@ -51,9 +51,19 @@ class EnfExecKey(ctypes.Structure):
     _fields_ = [("ident", c_uint32), ("what", c_uint32), ("s", c_char * PATH_LEN)]
 
 
+class EnfFlowKey(ctypes.Structure):
+    _fields_ = [("cgroup", c_uint64), ("ident", c_uint32), ("port", c_uint16),
+                ("direction", c_uint8), ("verdict", c_uint8), ("family", c_uint8),
+                ("proto", c_uint8), ("policy", c_uint16), ("addr", c_uint8 * 16)]
+
+
+class EnfFlow(ctypes.Structure):
+    _fields_ = [("last", c_uint64), ("repeats", c_uint32), ("_pad", c_uint32)]
+
+
 MIRRORS = {"enf_state": EnfState, "enf_cgroup": EnfCgroup, "enf_ident": EnfIdent,
            "enf_net_key": EnfNetKey, "enf_range": EnfRange, "enf_ports": EnfPorts,
-           "enf_exec_key": EnfExecKey}
+           "enf_exec_key": EnfExecKey, "enf_flow_key": EnfFlowKey, "enf_flow": EnfFlow}
 MAPS = ("enf_state", "enf_cgroups", "enf_idents", "enf_nets", "enf_execs", "enf_protected",
         "enf_held", "enf_flows", "enf_udp")
 ZERO = struct.pack("<I", 0)
@@ -211,6 +221,20 @@ class Tables:
 
     def release_held(self, pid: int) -> None:
         self.maps["enf_held"].delete(struct.pack("<I", pid))
+
+    def take_folded(self, older_than_ns: int) -> list:
+        """(flow key, repeats) of flows whose denials were only counted and
+        whose last event is older than ``older_than_ns`` (boot ns); forgotten, so
+        the flow's next denial is reported at once."""
+        m = self.maps["enf_flows"]
+        out = []
+        for k, v in list(m.items()):
+            f = EnfFlow.from_buffer_copy(v)
+            if f.last < older_than_ns:
+                m.delete(k)
+                if f.repeats:
+                    out.append((EnfFlowKey.from_buffer_copy(k), f.repeats))
+        return out
 
     def entries(self) -> int:
         with self.lock:

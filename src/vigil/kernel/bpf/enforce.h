@@ -101,7 +101,7 @@ struct enf_flow_key {
 	__u8 verdict;
 	__u8 family;
 	__u8 proto;
-	__u16 _pad;
+	__u16 policy;
 	__u8 addr[16];
 };
 
@@ -197,6 +197,8 @@ struct enf_btf {
 	struct enf_net_key net_key;
 	struct enf_ports ports;
 	struct enf_exec_key exec_key;
+	struct enf_flow_key flow_key;
+	struct enf_flow flow;
 	enum enf_verdict verdict;
 	enum enf_dir dir;
 };

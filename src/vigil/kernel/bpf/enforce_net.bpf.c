@@ -20,6 +20,7 @@ static __always_inline void enf_net_event(__u64 cg, __u32 ident, __u32 policy, _
 	fk.verdict = verdict;
 	fk.family = family;
 	fk.proto = proto;
+	fk.policy = policy;
 	__builtin_memcpy(fk.addr, addr, 16);
 	__u32 repeats = 0;
 	if (!enf_fold(&fk, &repeats))
