@@ -143,8 +143,10 @@ def _verdict_detail(e) -> str:
     return describe(e)
 
 
-def _enforce(name, value, sensor, layout):
-    return KindSpec(name, value, sensor, layout, bookkeeping="enforce",
+def _enforce(name, value, sensor, layout, category):
+    # rules see verdicts as evt.type = net_verdict / exec_verdict
+    return KindSpec(name, value, sensor, layout, falco_types=(name,), category=category,
+                    bookkeeping="enforce",
                     json=("verdict", "policy", "ident", "direction"), detail=_verdict_detail)
 
 
@@ -198,8 +200,8 @@ KINDS = (
     _cgroup("cgroup_mkdir", 22),
     _cgroup("cgroup_rmdir", 23),
     # 60-63: enforcement verdicts (vigil.enforce); no enum ev_syscall values
-    _enforce("net_verdict", 60, "enforce_net", S.EvNetVerdict),
-    _enforce("exec_verdict", 61, "enforce_exec", S.EvExecVerdict),
+    _enforce("net_verdict", 60, "enforce_net", S.EvNetVerdict, "net"),
+    _enforce("exec_verdict", 61, "enforce_exec", S.EvExecVerdict, "process"),
 )
 
 
