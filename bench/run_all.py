@@ -5,8 +5,9 @@
     .venv/bin/python bench/run_all.py --quick    # short run, under a minute
 
 Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py,
-bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file)
-and bench_alert_latency.py (idle and under a 50k events/s load); each also
+bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file),
+bench_alert_latency.py (idle and under a 50k events/s load) and bench_enforce.py
+(connect latency with 1, 100, 10,000 policy entries vs none); each also
 leaves its own output in bench/results/.
 """
 from __future__ import annotations
@@ -45,6 +46,11 @@ def main():
         subprocess.run([py, str(C.BENCH / f"{name}.py")] + q, check=True)
         timings[name] = round(time.monotonic() - t, 1)
     extra = run_rules_and_latency(py, args.quick)
+    t = time.monotonic()
+    print(f"=== bench_enforce {' '.join(q)}", flush=True)
+    subprocess.run([py, str(C.BENCH / "bench_enforce.py")] + q, check=True)
+    timings["bench_enforce"] = round(time.monotonic() - t, 1)
+    extra += "\n" + _demote((C.RESULTS / "enforce.md").read_text()) + "\n"
     total = round(time.monotonic() - t0, 1)
 
     meta = C.machine()

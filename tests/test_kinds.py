@@ -104,7 +104,8 @@ def test_every_kind_has_a_decoder_for_its_layout_of_the_c_size(btfs):
     c_name = {cls: name for name, cls in S.MIRRORS.items()}
     dec = Decoder()
     for spec in kinds.KINDS:
-        fn = getattr(dec, spec.decoder)
+        # a kind without a decoder of its own is read by the generic one
+        fn = getattr(dec, spec.decoder) if spec.decoder else dec._table[spec.value][2]
         assert fn.layout is spec.layout, spec.name
         st = btfs[spec.sensor]["structs"][c_name[spec.layout]]
         assert st["size"] == ctypes.sizeof(spec.layout), spec.name

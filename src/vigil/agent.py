@@ -127,6 +127,7 @@ class Agent:
         self.kube = None
         self.scope_tracker = None
         self.scope_policy = None
+        self.enforcer = None        # vigil.enforce.Enforcer when policies are configured
         self.reloads = 0
         self.reload_errors = 0
         self._past_matches: dict = {}   # (rule, priority) -> alerts of engines reloaded away
@@ -188,6 +189,8 @@ class Agent:
         self.engine = eng
         self.rules_files = files
         self.reloads += 1
+        if self.enforcer is not None:
+            self.enforcer.reload()      # policies reload with the rules
         p = self.pipeline
         if p is not None:
             f = p.filters
@@ -209,6 +212,8 @@ class Agent:
         self._restart_pending = False
         log.info("new event kinds needed: restarting sensors")
         self.pipeline.restart_sensors()   # applies every filter again
+        if self.enforcer is not None:
+            self.enforcer.swap_sensors(self.pipeline.sensors)   # onto the new ring buffer
 
     # --- lifecycle ---
 
@@ -224,6 +229,9 @@ class Agent:
                 self.resolver.seed()
                 if kubernetes_enabled(cfg):
                     self._start_kube()
+            if cfg["policies"]:
+                from vigil.enforce import make_enforcer
+                self.enforcer = make_enforcer(cfg, self.resolver, self.kube, self.alerts.emit)
             s = cfg["sensors"]
             filters = KernelFilters(
                 self.engine.required_kinds(), open_prefixes=self.engine.open_path_filter(),
@@ -237,6 +245,10 @@ class Agent:
                 self.pipeline.add_handler(h)
             self.pipeline.add_ticker(self._tick)
             self.pipeline.start()
+            if self.enforcer is not None:
+                self.enforcer.start(self.pipeline.sensors)
+                self.pipeline.add_handler(self.enforcer.on_event)
+                self.pipeline.add_ticker(self.enforcer.tick)
             self._setup_namespace_scope()
         except BaseException:
             self.stop()
@@ -320,6 +332,9 @@ class Agent:
             self.pipeline.request_stop()
 
     def stop(self) -> None:
+        if self.enforcer is not None:
+            self.enforcer.stop()
+            self.enforcer = None
         if self.pipeline is not None:
             self.pipeline.stop()
         if self.alerts is not None:
@@ -339,6 +354,8 @@ class Agent:
                "scope_dropped": self.scope_dropped}
         if self.resolver is not None:
             out["containers"] = self.resolver.stats()
+        if self.enforcer is not None:
+            out["enforce"] = self.enforcer.stats()
         return out
 
 

@@ -13,8 +13,12 @@ from vigil.cli.common import (KERNEL_ERRORS, duration_option, fail, install_sign
 from vigil.config import ConfigError, load_config
 
 
-def _overrides(rules, store, no_store, output, min_priority) -> dict:
+def _overrides(rules, store, no_store, output, min_priority, policies=(), persist=False) -> dict:
     o: dict = {}
+    if policies:
+        o["policies"] = list(policies)
+    if persist:
+        o["enforce"] = {"persist": True}
     if rules:
         o["rules"] = list(rules)
     if store:
@@ -109,8 +113,14 @@ def common(fn):
 @click.option("--dry-run", is_flag=True,
               help="Load the configuration and the rules, check the sensors are built, "
                    "then exit (0: all good, 1: errors) without watching anything.")
+@click.option("-p", "--policy", "policies", multiple=True, type=click.Path(),
+              help="NetworkPolicy / VigilPolicy file or directory to enforce; repeatable "
+                   "(replaces `policies:` of vigil.yaml).")
+@click.option("--persist", is_flag=True,
+              help="Keep enforcing after vigil exits (pinned in /sys/fs/bpf/vigil; "
+                   "`vigil policy remove --all` clears it).")
 def run(config, rules, output, min_priority, settings, disable_tags, only_tags, disable_names,
-        verbose, store, no_store, duration, capture_path, dry_run):
+        verbose, store, no_store, duration, capture_path, dry_run, policies, persist):
     """Run the agent: watch the node, judge events with the rules, send alerts.
 
     Alerts go to the embedded store first, then to the configured outputs
@@ -119,7 +129,8 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
     (events, kernel drops, alerts by priority and rule)."""
     setup_logging(verbose)
     selection = _selection(disable_tags, only_tags, disable_names)
-    cfg = _load(config, _overrides(rules, store, no_store, output, min_priority), settings)
+    cfg = _load(config, _overrides(rules, store, no_store, output, min_priority, policies,
+                                   persist), settings)
     from vigil.agent import Agent
     from vigil.rules.loader import RulesError
 
@@ -157,6 +168,8 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
     off = len(agent.engine.rules) - len(agent.engine.enabled_rules())
     click.echo(f"vigil: running with {len(agent.engine.rules)} rules; event kinds: "
                f"{','.join(kinds)}" + (f" ({off} rules turned off)" if off else ""), err=True)
+    if agent.enforcer is not None:
+        click.echo(f"vigil: enforcing {len(agent.enforcer.policies)} policies", err=True)
     started = time.monotonic()
     try:
         agent.run(duration)

@@ -41,12 +41,15 @@ DEFAULTS: dict = {
     "json_include_output_fields_property": True,
     "json_include_tags_property": True,
     "json_include_message_property": False,
+    "policies": [],              # NetworkPolicy / VigilPolicy files or directories (vigil.enforce)
+    "enforce": {"protected": ["kubelet", "containerd", "runc", "crio", "conmon", "sshd"],
+                "persist": False},
 }
 
 JSON_INCLUDE_KEYS = tuple(k for k in DEFAULTS if k.startswith("json_include_"))
 
 SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
-            if k in ("sensors", "scope", "containers", "kubernetes")}
+            if k in ("sensors", "scope", "containers", "kubernetes", "enforce")}
 TOP_KEYS = set(DEFAULTS)
 PAGE_SIZE = 4096
 
@@ -121,6 +124,14 @@ class Config:
         if not isinstance(d.get("rules"), list):
             raise top.bad("rules", "expected a list of rules files or directories")
         top.str_list("rules", "rules files or directories")
+        if isinstance(d.get("policies"), str):
+            d["policies"] = [d["policies"]]
+        if not isinstance(d.get("policies"), list):
+            raise top.bad("policies", "expected a list of policy files or directories")
+        top.str_list("policies", "policy files or directories")
+        en = sec["enforce"]
+        en.str_list("protected", "process names", allow_empty_items=False)
+        en.bool("persist")
         from vigil.alerts.alert import normalize_priority
         if normalize_priority(str(d.get("min_priority"))) is None:
             raise ConfigError(f"unknown priority {d.get('min_priority')!r}", key=("min_priority",))
@@ -202,8 +213,9 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None,
     for over in (tree, overrides):
         if over:
             merged = _merge(merged, over)
-            if "rules" in over:
-                merged["rules"] = over["rules"]
+            for replaced in ("rules", "policies"):   # lists are replaced, not merged
+                if replaced in over:
+                    merged[replaced] = over[replaced]
     return Config(merged, used, lines, overridden).validate()
 
 

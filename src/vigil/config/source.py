@@ -11,9 +11,22 @@ def parse_with_lines(text: str, name: str):
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
-        raise _yaml_error(e, name) from None
+        raise yaml_error(e, name) from None
     if node is None:
         return {}, {}
+    lines = node_lines(node)
+    try:
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, TypeError, ValueError) as e:
+        # e.g. a tag the safe loader refuses, a key YAML cannot hash
+        raise yaml_error(e, name) from None
+    if not isinstance(data, dict):
+        raise ConfigError("the configuration must be a mapping of sections", name, 1)
+    return data, lines
+
+
+def node_lines(node) -> dict:
+    """{key path tuple: line} of every key and item of a composed YAML node."""
     lines = {}
 
     def walk(n, path):
@@ -21,7 +34,7 @@ def parse_with_lines(text: str, name: str):
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 if not isinstance(k, yaml.ScalarNode):
-                    continue        # not a usable key; loading below says so
+                    continue        # not a usable key; loading says so
                 key = k.value
                 lines[path + (key,)] = k.start_mark.line + 1
                 walk(v, path + (key,))
@@ -30,17 +43,10 @@ def parse_with_lines(text: str, name: str):
                 walk(v, path + (i,))
 
     walk(node, ())
-    try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)
-    except (yaml.YAMLError, TypeError, ValueError) as e:
-        # e.g. a tag the safe loader refuses, a key YAML cannot hash
-        raise _yaml_error(e, name) from None
-    if not isinstance(data, dict):
-        raise ConfigError("the configuration must be a mapping of sections", name, 1)
-    return data, lines
+    return lines
 
 
-def _yaml_error(e: Exception, name: str) -> ConfigError:
+def yaml_error(e: Exception, name: str) -> ConfigError:
     mark = getattr(e, "problem_mark", None)
     line = mark.line + 1 if mark else 0
     return ConfigError(f"not valid YAML: {getattr(e, 'problem', None) or e}", name, line)
@@ -54,4 +60,4 @@ def line_of(lines: dict, keypath: tuple) -> int:
     return 0
 
 
-__all__ = ["parse_with_lines", "line_of"]
+__all__ = ["parse_with_lines", "line_of", "node_lines", "yaml_error"]

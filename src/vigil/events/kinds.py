@@ -16,9 +16,12 @@ An entry (:class:`KindSpec`) says
   names it stands for, the first being the default; ``evt.dir``;
   ``evt.category``);
 * ``trace``: the groups of ``vigil trace`` (``file``, ``net``) listing it;
-  ``all`` lists every kind but the cgroup bookkeeping ones;
+  ``all`` lists every kind but the cgroup bookkeeping ones (an enforcement
+  kind in it attaches nothing: only vigil.enforce loads those programs);
 * ``bookkeeping``: ``lifecycle`` (the process table needs it whatever was
-  asked for) or ``cgroup`` (the container resolver needs it);
+  asked for), ``cgroup`` (the container resolver needs it) or ``enforce``
+  (a verdict of vigil.enforce, whose programs only the enforcement manager
+  loads and attaches);
 * ``json`` and ``detail``: its own keys in ``vigil trace --json`` and its
   DETAILS column.
 
@@ -150,6 +153,16 @@ _CRED_JSON = ("syscall", "ret", "cap_effective", "cap_permitted", "cap_inheritab
 def _cred(name, value, types, category, json, detail):
     return KindSpec(name, value, "creds", S.EvCred, "_cred", types, category, trace=(),
                     json=json + _CRED_JSON[1:], detail=detail)
+def _verdict_detail(e) -> str:
+    from vigil.enforce.events import describe
+    return describe(e)
+
+
+def _enforce(name, value, sensor, layout, category):
+    # rules see verdicts as evt.type = net_verdict / exec_verdict
+    return KindSpec(name, value, sensor, layout, falco_types=(name,), category=category,
+                    bookkeeping="enforce",
+                    json=("verdict", "policy", "ident", "direction"), detail=_verdict_detail)
 
 
 def _cgroup(name, value):
@@ -216,6 +229,9 @@ KINDS = (
     KindSpec("execfail", 43, "proc", S.EvExecfail, "_execfail", (), "process",
              json=("syscall", "path", "args", "args_truncated", "ret"),
              detail=lambda e: f"{e.path} {args_text(e)} ret={ret_text(e.ret)}"),
+    # 60-63: enforcement verdicts (vigil.enforce); no enum ev_syscall values
+    _enforce("net_verdict", 60, "enforce_net", S.EvNetVerdict, "net"),
+    _enforce("exec_verdict", 61, "enforce_exec", S.EvExecVerdict, "process"),
 )
 
 
@@ -241,6 +257,7 @@ SENSORS = tuple(dict.fromkeys(s.sensor for s in KINDS))
 
 LIFECYCLE = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "lifecycle")
 CGROUP_KINDS = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "cgroup")
+ENFORCE_KINDS = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "enforce")
 
 TRACE_GROUPS = {g: frozenset(k for k, s in SPECS.items() if g in s.trace)
                 for g in TRACE_GROUPS_NAMED}
@@ -277,7 +294,7 @@ def _check() -> None:
     if not all(0 < v < EV_MAX for v in values):
         raise ValueError(f"event kinds: values must be in 1..{EV_MAX - 1}")
     for s in KINDS:
-        if s.bookkeeping not in ("", "lifecycle", "cgroup"):
+        if s.bookkeeping not in ("", "lifecycle", "cgroup", "enforce"):
             raise ValueError(f"event kind {s.name}: bookkeeping {s.bookkeeping!r}")
         if not set(s.trace) <= set(TRACE_GROUPS_NAMED):
             raise ValueError(f"event kind {s.name}: trace groups {s.trace!r}")

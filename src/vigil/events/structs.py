@@ -123,6 +123,23 @@ class EvCgroup(ctypes.Structure):
     ]
 
 
+class EvNetVerdict(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("ident", c_uint32), ("repeats", c_uint32), ("policy", c_uint16),
+        ("verdict", c_uint8), ("direction", c_uint8), ("peer_family", c_uint16),
+        ("peer_proto", c_uint16), ("peer_port", c_uint16), ("_pad", c_uint16),
+        ("peer_addr", c_uint8 * 16),
+    ]
+
+
+class EvExecVerdict(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("ident", c_uint32), ("policy", c_uint16), ("verdict", c_uint8),
+        ("direction", c_uint8), ("vpid", c_uint32), ("_pad", c_uint32),
+        ("exe", c_char * PATH_LEN),
+    ]
+
+
 class VigilCfg(ctypes.Structure):
     _fields_ = [
         ("kinds", c_uint64), ("scope", c_uint8), ("open_filter", c_uint8),
@@ -140,6 +157,8 @@ MIRRORS = {
     "ev_open": EvOpen, "ev_path2": EvPath2, "ev_net": EvNet, "ev_dns": EvDns,
     "ev_sys": EvSys, "ev_cred": EvCred, "ev_execfail": EvExecfail,
     "ev_cgroup": EvCgroup, "vigil_cfg": VigilCfg,
+    "ev_sys": EvSys, "ev_cgroup": EvCgroup, "vigil_cfg": VigilCfg,
+    "ev_net_verdict": EvNetVerdict, "ev_exec_verdict": EvExecVerdict,
 }
 
 _FMT = {

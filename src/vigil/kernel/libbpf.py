@@ -89,7 +89,12 @@ def lib():
     _sig(L.bpf_program__autoload, ctypes.c_bool, c_void_p)
     _sig(L.bpf_program__attach, c_void_p, c_void_p)
     _sig(L.bpf_program__attach_perf_event, c_void_p, c_void_p, c_int)
+    _sig(L.bpf_program__attach_cgroup, c_void_p, c_void_p, c_int)
+    _sig(L.bpf_program__fd, c_int, c_void_p)
     _sig(L.bpf_link__destroy, c_int, c_void_p)
+    _sig(L.bpf_link__pin, c_int, c_void_p, c_char_p)
+    _sig(L.bpf_obj_pin, c_int, c_int, c_char_p)
+    _sig(L.bpf_obj_get, c_int, c_char_p)
     _sig(L.bpf_map__name, c_char_p, c_void_p)
     _sig(L.bpf_map__fd, c_int, c_void_p)
     _sig(L.bpf_map__reuse_fd, c_int, c_void_p, c_int)
@@ -245,6 +250,21 @@ class Map:
         return [raw[i:i + self.value_size] for i in range(0, len(raw), step)]
 
 
+def pin_fd(fd: int, path: str) -> None:
+    """Pin a map or program fd at a bpffs path."""
+    rc = lib().bpf_obj_pin(fd, path.encode())
+    if rc < 0:
+        raise _err(f"pin at {path}", rc)
+
+
+def pinned_fd(path: str) -> int:
+    """An fd for the object pinned at path (a map, program or link)."""
+    fd = lib().bpf_obj_get(path.encode())
+    if fd < 0:
+        raise _err(f"open pinned {path}", fd)
+    return fd
+
+
 class Program:
     def __init__(self, obj: "BpfObject", ptr: int):
         self._obj = obj
@@ -264,6 +284,19 @@ class Program:
         ptr = lib().bpf_program__attach(self.ptr)
         if not ptr:
             raise _err(f"attach {self.name} ({self.section})")
+        return Link(ptr, self.name)
+
+    @property
+    def fd(self) -> int:
+        return lib().bpf_program__fd(self.ptr)
+
+    def attach_cgroup(self, cgroup_fd: int) -> "Link":
+        """Attach a cgroup program (sock_addr, cgroup_skb ...) to the cgroup
+        open at cgroup_fd, as a BPF link (multi-attach: other programs on the
+        same hook keep running)."""
+        ptr = lib().bpf_program__attach_cgroup(self.ptr, cgroup_fd)
+        if not ptr:
+            raise _err(f"attach {self.name} ({self.section}) to a cgroup")
         return Link(ptr, self.name)
 
     def attach_tracepoint(self, tracefs: str, category: str, event: str) -> "Link":
@@ -327,6 +360,13 @@ class Link:
     def __init__(self, ptr: int, name: str):
         self.ptr = ptr
         self.name = name
+
+    def pin(self, path: str) -> None:
+        """Pin in bpffs: the link (and its program) stays attached after this
+        process exits, until the pin is removed."""
+        rc = lib().bpf_link__pin(self.ptr, path.encode())
+        if rc < 0:
+            raise _err(f"pin link {self.name} at {path}", rc)
 
     def destroy(self) -> None:
         if self.ptr:

@@ -20,7 +20,7 @@ from pathlib import Path
 from vigil.kernel import environment
 from vigil.kernel import libbpf
 from vigil.events import KIND_BY_NAME, Kind
-from vigil.events.kinds import SENSORS
+from vigil.events.kinds import ENFORCE_KINDS, SENSORS
 from vigil.events.structs import PrefixKey, VigilCfg
 from vigil.kernel.filters import DEFAULT_RINGBUF, open_filter_entries
 
@@ -174,7 +174,9 @@ class SensorManager:
                 pass        # an object without the setting
             for p in obj.programs():
                 kind = program_kind(p.name)
-                p.autoload = kind in self.kinds and (only is None or p.name in only)
+                # enforcement programs are vigil.enforce's to load and attach
+                p.autoload = (kind in self.kinds and kind not in ENFORCE_KINDS
+                              and (only is None or p.name in only))
         except BaseException:
             obj.close()
             raise

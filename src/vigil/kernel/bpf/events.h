@@ -47,6 +47,9 @@ enum ev_kind {
 	EV_SETID = 41,
 	EV_SESSION = 42,
 	EV_EXECFAIL = 43,
+	/* 60-63: enforcement verdicts (enforce_net.bpf.c, enforce_exec.bpf.c) */
+	EV_NET_VERDICT = 60,
+	EV_EXEC_VERDICT = 61,
 	EV_MAX = 64,
 };
 
@@ -239,6 +242,38 @@ struct ev_cgroup {
 	char path[PATH_LEN];
 };
 
+/* Enforcement verdicts (src/vigil/enforce/): what was decided, by which
+ * policy set (ident) and which entry of it (policy: index into the compiled
+ * generation's policy names, ENF_POLICY_DEFAULT = the default deny of the
+ * policies selecting the workload); enum enf_verdict and enf_dir are in
+ * enforce.h. */
+#define ENF_POLICY_DEFAULT 0xffff
+
+struct ev_net_verdict {
+	struct ev_hdr h;
+	__u32 ident;
+	__u32 repeats;     /* denials of the same flow folded in the kernel since the last event */
+	__u16 policy;
+	__u8 verdict;      /* enum enf_verdict */
+	__u8 direction;    /* enum enf_dir */
+	__u16 peer_family; /* AF_INET / AF_INET6 */
+	__u16 peer_proto;  /* IPPROTO_TCP / UDP / SCTP */
+	__u16 peer_port;   /* egress: destination port; ingress: the local (listening) port */
+	__u16 _pad;
+	__u8 peer_addr[16];/* egress: destination; ingress: source */
+};
+
+struct ev_exec_verdict {
+	struct ev_hdr h;
+	__u32 ident;
+	__u16 policy;
+	__u8 verdict;      /* ENF_KILL, ENF_AUDIT or ENF_HOLD */
+	__u8 direction;    /* ENF_EXEC */
+	__u32 vpid;
+	__u32 _pad;
+	char exe[PATH_LEN];
+};
+
 /* Runtime configuration written by user space (map vigil_config, key 0). */
 struct vigil_cfg {
 	__u64 kinds;           /* bit (1 << kind) set = kind wanted */
@@ -278,6 +313,8 @@ union ev_layouts {
 	struct ev_cred cred;
 	struct ev_execfail execfail;
 	struct ev_cgroup cgroup;
+	struct ev_net_verdict net_verdict;
+	struct ev_exec_verdict exec_verdict;
 	struct vigil_cfg cfg;
 };
 
