@@ -278,13 +278,14 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def build_vtool(outdir: Path, name: str = "vtool") -> Path:
-    """Compile tests/data/e2e/vtool.c (readers and load generators) into outdir."""
+    """Compile tests/data/e2e/vtool.c (readers and load generators) into outdir
+    with clang (installed for the BPF objects anyway)."""
     import pytest
     exe = Path(outdir) / name
-    r = subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(exe), str(VTOOL_SRC)],
+    r = subprocess.run(["clang", "-O2", "-Wall", "-pthread", "-o", str(exe), str(VTOOL_SRC)],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.fail(f"gcc vtool.c failed:\n{r.stderr}")
+        pytest.fail(f"clang vtool.c failed:\n{r.stderr}")
     return exe
 
 
