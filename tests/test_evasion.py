@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "e2e"))
-from e2e_harness import AgentProc, build_vtool, require_kernel, wait_until  # noqa: E402
+from e2e_harness import (AgentProc, build_vtool, require_kernel, rule, wait_until,  # noqa: E402
+                         write_rules)
 
 RULE = "Read sensitive file untrusted"
 FENCE_RULE = "Create link to sensitive file"
@@ -236,3 +237,29 @@ def test_untrusted_non_sensitive_reads_are_quiet(env):
 def test_agent_survived(env):
     assert env.agent.proc.poll() is None, env.agent.stderr()
     assert "Traceback" not in env.agent.stderr()
+
+
+# --- proc.name is the name set at exec; renaming is an event of its own -----------------
+
+def test_proc_name_is_the_exec_name_and_prctl_is_an_event(tmp_path):
+    require_kernel()
+    vtool = build_vtool(tmp_path)
+    marker = tmp_path / "marker"
+    marker.write_text("x")
+    rules = write_rules(tmp_path / "rules.yaml", [
+        rule("Marker read", f"evt.type in (open, openat) and fd.name = {marker}",
+             "marker read (name=%proc.name pid=%proc.pid)"),
+        rule("Process renamed", "evt.type = prctl", "renamed (name=%proc.name pid=%proc.pid)"),
+    ])
+    agent = AgentProc(["run", "-r", rules, "--no-store", "--output", "json"], tmp_path,
+                      ready="running with")
+    try:
+        pid = run_workload([vtool, "prctl", "sshd", marker])
+        (a,) = agent.wait_alerts("Marker read", timeout=10,
+                                 pred=lambda a: a["output_fields"].get("proc.pid") == pid)
+        # Falco's proc.name: the executable's name at exec, not the comm the process chose
+        assert a["output_fields"]["proc.name"] == "vtool", a["output_fields"]
+        agent.wait_alerts("Process renamed", timeout=5,
+                          pred=lambda a: a["output_fields"].get("proc.pid") == pid)
+    finally:
+        agent.kill()
