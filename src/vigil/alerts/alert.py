@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import socket
+import uuid as _uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -13,6 +14,11 @@ _PRIORITY_ALIASES = {"info": "informational", "warn": "warning", "err": "error",
                      "emerg": "emergency"}
 
 HOSTNAME = socket.gethostname()
+
+
+def new_alert_id() -> str:
+    """A fresh stable alert id (a random UUID, as Falcosidekick's ``uuid``)."""
+    return str(_uuid.uuid4())
 
 
 def normalize_priority(name: str) -> Optional[str]:
@@ -46,6 +52,10 @@ class Alert:
     hostname: str = HOSTNAME
     event: Any = None               # the vigil.events.Event, when there is one
     count: int = 1                  # >1 when rate limiting folded repeats into this alert
+    # the stable id (JSON key "uuid"): made when the alert is created (the rules
+    # engine, the rate limiter's folded alert) or, at the latest, by the
+    # dispatcher before the store; the same in the store and in every delivery
+    uuid: Optional[str] = None
 
     @property
     def priority_title(self) -> str:
@@ -64,6 +74,8 @@ class Alert:
             "tags": list(self.tags),
             "time": t,
         }
+        if self.uuid:
+            d["uuid"] = self.uuid
         if self.count > 1:
             d["output_fields"] = dict(self.output_fields, **{"vigil.repeat_count": self.count})
         return d

@@ -21,7 +21,9 @@ from typing import Callable, Optional
 
 VIGIL = str(Path(sys.executable).parent / "vigil")
 RFC3339_NS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
-FALCO_KEYS = {"time", "rule", "priority", "source", "hostname", "output", "output_fields", "tags"}
+# Falco's JSON alert, plus the stable alert id Falcosidekick's payload calls "uuid"
+FALCO_KEYS = {"time", "rule", "priority", "source", "hostname", "output", "output_fields", "tags",
+              "uuid"}
 
 
 def wait_until(pred: Callable, timeout: float = 5.0, interval: float = 0.05, what: str = ""):
