@@ -71,30 +71,40 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
     from vigil.agent import Agent
     from vigil.rules.loader import RulesError
 
+    from vigil.events.capture import CaptureError, CaptureWriter
     writer = None
-    agent = Agent(cfg)
     if capture_path:
-        # the capture's header holds the process table, so the writer is made
-        # once start() has seeded it from /proc (no event is handled before run())
-        agent.extra_handlers.append(lambda ev: writer(ev))
+        # made before the sensors load (a path that cannot be is said at once);
+        # its header holds the process table, written once start() has seeded
+        # it from /proc (no event is handled before run())
+        try:
+            writer = CaptureWriter(capture_path)
+        except CaptureError as e:
+            fail(str(e), 1)
+    agent = Agent(cfg)
+    if writer is not None:
+        agent.extra_handlers.append(writer)
     # before start(): a SIGHUP while the sensors load must not kill the agent
     # (default action), and a stop request is honoured as soon as run() starts
     install_signals(agent)
     signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     try:
         agent.start()
-        if capture_path:
-            from vigil.events.capture import CaptureWriter
-            writer = CaptureWriter(capture_path, agent.proctable)
-    except OSError as e:
-        agent.stop()
-        fail(f"cannot write capture {capture_path}: {e.strerror or e}", 1)
+        if writer is not None:
+            writer.begin(agent.proctable)
     except RulesError as e:
+        _close(writer)
         fail(f"rules: {e}", 1)
     except ConfigError as e:
+        _close(writer)
         fail(str(e), 1)
     except KERNEL_ERRORS as e:
-        fail(kernel_problem(e))
+        _close(writer)
+        fail(kernel_problem(e, cfg))
+    except OSError as e:
+        agent.stop()
+        _close(writer)
+        fail(f"{getattr(e, 'filename', None) or 'start'}: {e.strerror or e}", 1)
     kinds = sorted(k.label for k in agent.pipeline.kernel_kinds())
     click.echo(f"vigil: running with {len(agent.engine.rules)} rules; event kinds: "
                f"{','.join(kinds)}", err=True)
@@ -103,10 +113,14 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
     finally:
         st = agent.stats()
         agent.stop()
-        if writer is not None:
-            writer.close()
+        _close(writer)
     if verbose:
         click.echo(f"vigil: {json.dumps(st, default=str)}", err=True)
+
+
+def _close(writer) -> None:
+    if writer is not None:
+        writer.close()
 
 
 @click.command("capture")
@@ -120,7 +134,7 @@ def run(config, rules, output, min_priority, verbose, store, no_store, duration,
 def capture(out, kinds, duration, no_containers, verbose):
     """Record the raw event stream to a file for `vigil replay`."""
     setup_logging(verbose)
-    from vigil.events.capture import CaptureWriter
+    from vigil.events.capture import CaptureError, CaptureWriter
     from vigil.events import KIND_BY_NAME
     from vigil.events.kinds import TRACE_GROUPS
     from vigil.pipeline import Pipeline
@@ -137,9 +151,15 @@ def capture(out, kinds, duration, no_containers, verbose):
         from vigil.state.containers.resolver import ContainerResolver
         resolver = ContainerResolver()
         resolver.seed()
+    try:
+        writer = CaptureWriter(out)        # before the sensors: a bad path is said at once
+    except CaptureError as e:
+        if resolver is not None:
+            resolver.stop()
+        fail(str(e), 1)
     pipe = Pipeline(ks, containers=resolver, ignore_children=True)
-    start_or_fail(pipe, [resolver.stop] if resolver is not None else [])
-    writer = CaptureWriter(out, pipe.proctable)
+    start_or_fail(pipe, [writer.close] + ([resolver.stop] if resolver is not None else []))
+    writer.begin(pipe.proctable)
     pipe.add_handler(writer)
     click.echo(f"vigil: capturing {','.join(sorted(k.label for k in ks))} to {out}", err=True)
     try:

@@ -2,7 +2,10 @@
 signals, starting the sensors, and the options several commands take."""
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import re
 import signal
 import sys
 
@@ -24,11 +27,34 @@ def fail(msg: str, code: int = 2):
     sys.exit(code)
 
 
-def kernel_problem(e: Exception) -> str:
-    """The one line for a machine that cannot run the sensors."""
-    if isinstance(e, BpfError):
-        return f"{e}{': ' + e.details if e.details else ''}"
-    return str(e)
+# the BPF maps whose size a setting gives, and that setting
+MAP_KEYS = {"events": "sensors.ringbuf_size"}
+
+
+def kernel_problem(e: Exception, cfg=None) -> str:
+    """The one line for a machine that cannot run the sensors; a map the
+    kernel would not create is named with the setting that sizes it."""
+    if not isinstance(e, BpfError):
+        return str(e)
+    line = f"{e}{': ' + e.details if e.details else ''}"
+    m = re.search(r"map '([^']+)': failed to create", e.details or "")
+    if m:
+        name = m.group(1)
+        key = MAP_KEYS.get(name)
+        if key is None:
+            return f"the kernel would not create BPF map {name!r}: {os.strerror(e.errno)} ({line})"
+        val = ""
+        if cfg is not None:
+            section, _, k = key.partition(".")
+            v = cfg[section].get(k)
+            val = f" = {v:,} bytes" if isinstance(v, int) else f" = {v}"
+        return (f"{key}{val}: the kernel would not create the ring buffer "
+                f"({os.strerror(e.errno)}); try a smaller size ({line})")
+    if e.errno in (errno.ENOMEM, errno.E2BIG) and cfg is not None:
+        # the maps are made with the first object loaded; the ring is the big one
+        return (f"{line} (the kernel could not allocate the sensors' maps: is "
+                f"sensors.ringbuf_size = {cfg['sensors']['ringbuf_size']:,} bytes too large?)")
+    return line
 
 
 KERNEL_ERRORS = (EnvironmentProblem, BpfError)

@@ -18,6 +18,7 @@ from vigil.config.source import line_of, parse_with_lines
 from vigil.config.units import parse_duration, parse_size
 
 DEFAULT_CONFIG_PATH = "/etc/vigil/vigil.yaml"
+CONFIG_MAX_BYTES = 1024 * 1024      # a config is a few KiB; refuse anything absurd
 
 DEFAULTS: dict = {
     "rules": [],                 # empty: the shipped default ruleset
@@ -41,6 +42,8 @@ SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
             if k in ("sensors", "scope", "containers", "kubernetes")}
 TOP_KEYS = set(DEFAULTS)
 PAGE_SIZE = 4096
+# the kernel's ring buffer size is a 32-bit number: 2 GiB is the largest power of two
+RINGBUF_MAX = 1 << 31
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -63,6 +66,9 @@ def ringbuf_size(s: Section) -> int:
                     "of 1000, use KiB/MiB/GiB)")
         raise s.bad("ringbuf_size", f"expected a power of two of at least {PAGE_SIZE} bytes"
                     f"{hint}")
+    if rb > RINGBUF_MAX:
+        raise s.bad("ringbuf_size", f"{rb:,} bytes is more than the kernel's ring buffer can "
+                    "be (at most 2GiB)")
     return rb
 
 
@@ -160,10 +166,18 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None) ->
         path = DEFAULT_CONFIG_PATH
     if path is not None:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                raw = f.read(CONFIG_MAX_BYTES + 1)
         except OSError as e:
-            raise ConfigError(f"cannot read config: {e.strerror}", path) from None
+            raise ConfigError(f"cannot read config: {e.strerror or e}", path) from None
+        if len(raw) > CONFIG_MAX_BYTES:
+            raise ConfigError(f"config file larger than {CONFIG_MAX_BYTES // 1024} KiB "
+                              "(the size limit)", path)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise ConfigError(f"not UTF-8 text (byte {e.start}: {e.reason})", path, line) from None
         data, lines = parse_with_lines(text, path)
         used = path
     merged = _merge(DEFAULTS, data)
