@@ -29,7 +29,7 @@ def load_engine(cfg: Config, proctable, files: list):
     """A rules engine set up as the configuration says, with ``files`` loaded."""
     from vigil.rules.engine import RuleEngine
     eng = RuleEngine(min_priority=cfg["min_priority"], proctable=proctable,
-                     rule_matching=cfg["rule_matching"])
+                     rule_matching=cfg["rule_matching"], max_file_bytes=cfg["rules_max_size"])
     eng.load(files)
     return eng
 

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from vigil.config.units import parse_duration
+from vigil.config.units import parse_duration, parse_size
 from vigil.kernel.environment import EnvironmentProblem
 from vigil.kernel.libbpf import BpfError
 
@@ -103,6 +103,22 @@ class Duration(click.ParamType):
         return secs
 
 
+class Size(click.ParamType):
+    """A size as vigil.yaml writes it (4096, 64KiB, 4MiB), in bytes (at least 1)."""
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            n = parse_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        if n < 1:
+            self.fail(f"{value!r} is less than 1 byte", param, ctx)
+        return n
+
+
 def duration_option(fn):
     return click.option("--duration", type=Duration(), default=None,
                         help="Stop after this long (seconds, or 10s, 1m, 1h).")(fn)
@@ -113,4 +129,4 @@ def verbose_option(help: str = "More logging on stderr (-vv for debug)."):
 
 
 __all__ = ["setup_logging", "fail", "kernel_problem", "KERNEL_ERRORS", "install_signals",
-           "start_or_fail", "Duration", "duration_option", "verbose_option"]
+           "start_or_fail", "Duration", "Size", "duration_option", "verbose_option"]

@@ -22,6 +22,7 @@ CONFIG_MAX_BYTES = 1024 * 1024      # a config is a few KiB; refuse anything abs
 
 DEFAULTS: dict = {
     "rules": [],                 # empty: the shipped default ruleset
+    "rules_max_size": 4 * 1024 * 1024,    # each rules file at most this big
     "min_priority": "debug",
     "rule_matching": "first",
     "sensors": {
@@ -114,6 +115,9 @@ class Config:
         if not isinstance(d.get("rules"), list):
             raise top.bad("rules", "expected a list of rules files or directories")
         top.str_list("rules", "rules files or directories")
+        d["rules_max_size"] = top.size("rules_max_size")
+        if d["rules_max_size"] < 1:
+            raise top.bad("rules_max_size", "expected a size of at least 1 byte")
         from vigil.alerts.alert import normalize_priority
         if normalize_priority(str(d.get("min_priority"))) is None:
             raise ConfigError(f"unknown priority {d.get('min_priority')!r}", key=("min_priority",))

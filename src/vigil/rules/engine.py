@@ -21,14 +21,14 @@ from vigil.rules.codegen import build_matcher, build_matcher_interp
 from vigil.rules.compiler import Compiler, CompiledRule
 from vigil.rules.kernel_filter import minimize_open_filter, minimize_prefixes, open_filter, path_prefixes
 from vigil.rules.fields.kinds import RULE_KINDS
-from vigil.rules.loader import RulesError, RuleSet
+from vigil.rules.loader import RULES_MAX_BYTES, RulesError, RuleSet
 
 _NKINDS = max(int(k) for k in Kind) + 1
 
 
 class RuleEngine:
     def __init__(self, *, min_priority: str = "debug", proctable=None, written_paths=None,
-                 rule_matching: str = "first"):
+                 rule_matching: str = "first", max_file_bytes: int = RULES_MAX_BYTES):
         mp = normalize_priority(min_priority)
         if mp is None:
             raise ValueError(f"unknown priority {min_priority!r}")
@@ -39,7 +39,7 @@ class RuleEngine:
         self.written_paths = written_paths
         self.rule_matching = rule_matching
         self.evnum = 0
-        self.ruleset = RuleSet()
+        self.ruleset = RuleSet(max_file_bytes)
         self.rules: List[CompiledRule] = []
         self.skipped: list = []
         self.warnings: list = []
