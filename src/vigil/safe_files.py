@@ -12,6 +12,7 @@ and its rotations, capture files) and the directories it makes for them.
 """
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import stat
@@ -120,15 +121,20 @@ def open_private(path: str, flags: int = os.O_WRONLY | os.O_APPEND,
     if make_parent:
         make_dirs(os.path.dirname(os.path.abspath(path)))
     try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode.mode)
+        # O_NONBLOCK: a FIFO planted there must not hang the open (cleared below)
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     mode.mode)
     except OSError as e:
-        if e.errno == 40:        # ELOOP: the last component is a symlink
+        if e.errno == errno.ELOOP:      # the last component is a symlink
             raise UnsafeFileError(path, "it is a symbolic link (not followed)") from None
+        if e.errno == errno.ENXIO:      # a FIFO without a reader, a socket
+            raise UnsafeFileError(path, "it is not a regular file") from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeFileError(path, "it is not a regular file")
+        os.set_blocking(fd, True)
         set_mode(fd, mode)
     except BaseException:
         os.close(fd)

@@ -48,8 +48,11 @@ class Outbox:
         self.cursor = store.cursor(self.key)
         self._cond = threading.Condition()
         self._wake = threading.Event()      # set by close(): ends a backoff sleep
-        self._worker_owns = True            # the worker delivers (backlog / failing)
-        self._pending = True                # the store may hold alerts after the cursor
+        # a backlog from before (receiver down, a restart): the worker delivers
+        # it; else an inline output is handed alerts from the first one
+        backlog = bool(store.read_after(self.cursor, 1))
+        self._worker_owns = backlog or not out.inline
+        self._pending = backlog             # the store may hold alerts after the cursor
         self._closing = False
         self._deadline: Optional[float] = None
         self._failing = False

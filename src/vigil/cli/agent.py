@@ -55,17 +55,20 @@ def common(fn):
 @click.command("run")
 @common
 @click.option("--store", type=click.Path(dir_okay=False), default=None,
-              help="SQLite alert store path (default /var/lib/vigil/alerts.db).")
-@click.option("--no-store", is_flag=True, help="Do not keep alerts in the embedded store.")
+              help="SQLite alert store path (default /var/lib/vigil/alerts.db; made 0600).")
+@click.option("--no-store", is_flag=True,
+              help="Do not keep alerts in the embedded store: outputs then get alerts from "
+                   "memory only (an alert a receiver misses while down is lost).")
 @duration_option
 @click.option("--capture", "capture_path", type=click.Path(dir_okay=False), default=None,
-              help="Also record the event stream to this file (see `vigil replay`).")
+              help="Also record the event stream to this file (see `vigil replay`; made 0600).")
 def run(config, rules, output, min_priority, verbose, store, no_store, duration, capture_path):
     """Run the agent: watch the node, judge events with the rules, send alerts.
 
-    Alerts go to the embedded store first, then to the configured outputs
-    (stdout, file, syslog, webhook).  SIGHUP reloads the rules (the last good
-    rules stay on error); Ctrl-C or SIGTERM stop cleanly."""
+    Alerts go to the embedded store first; file, syslog and webhook deliver
+    from it (each with its own cursor: nothing is lost while a receiver is
+    down or the agent restarts), stdout at once.  SIGHUP reloads the rules
+    (the last good rules stay on error); Ctrl-C or SIGTERM stop cleanly."""
     setup_logging(verbose)
     cfg = _load(config, _overrides(rules, store, no_store, output, min_priority))
     from vigil.agent import Agent
@@ -125,7 +128,7 @@ def _close(writer) -> None:
 
 @click.command("capture")
 @click.option("-o", "--output-file", "out", required=True, type=click.Path(dir_okay=False),
-              help="Capture file (.gz to compress).")
+              help="Capture file (.gz to compress; made 0600, never through a symlink).")
 @click.option("--kinds", default="all",
               help="Comma-separated event kinds to record (exec,open,connect,...), or all.")
 @duration_option
