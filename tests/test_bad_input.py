@@ -271,7 +271,9 @@ OPTIONS = ["--since", "--limit", "--priority", "--rule", "--container", "--store
            "--pid", "--comm", "--uid", "--hold", "--open-prefix", "--dns-port", "--args-max",
            "-v", "-vv", "--capture", "--no-store", "--no-containers", "--containers",
            "--host-only", "--containers-only", "-h", "--version", "--bogus"]
-ARG_WORDS = WORDS + ["garbage.bin", "missing.yaml", "good.yaml", "empty.jsonl", "/", ".",
+# argv cannot hold a NUL: WORDS' "\u00e9\u0000" is for the config file only
+ARG_WORDS = [w for w in WORDS if "\x00" not in w] + [
+                     "garbage.bin", "missing.yaml", "good.yaml", "empty.jsonl", "/", ".",
                      "/dev/null", "1h", "2d", "2020-13-45T99:99", "exec,open", "exec,bogus",
                      "4096", "15", "99999999999999999999", "-5", "critical", "warning"]
 # a text without NUL (argv cannot hold one)

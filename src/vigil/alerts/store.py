@@ -37,7 +37,7 @@ import time
 import urllib.parse
 from typing import Iterable, Optional
 
-from vigil.alerts.alert import Alert, new_alert_id, normalize_priority, priority_rank
+from vigil.alerts.alert import Alert, normalize_priority, priority_rank
 from vigil.safe_files import PRIVATE, FileMode, fix_mode, open_private, refuse_symlink
 
 DEFAULT_STORE_PATH = "/var/lib/vigil/alerts.db"

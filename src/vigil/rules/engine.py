@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, List, Optional
 
-from vigil.alerts.alert import Alert, new_alert_id, normalize_priority, priority_rank
+from vigil.alerts.alert import Alert, alert_id, normalize_priority, priority_rank
 from vigil.events import Event, Kind
 from vigil.rules.codegen import build_matcher, build_matcher_interp
 from vigil.rules.compiler import Compiler, CompiledRule
@@ -197,9 +197,10 @@ class RuleEngine:
     def _alert(self, r: CompiledRule, ev: Event) -> Alert:
         text, fields = r.output.format(ev, self)
         self.matches[r.name] = self.matches.get(r.name, 0) + 1
-        return Alert(time=ev.time or 0, rule=r.name, priority=r.priority, output=text,
-                     output_fields=fields, tags=list(r.tags), source=r.source, event=ev,
-                     uuid=new_alert_id())
+        a = Alert(time=ev.time or 0, rule=r.name, priority=r.priority, output=text,
+                  output_fields=fields, tags=list(r.tags), source=r.source, event=ev)
+        a.uuid = alert_id(a)
+        return a
 
     def format_output(self, rule_name: str, ev: Event):
         r = self.rule(rule_name)

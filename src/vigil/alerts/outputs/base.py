@@ -7,8 +7,8 @@ Delivery order for one alert is fixed:
    some remote system already saw;
 2. every configured output, in order.
 
-Every alert gets its stable id (``uuid``) here at the latest, before the
-store.  With a store, the outputs that can fail (``durable``: file, syslog,
+Every alert has its stable id (``uuid``, :func:`vigil.alerts.alert.alert_id`)
+before the store.  With a store, the outputs that can fail (``durable``: file, syslog,
 webhook) deliver *from the store* through their :class:`vigil.alerts.outbox.
 Outbox`, each with its own persisted cursor: retried with backoff until
 delivered, across restarts (at-least-once).  Outputs that cannot fail
@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Iterable, Optional, Sequence
 
-from vigil.alerts.alert import Alert, new_alert_id
+from vigil.alerts.alert import Alert, alert_id
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class OutputDispatcher:
             self.received += len(alerts)
         for a in alerts:
             if not a.uuid:
-                a.uuid = new_alert_id()
+                a.uuid = alert_id(a)
         ids = self._write_store(alerts)
         from_store = self._outboxes if ids is not None else {}
         for alert in alerts:
