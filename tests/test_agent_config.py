@@ -23,12 +23,13 @@ EXAMPLE = ROOT / "config" / "vigil.yaml"
 # checked by vigil.outputs.config)
 OUTPUT_KEYS = {
     "stdout": {"enabled", "format"},
-    "file": {"enabled", "path", "max_bytes", "backups", "fsync"},
+    "file": {"enabled", "path", "max_bytes", "backups", "fsync", "file_mode", "group"},
     "syslog": {"enabled", "address", "facility", "format"},
     "webhook": {"enabled", "url", "headers", "timeout", "max_retries", "backoff", "max_backoff",
                 "queue_size", "verify"},
 }
-STORE_KEYS = {"enabled", "path", "max_age", "max_rows", "max_bytes", "synchronous"}
+STORE_KEYS = {"enabled", "path", "max_age", "max_rows", "max_bytes", "synchronous", "file_mode",
+              "group"}
 RATE_KEYS = {"window", "max_keys"}
 
 SETTINGS = settings(max_examples=int(os.environ.get("VIGIL_FUZZ_EXAMPLES", "200")), deadline=None,

@@ -176,7 +176,7 @@ def test_rules_commands_take_directories_and_report_every_error(tmp_path, rules)
 def test_json_include_properties(capture, rules):
     (a, *_) = replay(capture, rules)
     assert set(a) == {"hostname", "output", "output_fields", "priority", "rule", "source",
-                      "tags", "time"}
+                      "tags", "time", "uuid"}
     # Falco's output_fields carry evt.time (ns) besides the output's own fields
     assert a["output_fields"] == {"evt.time": a["output_fields"]["evt.time"], "fd.name": "/i9c/a/f"}
     assert format_time(a["output_fields"]["evt.time"]) == a["time"]
@@ -184,7 +184,8 @@ def test_json_include_properties(capture, rules):
     (a, *_) = replay(capture, rules, "-o", "json_include_output_property=false",
                      "-o", "json_include_message_property=true",
                      "-o", "json_include_tags_property=false")
-    assert set(a) == {"hostname", "message", "output_fields", "priority", "rule", "source", "time"}
+    assert set(a) == {"hostname", "message", "output_fields", "priority", "rule", "source", "time",
+                      "uuid"}
     assert a["message"] == "a file=/i9c/a/f"
     (a, *_) = replay(capture, rules, "-o", "json_include_output_fields_property=false")
     assert "output_fields" not in a and a["output"].endswith(": Warning a file=/i9c/a/f")

@@ -35,7 +35,7 @@ def test_writes_json_lines(tmp_path):
     rows = read_lines(p)
     assert [r["output_fields"]["i"] for r in rows] == [0, 1, 2]
     assert rows[0] == mk(0).to_falco_json()
-    assert oct(os.stat(p).st_mode & 0o777) == "0o640"
+    assert oct(os.stat(p).st_mode & 0o777) == "0o600"
     assert out.stats()["written"] == 3
 
 

@@ -54,7 +54,7 @@ def test_schema_wal_and_indexes(store, tmp_path):
         cols = [r[1] for r in c.execute("PRAGMA table_info(alerts)")]
         assert cols == ["id", "time", "rule", "priority", "priority_rank", "source", "hostname",
                         "container_id", "container_name", "k8s_ns", "k8s_pod", "output",
-                        "output_fields", "tags", "count"]
+                        "output_fields", "tags", "count", "uuid"]
         indexed = {r[2] for name in [i[1] for i in c.execute("PRAGMA index_list(alerts)")]
                    for r in c.execute(f"PRAGMA index_info({name})")}
         assert {"time", "rule", "priority_rank", "source", "hostname", "container_id",
@@ -291,7 +291,7 @@ def test_reopen_keeps_data_and_creates_dirs(tmp_path):
         s.add(mk())
     with AlertStore(str(p)) as s:
         assert s.count() == 1
-    assert oct(os.stat(p).st_mode & 0o777) == "0o640"
+    assert oct(os.stat(p).st_mode & 0o777) == "0o600"
 
 
 def test_size_retention_triggered_by_inserts(tmp_path):

@@ -30,7 +30,7 @@ def load_engine(cfg: Config, proctable, files: list, selection=None):
     and the rules ``selection`` (-T/-t/-D) leaves out turned off."""
     from vigil.rules.engine import RuleEngine
     eng = RuleEngine(min_priority=cfg["min_priority"], proctable=proctable,
-                     rule_matching=cfg["rule_matching"])
+                     rule_matching=cfg["rule_matching"], max_file_bytes=cfg["rules_max_size"])
     eng.load(files)
     if selection:
         eng.select(selection)

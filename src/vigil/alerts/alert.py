@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import socket
+import uuid as _uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -13,6 +15,21 @@ _PRIORITY_ALIASES = {"info": "informational", "warn": "warning", "err": "error",
                      "emerg": "emergency"}
 
 HOSTNAME = socket.gethostname()
+
+
+# the namespace of vigil's name-based (version 5) alert ids
+_ID_NAMESPACE = _uuid.UUID("6f1c2a52-3c1e-5d0b-9a57-7669676c0001")
+
+
+def alert_id(alert: "Alert") -> str:
+    """The alert's stable id: a version-5 UUID of everything the alert says
+    (host, time in ns, rule, priority, source, output, fields, tags, count).
+    The same alert always gets the same id -- in the store, in every delivery
+    and redelivery, and when a capture of the events is replayed."""
+    key = json.dumps([alert.hostname, alert.time, alert.rule, alert.priority, alert.source,
+                      alert.output, alert.output_fields, list(alert.tags or ()), alert.count],
+                     ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=str)
+    return str(_uuid.uuid5(_ID_NAMESPACE, key))
 
 
 def normalize_priority(name: str) -> Optional[str]:
@@ -62,6 +79,10 @@ class Alert:
     hostname: str = HOSTNAME
     event: Any = None               # the vigil.events.Event, when there is one
     count: int = 1                  # >1 when rate limiting folded repeats into this alert
+    # the stable id (JSON key "uuid", as Falcosidekick names it): alert_id(),
+    # set by whoever makes the alert (the rules engine, the rate limiter's
+    # folded alert) or at the latest by the dispatcher before the store
+    uuid: Optional[str] = None
 
     @property
     def priority_title(self) -> str:
@@ -87,6 +108,8 @@ class Alert:
         if shape.tags:
             d["tags"] = list(self.tags)
         d["time"] = t
+        if self.uuid:
+            d["uuid"] = self.uuid
         return d
 
     def text_line(self) -> str:

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from vigil.alerts.alert import Alert
+from vigil.alerts.alert import Alert, alert_id
 
 
 class _Window:
@@ -162,7 +162,9 @@ class RateLimiter:
 
     def _folded(self, w: _Window) -> Alert:
         self._stats["folded_emitted"] += 1
+        # a new alert (the repeats, not the first one already sent): its own id
         a = dataclasses.replace(w.first, count=w.count)
+        a.uuid = alert_id(a)
         return a
 
     def _send(self, alerts: list) -> None:

@@ -17,6 +17,15 @@ Retention (:meth:`enforce_retention`) removes the oldest alerts by age, by
 row count and by database size; it runs every ``retention_every`` inserts and
 whenever :meth:`maybe_enforce_retention` finds ``retention_interval`` seconds
 have passed since the last run.
+
+The store is also the outbox the outputs deliver from (see
+:mod:`vigil.alerts.outbox`): every alert has a stable ``uuid``, ids only
+grow (AUTOINCREMENT: never reused after retention), and the ``outbox``
+table keeps each output's cursor, the id of the last alert it delivered.
+
+Files: the database and its -wal/-shm are created 0600 (or 0640 with a
+group, ``file_mode``) before SQLite opens them, directories 0700, and a
+symlink at any of the three paths is refused (:mod:`vigil.safe_files`).
 """
 from __future__ import annotations
 
@@ -29,14 +38,15 @@ import urllib.parse
 from typing import Iterable, Optional
 
 from vigil.alerts.alert import Alert, normalize_priority, priority_rank
+from vigil.safe_files import PRIVATE, FileMode, fix_mode, open_private, refuse_symlink
 
 DEFAULT_STORE_PATH = "/var/lib/vigil/alerts.db"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
-    id             INTEGER PRIMARY KEY,
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
     time           INTEGER NOT NULL,          -- ns since the epoch
     rule           TEXT    NOT NULL,
     priority       TEXT    NOT NULL,          -- canonical lower-case name
@@ -50,7 +60,13 @@ CREATE TABLE IF NOT EXISTS alerts (
     output         TEXT    NOT NULL,          -- without the time/priority prefix
     output_fields  TEXT    NOT NULL DEFAULT '{}',   -- JSON object
     tags           TEXT    NOT NULL DEFAULT '[]',   -- JSON array
-    count          INTEGER NOT NULL DEFAULT 1
+    count          INTEGER NOT NULL DEFAULT 1,
+    uuid           TEXT    NOT NULL DEFAULT ''  -- the stable alert id
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    name           TEXT    PRIMARY KEY,       -- output type and target
+    last_id        INTEGER NOT NULL,          -- the last alert delivered
+    started        INTEGER NOT NULL           -- ns since the epoch, first start
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time);
 CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time);
@@ -64,11 +80,18 @@ CREATE INDEX IF NOT EXISTS alerts_k8s ON alerts(k8s_ns, k8s_pod);
 
 COLUMNS = ("id", "time", "rule", "priority", "priority_rank", "source", "hostname",
            "container_id", "container_name", "k8s_ns", "k8s_pod", "output",
-           "output_fields", "tags", "count")
+           "output_fields", "tags", "count", "uuid")
 
 _INSERT = ("INSERT INTO alerts (time, rule, priority, priority_rank, source, hostname, "
-           "container_id, container_name, k8s_ns, k8s_pod, output, output_fields, tags, count) "
-           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+           "container_id, container_name, k8s_ns, k8s_pod, output, output_fields, tags, count, "
+           "uuid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+# a version-4 UUID in SQL, for the alerts of a schema-1 store
+_SQL_UUID4 = ("lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || "
+              "substr(lower(hex(randomblob(2))), 2) || '-' || "
+              "substr('89ab', 1 + (abs(random()) % 4), 1) || "
+              "substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6)))")
+_V1_COLUMNS = ", ".join(COLUMNS[:-1])
 
 
 class StoreError(Exception):
@@ -100,7 +123,7 @@ def _row_values(alert: Alert) -> tuple:
         _text(alert.output),
         json.dumps(of, ensure_ascii=False, separators=(",", ":"), default=str),
         json.dumps(list(alert.tags or ()), ensure_ascii=False, separators=(",", ":"), default=str),
-        max(1, int(alert.count or 1)),
+        max(1, int(alert.count or 1)), _text(alert.uuid),
     )
 
 
@@ -108,7 +131,8 @@ def row_to_alert(row: dict) -> Alert:
     """Rebuild an :class:`Alert` (without ``event``) from a :meth:`AlertStore.query` row."""
     return Alert(time=row["time"], rule=row["rule"], priority=row["priority"],
                  output=row["output"], output_fields=row["output_fields"], tags=row["tags"],
-                 source=row["source"], hostname=row["hostname"], count=row["count"])
+                 source=row["source"], hostname=row["hostname"], count=row["count"],
+                 uuid=row.get("uuid") or None)
 
 
 class AlertStore:
@@ -117,8 +141,11 @@ class AlertStore:
     def __init__(self, path: str = DEFAULT_STORE_PATH, max_age_s: Optional[float] = None,
                  max_rows: Optional[int] = None, max_bytes: Optional[int] = None,
                  readonly: bool = False, synchronous: str = "FULL",
-                 retention_every: int = 1000, retention_interval: float = 60.0):
+                 retention_every: int = 1000, retention_interval: float = 60.0,
+                 file_mode: FileMode = PRIVATE):
         self.path = os.fspath(path)
+        self.file_mode = file_mode
+        self._columns = COLUMNS
         self.max_age_s = max_age_s
         self.max_rows = max_rows
         self.max_bytes = max_bytes
@@ -129,6 +156,7 @@ class AlertStore:
         self._since_retention = 0
         self._last_retention = time.monotonic()
         self._stats = {"added": 0, "deleted": 0, "retention_runs": 0}
+        self._cursor_updates: dict = {}     # outbox cursors not written yet
         sync = str(synchronous).upper()
         if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
@@ -138,9 +166,16 @@ class AlertStore:
             self._conn = self._open_rw(sync)
 
     # -- opening --------------------------------------------------------------
+    def _files(self) -> tuple:
+        return self.path, self.path + "-wal", self.path + "-shm"
+
     def _open_rw(self, sync: str) -> sqlite3.Connection:
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
+        # SQLite makes -wal and -shm with the database's mode; all three are
+        # made here first (no symlink followed, the mode set) and checked after
+        for p in self._files():
+            refuse_symlink(p)
+        for p in self._files():
+            os.close(open_private(p, os.O_RDWR, self.file_mode))
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
                                check_same_thread=False)
         try:
@@ -152,21 +187,35 @@ class AlertStore:
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
             conn.execute(f"PRAGMA synchronous={sync}")
-            conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
             v = conn.execute("PRAGMA user_version").fetchone()[0]
-            if v == 0:
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif v > SCHEMA_VERSION:
+            if v > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: schema version {v} is newer than this vigil "
                                  f"({SCHEMA_VERSION})")
+            if v == 1:
+                self._migrate_v1(conn)
+            conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+            if v < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            for p in self._files():
+                refuse_symlink(p)
+                if os.path.exists(p):
+                    fix_mode(p, self.file_mode)
         except BaseException:
             conn.close()
             raise
-        try:
-            os.chmod(self.path, 0o640)
-        except OSError:
-            pass
         return conn
+
+    @staticmethod
+    def _migrate_v1(conn: sqlite3.Connection) -> None:
+        """Schema 1 -> 2: ids that are never reused, a uuid for every alert."""
+        conn.executescript(
+            "BEGIN;"
+            "ALTER TABLE alerts RENAME TO alerts_v1;"
+            + _SCHEMA.split("CREATE INDEX")[0] +
+            f"INSERT INTO alerts ({_V1_COLUMNS}, uuid) "
+            f"SELECT {_V1_COLUMNS}, {_SQL_UUID4} FROM alerts_v1;"
+            "DROP TABLE alerts_v1;"
+            "COMMIT;")
 
     def _open_readonly(self) -> sqlite3.Connection:
         if not os.path.exists(self.path):
@@ -197,6 +246,9 @@ class AlertStore:
             conn.close()
             raise StoreError(f"{self.path} is not a vigil alert store (no alerts table)")
         conn.execute("PRAGMA busy_timeout=10000")
+        have = {r[1] for r in conn.execute("PRAGMA table_info(alerts)")}
+        # a schema-1 store (no agent has opened it since): alerts without ids
+        self._columns = tuple(c if c in have else f"'' AS {c}" for c in COLUMNS)
         return conn
 
     # -- writing ----------------------------------------------------------------
@@ -221,6 +273,7 @@ class AlertStore:
                 for r in rows:
                     cur.execute(_INSERT, r)
                     ids.append(cur.lastrowid)
+                self._write_cursors(cur)     # no commit of their own under load
                 cur.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
@@ -231,6 +284,74 @@ class AlertStore:
             if self._since_retention >= self.retention_every:
                 self.enforce_retention()
         return ids
+
+    # -- the outbox: each output's cursor ------------------------------------------
+    def cursor(self, name: str) -> int:
+        """The id of the last alert output ``name`` delivered.  On the output's
+        first start that is the newest alert now (it gets what comes after),
+        written at once so that a crash right after loses nothing."""
+        with self._lock:
+            row = self._conn.execute("SELECT last_id FROM outbox WHERE name = ?",
+                                     (name,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            last = self.last_id()
+            self._conn.execute("INSERT INTO outbox (name, last_id, started) VALUES (?, ?, ?)",
+                               (name, last, time.time_ns()))
+            return last
+
+    def advance(self, name: str, last_id: int, commit: bool = False) -> None:
+        """Record that ``name`` delivered every alert up to ``last_id``: written
+        with the next insert, by :meth:`flush_cursors`, or now (``commit``)."""
+        with self._lock:
+            self._cursor_updates[name] = int(last_id)
+            if commit:
+                self.flush_cursors()
+
+    def flush_cursors(self) -> None:
+        """Write the cursors advanced since the last write (one transaction)."""
+        with self._lock:
+            if not self._cursor_updates or self._conn is None or self.readonly:
+                return
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                self._write_cursors(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+
+    def _write_cursors(self, cur) -> None:
+        if self._cursor_updates:
+            cur.executemany("UPDATE outbox SET last_id = max(last_id, ?) WHERE name = ?",
+                            [(v, k) for k, v in self._cursor_updates.items()])
+            self._cursor_updates.clear()
+
+    def cursors(self) -> dict:
+        """{output name: last delivered id} as written."""
+        with self._lock:
+            return dict(self._conn.execute("SELECT name, last_id FROM outbox").fetchall())
+
+    def last_id(self) -> int:
+        """The id of the newest alert ever stored (0: none); ids are never reused."""
+        with self._lock:
+            c = self._conn
+            row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'alerts'").fetchone()
+            top = c.execute("SELECT max(id) FROM alerts").fetchone()[0] or 0
+            return max(int(row[0]) if row else 0, int(top))
+
+    def read_after(self, last_id: int, limit: int = 500) -> list:
+        """Up to ``limit`` stored alerts with an id above ``last_id``, oldest
+        first, as ``(id, Alert)`` (what retention removed is simply not there)."""
+        sql = ("SELECT " + ", ".join(self._columns) + " FROM alerts WHERE id > ? "
+               "ORDER BY id LIMIT ?")
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("alert store is closed")
+            rows = self._conn.execute(sql, (int(last_id), int(limit))).fetchall()
+        return [(d["id"], row_to_alert(d)) for d in map(_decode, rows)]
 
     # -- retention ----------------------------------------------------------------
     def maybe_enforce_retention(self, now: Optional[float] = None) -> int:
@@ -316,7 +437,7 @@ class AlertStore:
         if container is not None and container != "":
             where.append("(substr(container_id, 1, ?) = ? OR container_name = ?)")
             args += [len(container), container, container]
-        sql = "SELECT " + ", ".join(COLUMNS) + " FROM alerts"
+        sql = "SELECT " + ", ".join(self._columns) + " FROM alerts"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY time DESC, id DESC"
@@ -325,13 +446,7 @@ class AlertStore:
             args.append(int(limit))
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        out = []
-        for r in rows:
-            d = dict(zip(COLUMNS, r))
-            d["output_fields"] = _loads(d["output_fields"], {})
-            d["tags"] = _loads(d["tags"], [])
-            out.append(d)
-        return out
+        return [_decode(r) for r in rows]
 
     def count(self) -> int:
         with self._lock:
@@ -346,6 +461,10 @@ class AlertStore:
             if self._conn is not None:
                 if not self.readonly:
                     try:
+                        self.flush_cursors()
+                    except sqlite3.Error:
+                        pass
+                    try:
                         self._conn.execute("PRAGMA optimize")
                     except sqlite3.Error:
                         pass
@@ -357,6 +476,13 @@ class AlertStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _decode(row: tuple) -> dict:
+    d = dict(zip(COLUMNS, row))
+    d["output_fields"] = _loads(d["output_fields"], {})
+    d["tags"] = _loads(d["tags"], [])
+    return d
 
 
 def _loads(s, default):

@@ -105,11 +105,13 @@ def common(fn):
 @click.command("run")
 @common
 @click.option("--store", type=click.Path(dir_okay=False), default=None,
-              help="SQLite alert store path (default /var/lib/vigil/alerts.db).")
-@click.option("--no-store", is_flag=True, help="Do not keep alerts in the embedded store.")
+              help="SQLite alert store path (default /var/lib/vigil/alerts.db; made 0600).")
+@click.option("--no-store", is_flag=True,
+              help="Do not keep alerts in the embedded store: outputs then get alerts from "
+                   "memory only (an alert a receiver misses while down is lost).")
 @duration_option
 @click.option("--capture", "capture_path", type=click.Path(dir_okay=False), default=None,
-              help="Also record the event stream to this file (see `vigil replay`).")
+              help="Also record the event stream to this file (see `vigil replay`; made 0600).")
 @click.option("--dry-run", is_flag=True,
               help="Load the configuration and the rules, check the sensors are built, "
                    "then exit (0: all good, 1: errors) without watching anything.")
@@ -123,9 +125,11 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
         verbose, store, no_store, duration, capture_path, dry_run, policies, persist):
     """Run the agent: watch the node, judge events with the rules, send alerts.
 
-    Alerts go to the embedded store first, then to the configured outputs
-    (stdout, file, syslog, webhook).  SIGHUP reloads the rules (the last good
-    rules stay on error); Ctrl-C or SIGTERM stop cleanly and print a summary
+    Alerts go to the embedded store first; file, syslog and webhook deliver
+    from it (each with its own cursor: nothing is lost while a receiver is
+    down or the agent restarts), stdout at once.  SIGHUP reloads the rules
+    (the last good rules stay on error); Ctrl-C or SIGTERM stop cleanly and
+    print a summary
     (events, kernel drops, alerts by priority and rule)."""
     setup_logging(verbose)
     selection = _selection(disable_tags, only_tags, disable_names)
@@ -137,30 +141,40 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
     if dry_run:
         _dry_run(cfg, selection)
         return
+    from vigil.events.capture import CaptureError, CaptureWriter
     writer = None
-    agent = Agent(cfg, selection=selection, notify=lambda m: click.echo(f"vigil: {m}", err=True))
     if capture_path:
-        # the capture's header holds the process table, so the writer is made
-        # once start() has seeded it from /proc (no event is handled before run())
-        agent.extra_handlers.append(lambda ev: writer(ev))
+        # made before the sensors load (a path that cannot be is said at once);
+        # its header holds the process table, written once start() has seeded
+        # it from /proc (no event is handled before run())
+        try:
+            writer = CaptureWriter(capture_path)
+        except CaptureError as e:
+            fail(str(e), 1)
+    agent = Agent(cfg, selection=selection, notify=lambda m: click.echo(f"vigil: {m}", err=True))
+    if writer is not None:
+        agent.extra_handlers.append(writer)
     # before start(): a SIGHUP while the sensors load must not kill the agent
     # (default action), and a stop request is honoured as soon as run() starts
     install_signals(agent)
     signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     try:
         agent.start()
-        if capture_path:
-            from vigil.events.capture import CaptureWriter
-            writer = CaptureWriter(capture_path, agent.proctable)
-    except OSError as e:
-        agent.stop()
-        fail(f"cannot write capture {capture_path}: {e.strerror or e}", 1)
+        if writer is not None:
+            writer.begin(agent.proctable)
     except RulesError as e:
+        _close(writer)
         fail(f"rules: {e}", 1)
     except ConfigError as e:
+        _close(writer)
         fail(str(e), 1)
     except KERNEL_ERRORS as e:
-        fail(kernel_problem(e))
+        _close(writer)
+        fail(kernel_problem(e, cfg))
+    except OSError as e:
+        agent.stop()
+        _close(writer)
+        fail(f"{getattr(e, 'filename', None) or 'start'}: {e.strerror or e}", 1)
     from vigil import __version__
     click.echo(f"vigil {__version__}: config {cfg.path or '(defaults)'}; rules from "
                f"{', '.join(agent.rules_files)}", err=True)
@@ -176,8 +190,7 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
     finally:
         st = agent.stats()
         agent.stop()
-        if writer is not None:
-            writer.close()
+        _close(writer)
     for line in exit_summary(agent, st, time.monotonic() - started):
         click.echo(f"vigil: {line}", err=True)
     if verbose:
@@ -205,9 +218,14 @@ def _dry_run(cfg, selection) -> None:
              "`make bpf`)", 1)
 
 
+def _close(writer) -> None:
+    if writer is not None:
+        writer.close()
+
+
 @click.command("capture")
 @click.option("-o", "--output-file", "out", required=True, type=click.Path(dir_okay=False),
-              help="Capture file (.gz to compress).")
+              help="Capture file (.gz to compress; made 0600, never through a symlink).")
 @click.option("--kinds", default="all",
               help="Comma-separated event kinds to record (exec,open,connect,...), or all.")
 @duration_option
@@ -216,7 +234,7 @@ def _dry_run(cfg, selection) -> None:
 def capture(out, kinds, duration, no_containers, verbose):
     """Record the raw event stream to a file for `vigil replay`."""
     setup_logging(verbose)
-    from vigil.events.capture import CaptureWriter
+    from vigil.events.capture import CaptureError, CaptureWriter
     from vigil.events import KIND_BY_NAME
     from vigil.events.kinds import TRACE_GROUPS
     from vigil.pipeline import Pipeline
@@ -233,9 +251,15 @@ def capture(out, kinds, duration, no_containers, verbose):
         from vigil.state.containers.resolver import ContainerResolver
         resolver = ContainerResolver()
         resolver.seed()
+    try:
+        writer = CaptureWriter(out)        # before the sensors: a bad path is said at once
+    except CaptureError as e:
+        if resolver is not None:
+            resolver.stop()
+        fail(str(e), 1)
     pipe = Pipeline(ks, containers=resolver, ignore_children=True)
-    start_or_fail(pipe, [resolver.stop] if resolver is not None else [])
-    writer = CaptureWriter(out, pipe.proctable)
+    start_or_fail(pipe, [writer.close] + ([resolver.stop] if resolver is not None else []))
+    writer.begin(pipe.proctable)
     pipe.add_handler(writer)
     click.echo(f"vigil: capturing {','.join(sorted(k.label for k in ks))} to {out}", err=True)
     try:

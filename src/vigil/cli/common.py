@@ -2,13 +2,16 @@
 signals, starting the sensors, and the options several commands take."""
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import re
 import signal
 import sys
 
 import click
 
-from vigil.config.units import parse_duration
+from vigil.config.units import parse_duration, parse_size
 from vigil.kernel.environment import EnvironmentProblem
 from vigil.kernel.libbpf import BpfError
 
@@ -24,11 +27,34 @@ def fail(msg: str, code: int = 2):
     sys.exit(code)
 
 
-def kernel_problem(e: Exception) -> str:
-    """The one line for a machine that cannot run the sensors."""
-    if isinstance(e, BpfError):
-        return f"{e}{': ' + e.details if e.details else ''}"
-    return str(e)
+# the BPF maps whose size a setting gives, and that setting
+MAP_KEYS = {"events": "sensors.ringbuf_size"}
+
+
+def kernel_problem(e: Exception, cfg=None) -> str:
+    """The one line for a machine that cannot run the sensors; a map the
+    kernel would not create is named with the setting that sizes it."""
+    if not isinstance(e, BpfError):
+        return str(e)
+    line = f"{e}{': ' + e.details if e.details else ''}"
+    m = re.search(r"map '([^']+)': failed to create", e.details or "")
+    if m:
+        name = m.group(1)
+        key = MAP_KEYS.get(name)
+        if key is None:
+            return f"the kernel would not create BPF map {name!r}: {os.strerror(e.errno)} ({line})"
+        val = ""
+        if cfg is not None:
+            section, _, k = key.partition(".")
+            v = cfg[section].get(k)
+            val = f" = {v:,} bytes" if isinstance(v, int) else f" = {v}"
+        return (f"{key}{val}: the kernel would not create the ring buffer "
+                f"({os.strerror(e.errno)}); try a smaller size ({line})")
+    if e.errno in (errno.ENOMEM, errno.E2BIG) and cfg is not None:
+        # the maps are made with the first object loaded; the ring is the big one
+        return (f"{line} (the kernel could not allocate the sensors' maps: is "
+                f"sensors.ringbuf_size = {cfg['sensors']['ringbuf_size']:,} bytes too large?)")
+    return line
 
 
 KERNEL_ERRORS = (EnvironmentProblem, BpfError)
@@ -77,6 +103,22 @@ class Duration(click.ParamType):
         return secs
 
 
+class Size(click.ParamType):
+    """A size as vigil.yaml writes it (4096, 64KiB, 4MiB), in bytes (at least 1)."""
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            n = parse_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        if n < 1:
+            self.fail(f"{value!r} is less than 1 byte", param, ctx)
+        return n
+
+
 def duration_option(fn):
     return click.option("--duration", type=Duration(), default=None,
                         help="Stop after this long (seconds, or 10s, 1m, 1h).")(fn)
@@ -87,4 +129,4 @@ def verbose_option(help: str = "More logging on stderr (-vv for debug)."):
 
 
 __all__ = ["setup_logging", "fail", "kernel_problem", "KERNEL_ERRORS", "install_signals",
-           "start_or_fail", "Duration", "duration_option", "verbose_option"]
+           "start_or_fail", "Duration", "Size", "duration_option", "verbose_option"]

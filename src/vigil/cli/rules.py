@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from vigil.cli.common import Size
 from vigil.rules.engine import RuleEngine
 from vigil.rules.loader import RulesError
 
@@ -32,12 +33,17 @@ def rules() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.option("--min-priority", default="debug", show_default=True,
               help="Skip rules less severe than this.")
-def validate(files, as_json, min_priority) -> None:
+@click.option("--max-size", type=Size(), default="4MiB", show_default=True,
+              help="Refuse a rules file larger than this (vigil.yaml: rules_max_size).")
+def validate(files, as_json, min_priority, max_size) -> None:
     """Load FILE... in order (as one ruleset; a directory stands for its
     *.yaml/*.yml in name order) and report every error, each with file:line;
     exit 0 only if everything loads."""
     files = _files(files)
-    eng = RuleEngine(min_priority=min_priority)
+    try:
+        eng = RuleEngine(min_priority=min_priority, max_file_bytes=max_size)
+    except ValueError as e:
+        raise click.UsageError(f"--min-priority: {e}") from None
     errors = []
     try:
         eng.load(files)
@@ -85,6 +91,8 @@ def list_rules(rules_files, as_json, min_priority) -> None:
         for err in e.errors:
             click.echo(f"error: {err}", err=True)
         sys.exit(1)
+    except ValueError as e:
+        raise click.UsageError(f"--min-priority: {e}") from None
     rows = []
     for r in eng.rules:
         rows.append({"rule": r.name, "priority": r.priority, "enabled": r.enabled, "tags": r.tags,

@@ -19,9 +19,11 @@ from vigil.config.source import line_of, parse_with_lines
 from vigil.config.units import parse_duration, parse_size
 
 DEFAULT_CONFIG_PATH = "/etc/vigil/vigil.yaml"
+CONFIG_MAX_BYTES = 1024 * 1024      # a config is a few KiB; refuse anything absurd
 
 DEFAULTS: dict = {
     "rules": [],                 # empty: the shipped default ruleset
+    "rules_max_size": 4 * 1024 * 1024,    # each rules file at most this big
     "min_priority": "debug",
     "rule_matching": "first",
     "sensors": {
@@ -52,6 +54,8 @@ SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
             if k in ("sensors", "scope", "containers", "kubernetes", "enforce")}
 TOP_KEYS = set(DEFAULTS)
 PAGE_SIZE = 4096
+# the kernel's ring buffer size is a 32-bit number: 2 GiB is the largest power of two
+RINGBUF_MAX = 1 << 31
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -74,6 +78,9 @@ def ringbuf_size(s: Section) -> int:
                     "of 1000, use KiB/MiB/GiB)")
         raise s.bad("ringbuf_size", f"expected a power of two of at least {PAGE_SIZE} bytes"
                     f"{hint}")
+    if rb > RINGBUF_MAX:
+        raise s.bad("ringbuf_size", f"{rb:,} bytes is more than the kernel's ring buffer can "
+                    "be (at most 2GiB)")
     return rb
 
 
@@ -132,6 +139,9 @@ class Config:
         en = sec["enforce"]
         en.str_list("protected", "process names", allow_empty_items=False)
         en.bool("persist")
+        d["rules_max_size"] = top.size("rules_max_size")
+        if d["rules_max_size"] < 1:
+            raise top.bad("rules_max_size", "expected a size of at least 1 byte")
         from vigil.alerts.alert import normalize_priority
         if normalize_priority(str(d.get("min_priority"))) is None:
             raise ConfigError(f"unknown priority {d.get('min_priority')!r}", key=("min_priority",))
@@ -197,10 +207,18 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None,
         path = DEFAULT_CONFIG_PATH
     if path is not None:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                raw = f.read(CONFIG_MAX_BYTES + 1)
         except OSError as e:
-            raise ConfigError(f"cannot read config: {e.strerror}", path) from None
+            raise ConfigError(f"cannot read config: {e.strerror or e}", path) from None
+        if len(raw) > CONFIG_MAX_BYTES:
+            raise ConfigError(f"config file larger than {CONFIG_MAX_BYTES // 1024} KiB "
+                              "(the size limit)", path)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise ConfigError(f"not UTF-8 text (byte {e.start}: {e.reason})", path, line) from None
         data, lines = parse_with_lines(text, path)
         used = path
     merged = _merge(DEFAULTS, data)

@@ -102,6 +102,19 @@ class Section:
         except ValueError as exc:
             raise self.bad(key, str(exc), quote=False) from None
 
+    def file_mode(self, mode_key: str = "file_mode", group_key: str = "group"):
+        """The :class:`vigil.safe_files.FileMode` from ``file_mode`` (0600 or
+        0640) and ``group`` (a group name or id; the files' group)."""
+        from vigil.safe_files import FileMode
+        try:
+            FileMode.parse(self.get(mode_key))
+        except ValueError as exc:
+            raise self.bad(mode_key, str(exc), quote=False) from None
+        try:
+            return FileMode.parse(self.get(mode_key), self.get(group_key))
+        except ValueError as exc:
+            raise self.bad(group_key, str(exc), quote=False) from None
+
     def str_list(self, key: str, what: str, allow_empty_items: bool = True) -> list:
         v = self.get(key)
         if v is None:

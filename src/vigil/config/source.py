@@ -1,23 +1,26 @@
-"""Reading vigil.yaml: the data, and the line of every key for error messages."""
+"""Reading vigil.yaml (and policy files): the data, and the line of every key
+for error messages."""
 from __future__ import annotations
 
 import yaml
 
 from vigil.config.errors import ConfigError
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)     # libyaml when there
+
 
 def parse_with_lines(text: str, name: str):
     """(data, {key path tuple: line}) for a YAML mapping."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
+        node = yaml.compose(text, Loader=_LOADER)
+    except (yaml.YAMLError, RecursionError) as e:
         raise yaml_error(e, name) from None
     if node is None:
         return {}, {}
-    lines = node_lines(node)
+    lines = node_lines(node, name)
     try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)
-    except (yaml.YAMLError, TypeError, ValueError) as e:
+        data = yaml.load(text, Loader=_LOADER)
+    except (yaml.YAMLError, TypeError, ValueError, RecursionError) as e:
         # e.g. a tag the safe loader refuses, a key YAML cannot hash
         raise yaml_error(e, name) from None
     if not isinstance(data, dict):
@@ -25,25 +28,48 @@ def parse_with_lines(text: str, name: str):
     return data, lines
 
 
-def node_lines(node) -> dict:
-    """{key path tuple: line} of every key and item of a composed YAML node."""
+def node_lines(node, name: str = "") -> dict:
+    """{key path tuple: line} of every key and item of a composed YAML node;
+    a YAML alias that refers to itself is an error (named after ``name``)."""
     lines = {}
-
-    def walk(n, path):
+    seen: set = set()           # nodes walked: an alias is walked once
+    stack: list = [(node, ())]  # iterative: nesting depth is the file's business
+    while stack:
+        n, path = stack.pop()
         lines.setdefault(path, n.start_mark.line + 1)   # a key's own line wins
+        if id(n) in seen:
+            if _reaches(n, n):
+                raise ConfigError("a YAML alias refers to itself", name,
+                                  n.start_mark.line + 1)
+            continue
+        seen.add(id(n))
         if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
+            for k, v in reversed(n.value):
                 if not isinstance(k, yaml.ScalarNode):
                     continue        # not a usable key; loading says so
-                key = k.value
-                lines[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
+                lines[path + (k.value,)] = k.start_mark.line + 1
+                stack.append((v, path + (k.value,)))
         elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, path + (i,))
-
-    walk(node, ())
+            for i, v in reversed(list(enumerate(n.value))):
+                stack.append((v, path + (i,)))
     return lines
+
+
+def _reaches(start, target) -> bool:
+    """Whether ``target`` is inside ``start`` (a cycle through aliases)."""
+    todo, done = [start], set()
+    while todo:
+        n = todo.pop()
+        if id(n) in done:
+            continue
+        done.add(id(n))
+        kids = (n.value if isinstance(n, yaml.SequenceNode) else
+                [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode) else [])
+        for c in kids:
+            if c is target:
+                return True
+            todo.append(c)
+    return False
 
 
 def yaml_error(e: Exception, name: str) -> ConfigError:

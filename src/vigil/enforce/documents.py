@@ -78,7 +78,7 @@ def read_documents(path: str) -> list:
         if not isinstance(data, dict):
             raise PolicyError("a policy document must be a mapping (apiVersion, kind, metadata, "
                               "spec)", path, start)
-        out.append(Document(data, path, node_lines(node), i, start))
+        out.append(Document(data, path, node_lines(node, path), i, start))
     return out
 
 

@@ -7,12 +7,16 @@ Format: JSON lines (gzip when the name ends in .gz).
   {"e": {...event...}, "c": id} an event and the id of its container
 The header holds the process table as it was when capture started, so
 ancestry of processes older than the capture resolves in replay too.
+A capture holds what the node did (command lines, paths): it is created
+0600, its directory 0700, never through a symlink (:mod:`vigil.safe_files`).
 """
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
+import os
 import time
 from typing import IO, Iterator, Optional
 
@@ -20,6 +24,7 @@ from vigil import __version__
 from vigil.state.containers.model import ContainerInfo
 from vigil.events import Event
 from vigil.state.proctable import ProcessTable
+from vigil.safe_files import open_private
 
 FORMAT = 1
 
@@ -36,16 +41,34 @@ def _open(path: str, mode: str) -> IO:
     return open(path, mode, encoding="utf-8")
 
 
-class CaptureWriter:
-    """A pipeline handler that records every event it sees."""
+def _create(path: str) -> IO:
+    """A new capture file (text; gzip for .gz), 0600, never through a symlink."""
+    try:
+        fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
+    except OSError as e:
+        raise CaptureError(f"cannot write capture {path}: {e.strerror or e}") from None
+    raw = os.fdopen(fd, "wb")
+    if path.endswith(".gz"):
+        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="wb"), encoding="utf-8")
+    return io.TextIOWrapper(raw, encoding="utf-8")
 
-    def __init__(self, path: str, proctable: ProcessTable):
-        self.path = path
-        self.f = _open(path, "w")
-        self.f.write(json.dumps({"vigil_capture": FORMAT, "version": __version__,
-                                 "started": time.time_ns(), "procs": proctable.snapshot()}) + "\n")
+
+class CaptureWriter:
+    """A pipeline handler that records every event it sees.  The file is
+    made at once (CaptureError if it cannot be); the header is written with
+    the process table given here or, later, to :meth:`begin`."""
+
+    def __init__(self, path: str, proctable: Optional[ProcessTable] = None):
+        self.path = os.fspath(path)
+        self.f = _create(self.path)
         self._containers: dict = {}
         self.count = 0
+        if proctable is not None:
+            self.begin(proctable)
+
+    def begin(self, proctable: ProcessTable) -> None:
+        self.f.write(json.dumps({"vigil_capture": FORMAT, "version": __version__,
+                                 "started": time.time_ns(), "procs": proctable.snapshot()}) + "\n")
 
     def __call__(self, ev: Event) -> None:
         c = ev.container
@@ -60,8 +83,13 @@ class CaptureWriter:
 
     def close(self) -> None:
         if self.f is not None:
-            self.f.close()
-            self.f = None
+            f, self.f = self.f, None
+            if isinstance(f, io.TextIOWrapper) and isinstance(f.buffer, gzip.GzipFile):
+                raw = f.buffer.fileobj
+                f.close()           # closes the gzip stream, not the file under it
+                raw.close()
+            else:
+                f.close()
 
 
 class ReplayContainers:

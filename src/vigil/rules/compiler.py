@@ -32,6 +32,7 @@ from vigil.rules.output import OutputFormat
 from vigil.rules.parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
                                 Or, quote_value)
 from vigil.rules.predicates import coerce, make_pmatch, make_pred2
+from vigil.rules.regex import compile_regex
 
 __all__ = ["Compiler", "CompiledRule", "UnknownFieldError", "build_matcher", "build_matcher_interp",
            "OPEN_ANY", "OPEN_READ", "OPEN_WRITE", "minimize_open_filter", "minimize_prefixes",
@@ -202,10 +203,7 @@ class Compiler:
             if op in ("glob", "iglob"):
                 val = re.compile(fnmatch.translate(raw), re.S | (re.I if op == "iglob" else 0)).match
             elif op == "regex":
-                try:
-                    val = re.compile(raw, re.S).fullmatch
-                except re.error as e:
-                    raise ValueError(f"invalid regular expression '{raw}': {e}") from None
+                val = compile_regex(raw)
             elif op == "icontains":
                 val = raw.lower()
             return Cmp(ext, op, val, raw=raw)

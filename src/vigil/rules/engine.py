@@ -15,20 +15,20 @@ from __future__ import annotations
 import os
 from typing import Iterable, List, Optional
 
-from vigil.alerts.alert import Alert, normalize_priority, priority_rank
+from vigil.alerts.alert import Alert, alert_id, normalize_priority, priority_rank
 from vigil.events import Event, Kind
 from vigil.rules.codegen import build_matcher, build_matcher_interp
 from vigil.rules.compiler import Compiler, CompiledRule
 from vigil.rules.kernel_filter import minimize_open_filter, minimize_prefixes, open_filter, path_prefixes
 from vigil.rules.fields.kinds import RULE_KINDS
-from vigil.rules.loader import RulesError, RuleSet
+from vigil.rules.loader import RULES_MAX_BYTES, RulesError, RuleSet
 
 _NKINDS = max(int(k) for k in Kind) + 1
 
 
 class RuleEngine:
     def __init__(self, *, min_priority: str = "debug", proctable=None, written_paths=None,
-                 rule_matching: str = "first"):
+                 rule_matching: str = "first", max_file_bytes: int = RULES_MAX_BYTES):
         mp = normalize_priority(min_priority)
         if mp is None:
             raise ValueError(f"unknown priority {min_priority!r}")
@@ -39,7 +39,7 @@ class RuleEngine:
         self.written_paths = written_paths
         self.rule_matching = rule_matching
         self.evnum = 0
-        self.ruleset = RuleSet()
+        self.ruleset = RuleSet(max_file_bytes)
         self.rules: List[CompiledRule] = []
         self.skipped: list = []
         self.warnings: list = []
@@ -211,8 +211,10 @@ class RuleEngine:
     def _alert(self, r: CompiledRule, ev: Event) -> Alert:
         text, fields = r.output.format(ev, self)
         self.matches[r.name] = self.matches.get(r.name, 0) + 1
-        return Alert(time=ev.time or 0, rule=r.name, priority=r.priority, output=text,
-                     output_fields=fields, tags=list(r.tags), source=r.source, event=ev)
+        a = Alert(time=ev.time or 0, rule=r.name, priority=r.priority, output=text,
+                  output_fields=fields, tags=list(r.tags), source=r.source, event=ev)
+        a.uuid = alert_id(a)
+        return a
 
     def format_output(self, rule_name: str, ev: Event):
         r = self.rule(rule_name)

@@ -43,10 +43,16 @@ class _ItemError(Exception):
         self.message, self.line = message, line
 
 
-class RuleSet:
-    """Everything loaded from a sequence of rules files."""
+# the largest rules file read (Falco's whole default ruleset is ~0.2 MiB)
+RULES_MAX_BYTES = 4 * 1024 * 1024
 
-    def __init__(self):
+
+class RuleSet:
+    """Everything loaded from a sequence of rules files (each at most
+    ``max_file_bytes``, else a rules error naming the file)."""
+
+    def __init__(self, max_file_bytes: int = RULES_MAX_BYTES):
+        self.max_file_bytes = int(max_file_bytes)
         self.lists: dict = {}
         self.macros: dict = {}
         self.rules: dict = {}            # name -> RuleDef, in definition order
@@ -62,9 +68,15 @@ class RuleSet:
         name = str(path)
         try:
             with open(path, "rb") as f:
-                raw = f.read()
+                raw = f.read(self.max_file_bytes + 1)
         except OSError as e:
             self.errors.append(RulesError(f"cannot read rules file: {e.strerror or e}", name, None))
+            return
+        if len(raw) > self.max_file_bytes:
+            self.files.append(name)
+            self.errors.append(RulesError(
+                f"rules file is larger than the size limit of {_size(self.max_file_bytes)} "
+                "(rules_max_size in vigil.yaml)", name, None))
             return
         try:
             text = raw.decode("utf-8")
@@ -534,9 +546,16 @@ def _show(v) -> str:
     return s if len(s) < 60 else s[:57] + "..."
 
 
-def load_rules(paths) -> RuleSet:
+def _size(n: int) -> str:
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k and n % k == 0:
+            return f"{n // k} {unit}"
+    return f"{n:,} bytes"
+
+
+def load_rules(paths, max_file_bytes: int = RULES_MAX_BYTES) -> RuleSet:
     """Load rules files in order; raises RulesError on the first error (all in .errors)."""
-    rs = RuleSet()
+    rs = RuleSet(max_file_bytes)
     for p in paths:
         rs.load_file(os.fspath(p))
     rs.raise_if_errors()

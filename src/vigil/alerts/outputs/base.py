@@ -7,6 +7,14 @@ Delivery order for one alert is fixed:
    some remote system already saw;
 2. every configured output, in order.
 
+Every alert has its stable id (``uuid``, :func:`vigil.alerts.alert.alert_id`)
+before the store.  With a store, the outputs that can fail (``durable``: file, syslog,
+webhook) deliver *from the store* through their :class:`vigil.alerts.outbox.
+Outbox`, each with its own persisted cursor: retried with backoff until
+delivered, across restarts (at-least-once).  Outputs that cannot fail
+(stdout) are handed each alert at once.  Without a store (or when writing
+it fails) every output is handed the alert in memory, as before.
+
 An output that raises never affects the other outputs and never raises into
 the caller; the dispatcher counts, per output, how many alerts were handed
 over (``sent``), how many raised (``failed``) and how many the output itself
@@ -19,7 +27,7 @@ import threading
 import time
 from typing import Iterable, Optional, Sequence
 
-from vigil.alerts.alert import FALCO_JSON, Alert
+from vigil.alerts.alert import FALCO_JSON, Alert, alert_id
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +49,48 @@ class Output:
     name: str = "output"
     #: the JSON alert's optional properties (json_include_* of vigil.yaml)
     json_shape = FALCO_JSON
+    #: with a store, deliver from it with a persisted cursor (see the module doc)
+    durable: bool = False
+    #: a durable output the dispatcher may hand alerts to in its own thread
+    #: while nothing is waiting (quick, local); else only the outbox's thread
+    inline: bool = True
+    #: the outbox's retry backoff: first delay and cap, in seconds
+    backoff: float = 0.5
+    max_backoff: float = 30.0
 
     def emit(self, alert: Alert) -> Optional[bool]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def send(self, alert: Alert, timeout: Optional[float] = None) -> None:
+        """Deliver one alert now, for the outbox: returns when delivered,
+        raises :class:`Rejected` for an alert the receiver will never take,
+        any other exception to be retried (``timeout``: at most this long)."""
+        if self.emit(alert) is False:
+            raise RuntimeError(f"output {self.name} refused the alert")
+
+    @property
+    def outbox_key(self) -> str:
+        """The cursor's name in the store: the output and where it sends."""
+        return self.name
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Release resources.  Outputs with queues drain best-effort for ``timeout`` s."""
 
     def stats(self) -> dict:
         return {}
+
+
+class Rejected(Exception):
+    """The receiver answered that it will never take this alert (e.g. HTTP 400):
+    retrying cannot help, the outbox moves on (and counts it as failed)."""
+
+
+class RetryAfter(Exception):
+    """A failed delivery whose receiver said when to come back (seconds, or None)."""
+
+    def __init__(self, why: str, delay: Optional[float] = None):
+        super().__init__(why)
+        self.delay = delay
 
 
 class OutputDispatcher:
@@ -68,6 +109,24 @@ class OutputDispatcher:
         self._store_counts = {"written": 0, "failed": 0}
         self.received = 0
         self._closed = False
+        self._outboxes: dict = {}           # name -> Outbox, for durable outputs
+        if store is not None and hasattr(store, "read_after"):
+            self._open_outboxes()
+
+    def _open_outboxes(self) -> None:
+        from vigil.alerts.outbox import Outbox
+        for name, out in zip(self._names, self.outputs):
+            if not getattr(out, "durable", False):
+                continue
+            try:
+                self._outboxes[name] = Outbox(out, name, self.store, self._count)
+            except Exception as exc:   # a broken store: in-memory delivery, as without one
+                log.warning("output %s: cannot deliver from the alert store (%s); "
+                            "alerts go to it directly", name, exc)
+
+    def _count(self, name: str, what: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name][what] += n
 
     # -- delivery ---------------------------------------------------------
     def emit(self, alert: Alert) -> None:
@@ -81,29 +140,39 @@ class OutputDispatcher:
             return
         with self._lock:
             self.received += len(alerts)
-        self._write_store(alerts)
+        for a in alerts:
+            if not a.uuid:
+                a.uuid = alert_id(a)
+        ids = self._write_store(alerts)
+        from_store = self._outboxes if ids is not None else {}
         for alert in alerts:
             for name, out in zip(self._names, self.outputs):
-                self._emit_one(name, out, alert)
+                if name not in from_store:
+                    self._emit_one(name, out, alert)
+        if from_store:
+            stored = list(zip(ids, alerts))
+            for ob in from_store.values():
+                ob.offer(stored)
 
-    def _write_store(self, alerts: list) -> None:
+    def _write_store(self, alerts: list) -> Optional[list]:
+        """The alerts' ids in the store, or None (no store, or it failed)."""
         if self.store is None:
-            return
+            return None
         try:
-            if len(alerts) > 1 and hasattr(self.store, "add_many"):
-                self.store.add_many(alerts)
+            if hasattr(self.store, "add_many"):
+                ids = self.store.add_many(alerts)
             else:
-                for a in alerts:
-                    self.store.add(a)
+                ids = [self.store.add(a) for a in alerts]
         except Exception as exc:  # a broken store must not stop delivery
             with self._lock:
                 self._store_counts["failed"] += len(alerts)
                 n = self._store_counts["failed"]
             if n == len(alerts) or n % _LOG_EVERY < len(alerts):
                 log.warning("alert store write failed (%d so far): %s", n, exc)
-        else:
-            with self._lock:
-                self._store_counts["written"] += len(alerts)
+            return None
+        with self._lock:
+            self._store_counts["written"] += len(alerts)
+        return ids
 
     def _emit_one(self, name: str, out: Output, alert: Alert) -> None:
         try:
@@ -126,6 +195,8 @@ class OutputDispatcher:
             return
         self._closed = True
         deadline = None if timeout is None else time.monotonic() + timeout
+        for ob in self._outboxes.values():
+            ob.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
         for name, out in zip(self._names, self.outputs):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
@@ -149,6 +220,8 @@ class OutputDispatcher:
                 outs[name]["details"] = out.stats()
             except Exception as exc:  # pragma: no cover - defensive
                 outs[name]["details"] = {"error": str(exc)}
+            if name in self._outboxes:
+                outs[name]["outbox"] = self._outboxes[name].stats()
         if self.store is not None and hasattr(self.store, "stats"):
             try:
                 store.update(self.store.stats())
@@ -196,6 +269,7 @@ class AlertPipeline:
         if store is not None and hasattr(store, "maybe_enforce_retention"):
             try:
                 store.maybe_enforce_retention()
+                store.flush_cursors()      # the inline outputs' progress, when idle
             except Exception as exc:
                 log.warning("alert store retention failed: %s", exc)
 

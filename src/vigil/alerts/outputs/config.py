@@ -6,13 +6,14 @@ here; every key *inside* these sections is checked)::
     outputs:
       stdout:  {enabled: true, format: text}            # text | json
       file:    {enabled: false, path: /var/log/vigil/alerts.jsonl,
-                max_bytes: 100MiB, backups: 5, fsync: false}
+                max_bytes: 100MiB, backups: 5, fsync: false, file_mode: 0600, group: null}
       syslog:  {enabled: false, address: /dev/log, facility: local0, format: text}
       webhook: {enabled: false, url: http://falcosidekick:2801/, headers: {},
                 timeout: 5, max_retries: 5, backoff: 0.5, max_backoff: 30,
                 queue_size: 10000, verify: true}
     store:      {enabled: true, path: /var/lib/vigil/alerts.db, max_age: 7d,
-                 max_rows: 1000000, max_bytes: null, synchronous: full}
+                 max_rows: 1000000, max_bytes: null, synchronous: full,
+                 file_mode: 0600, group: null}
     rate_limit: {window: 1.0}          # seconds or a duration; 0 disables
 
 The output types, their keys and defaults come from the registry
@@ -102,17 +103,18 @@ def build_store(store_cfg: Optional[dict]) -> Optional[AlertStore]:
     """The alert store (enabled unless ``enabled: false``), or None."""
     s = _optional_section("store", store_cfg, {
         "enabled": True, "path": DEFAULT_STORE_PATH, "max_age": "7d", "max_rows": 1_000_000,
-        "max_bytes": None, "synchronous": "full"})
+        "max_bytes": None, "synchronous": "full", "file_mode": "0600", "group": None})
     if s is None or not s.bool("enabled"):
         return None
     path = s.str("path")
+    mode = s.file_mode()
     max_age = s.duration("max_age", optional=True)
     max_rows = s.int("max_rows", 1, optional=True)
     max_bytes = s.size("max_bytes", optional=True)
     sync = s.str("synchronous", ("off", "normal", "full", "extra"))
     try:
         return AlertStore(path, max_age_s=max_age, max_rows=max_rows, max_bytes=max_bytes,
-                          synchronous=sync)
+                          synchronous=sync, file_mode=mode)
     except Exception as exc:
         raise s.bad("path", f"cannot open alert store {path!r}: {exc}", quote=False) from None
 

@@ -8,6 +8,13 @@ rotation.  A single line larger than ``max_bytes`` is still written whole.
 
 If the file is moved away by an external tool (logrotate without
 copytruncate), the next write notices and reopens the path.
+
+The file and its rotations are 0600 (``file_mode: 0640`` with ``group`` lets
+a log shipper's group read them), set on every open whatever the umask; the
+directory, when vigil makes it, is 0700; a symlink at the path is never
+followed (:mod:`vigil.safe_files`).  With the alert store, the file is
+written from the store (at-least-once: after a crash the last lines may
+appear twice, with the same ``uuid``).
 """
 from __future__ import annotations
 
@@ -19,13 +26,15 @@ from vigil.alerts.alert import Alert
 from vigil.alerts.outputs.base import Output
 from vigil.alerts.outputs.registry import register
 from vigil.alerts.outputs.stdout import alert_json_line
+from vigil.safe_files import PRIVATE, FileMode, open_private
 
 
 class FileOutput(Output):
     name = "file"
+    durable = True
 
     def __init__(self, path: str, max_bytes: int = 100 * 1024 * 1024, backups: int = 5,
-                 fsync: bool = False, mode: int = 0o640):
+                 fsync: bool = False, mode: FileMode = PRIVATE):
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         if backups < 0:
@@ -34,7 +43,7 @@ class FileOutput(Output):
         self.max_bytes = int(max_bytes)
         self.backups = int(backups)
         self.fsync = bool(fsync)
-        self.mode = mode
+        self.mode = mode if isinstance(mode, FileMode) else FileMode(int(mode))
         self._lock = threading.Lock()
         self._fd: Optional[int] = None
         self._ino = None
@@ -42,12 +51,14 @@ class FileOutput(Output):
         self._written = 0
         self._rotations = 0
         self._closed = False
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
         self._open()
 
+    @property
+    def outbox_key(self) -> str:
+        return f"file:{os.path.abspath(self.path)}"
+
     def _open(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND, self.mode)
         st = os.fstat(fd)
         self._fd, self._ino, self._size = fd, (st.st_dev, st.st_ino), st.st_size
 
@@ -60,7 +71,7 @@ class FileOutput(Output):
 
     def _moved_away(self) -> bool:
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
         except FileNotFoundError:
             return True
         return (st.st_dev, st.st_ino) != self._ino
@@ -120,11 +131,13 @@ DEFAULT_FILE_PATH = "/var/log/vigil/alerts.jsonl"
 
 
 @register("file", defaults={"path": DEFAULT_FILE_PATH, "max_bytes": 100 * 1024 * 1024,
-                            "backups": 5, "fsync": False}, live_only=True)
+                            "backups": 5, "fsync": False, "file_mode": "0600", "group": None},
+          live_only=True)
 def _build(s, stream) -> FileOutput:
     path, max_bytes, backups, fsync = (s.str("path"), s.size("max_bytes"), s.int("backups"),
                                        s.bool("fsync"))
+    mode = s.file_mode()
     try:
-        return FileOutput(path, max_bytes=max_bytes, backups=backups, fsync=fsync)
+        return FileOutput(path, max_bytes=max_bytes, backups=backups, fsync=fsync, mode=mode)
     except OSError as exc:
         raise s.bad("path", f"cannot open {path!r}: {exc}", quote=False) from None

@@ -9,7 +9,9 @@ by the alert's text line or its JSON.
 The handler is used directly (no logger), so nothing here interferes with
 the agent's own logging configuration.  A syslog daemon that is not running
 yet is not an error at start; each send retries the connection, and failures
-raise out of :meth:`SyslogOutput.emit` so the dispatcher counts them.
+raise out of :meth:`SyslogOutput.emit` so the dispatcher counts them.  With
+the alert store, syslog is sent from the store and a failed send is retried
+with backoff until the daemon takes it (:mod:`vigil.alerts.outbox`).
 """
 from __future__ import annotations
 
@@ -99,6 +101,7 @@ class _Handler(logging.handlers.SysLogHandler):
 
 class SyslogOutput(Output):
     name = "syslog"
+    durable = True          # with the store: sent from it, retried until the daemon takes it
 
     def __init__(self, address: Union[str, tuple] = "/dev/log", facility: str = "local0",
                  format: str = "text", ident: Optional[str] = None,
@@ -150,6 +153,10 @@ class SyslogOutput(Output):
                 raise OSError(f"syslog send to {self.address} failed: {err}") from err
             self._sent += 1
         return True
+
+    @property
+    def outbox_key(self) -> str:
+        return f"syslog:{self.address}"
 
     def close(self, timeout: Optional[float] = None) -> None:
         self._handler.close()

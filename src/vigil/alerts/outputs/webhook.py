@@ -4,17 +4,27 @@ Each alert is POSTed as one JSON object -- Falco's JSON alert (``output``,
 ``priority``, ``rule``, ``time``, ``output_fields``, ``source``, ``tags``,
 ``hostname``), which is what Falcosidekick's ``/`` endpoint accepts.
 
-``emit`` only puts the alert on a bounded queue and never blocks; when the
-queue is full the alert is dropped and counted.  A background thread owns a
-``requests.Session`` and delivers the queue in order.  Connection errors,
-timeouts, HTTP 5xx and 429 are retried with exponential backoff
-(``backoff * 2**attempt``, capped at ``max_backoff``; a 429/503
-``Retry-After`` in seconds is honoured within the same cap) up to
-``max_retries`` times; other 4xx answers fail at once.
+Every payload carries the alert's stable id as ``uuid`` (as Falcosidekick
+names it), the same in every delivery of it, so a receiver can de-duplicate.
 
-``close(timeout)`` stops accepting alerts and lets the thread deliver what is
-queued until ``timeout`` seconds have passed; whatever is left after that is
-counted as dropped.
+With the alert store (the default), the webhook is sent from the store by
+its outbox (:mod:`vigil.alerts.outbox`, :meth:`WebhookOutput.send`): one POST
+per attempt, and connection errors, timeouts, HTTP 5xx, 429 and other
+answers that a fixed receiver or configuration would take (401, 403, 404 ...)
+are retried with exponential backoff (``backoff`` doubling up to
+``max_backoff``; a ``Retry-After`` in seconds is honoured within that cap)
+for as long as it takes -- ``max_retries`` does not apply, nothing is
+dropped.  Only an answer that rejects the payload itself (400, 413, 415, 422)
+is not retried.
+
+Without a store, ``emit`` only puts the alert on a bounded queue and never
+blocks; when the queue is full the alert is dropped and counted.  A
+background thread (started with the first alert) owns a ``requests.Session``
+and delivers the queue in order.  Connection errors, timeouts, HTTP 5xx and
+429 are retried with the same backoff up to ``max_retries`` times; other 4xx
+answers fail at once.  ``close(timeout)`` stops accepting alerts and lets the
+thread deliver what is queued until ``timeout`` seconds have passed; whatever
+is left after that is counted as dropped.
 """
 from __future__ import annotations
 
@@ -28,16 +38,20 @@ import requests
 
 from vigil import __version__
 from vigil.alerts.alert import Alert
-from vigil.alerts.outputs.base import Output
+from vigil.alerts.outputs.base import Output, Rejected, RetryAfter
 from vigil.alerts.outputs.registry import register
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+# answers that reject the payload itself: sending it again cannot help
+PAYLOAD_REJECTED = (400, 413, 415, 422)
 
 
 class WebhookOutput(Output):
     name = "webhook"
+    durable = True
+    inline = False          # never in the agent's thread: a POST can take seconds
 
     def __init__(self, url: str, headers: Optional[dict] = None, timeout: float = 5.0,
                  max_retries: int = 5, backoff: float = 0.5, max_backoff: float = 30.0,
@@ -65,14 +79,38 @@ class WebhookOutput(Output):
         self._stats = {"sent": 0, "retried": 0, "failed": 0, "dropped": 0}
         self._closing = threading.Event()   # no new alerts; drain until the deadline
         self._deadline: Optional[float] = None
-        self._thread = threading.Thread(target=self._run, name="vigil-webhook", daemon=True)
-        self._thread.start()
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def outbox_key(self) -> str:
+        return f"webhook:{self.url}"
+
+    # -- from the store (the outbox) ----------------------------------------
+    def send(self, alert: Alert, timeout: Optional[float] = None) -> None:
+        """One POST of the alert: returns once the receiver took it, raises
+        Rejected (not to be retried) or RetryAfter."""
+        t = self.timeout if timeout is None else max(0.1, min(self.timeout, timeout))
+        why, retry_after, retryable = self._attempt(alert.to_falco_json(), t)
+        if why is None:
+            self._count("sent")
+            return
+        if not retryable and why.startswith("HTTP ") and int(why[5:]) in PAYLOAD_REJECTED:
+            self._count("failed")
+            raise Rejected(f"webhook {self.url}: {why}")
+        self._count("retried")
+        raise RetryAfter(f"webhook {self.url}: {why}", retry_after)
 
     # -- producer side ------------------------------------------------------
     def emit(self, alert: Alert) -> bool:
         if self._closing.is_set():
             self._count("dropped")
             return False
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="vigil-webhook",
+                                                    daemon=True)
+                    self._thread.start()
         try:
             self._q.put_nowait(alert.to_falco_json(self.json_shape))
         except queue.Full:
@@ -89,12 +127,11 @@ class WebhookOutput(Output):
                 self._q.put_nowait(_STOP)
             except queue.Full:
                 pass  # the worker notices _closing once the queue empties
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             # wait for the drain only: a request hanging on a dead receiver must
-            # not hold up the agent's exit (the worker is a daemon thread, and
-            # every alert is already in the store)
+            # not hold up the agent's exit (the worker is a daemon thread)
             self._thread.join(None if timeout is None else max(0.0, timeout))
-        if not self._thread.is_alive():
+        if not self.alive:
             self._session.close()
 
     def stats(self) -> dict:
@@ -105,7 +142,7 @@ class WebhookOutput(Output):
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive()
 
     # -- worker side ----------------------------------------------------------
     def _count(self, what: str, n: int = 1) -> None:
@@ -145,37 +182,41 @@ class WebhookOutput(Output):
             if item is not _STOP:
                 self._count("dropped")
 
+    def _attempt(self, payload: dict, timeout: float) -> tuple:
+        """One POST: ``(None, None, True)`` when the receiver took it, else
+        ``(why, retry_after, retryable)``."""
+        try:
+            r = self._session.post(self.url, json=payload, timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            # start the next attempt from fresh connections (and fresh DNS)
+            self._session.close()
+            return f"{type(exc).__name__}: {exc}", None, True
+        except requests.RequestException as exc:   # bad URL, TLS config, ...
+            return str(exc), None, False
+        status = r.status_code
+        r.close()
+        if 200 <= status < 300:
+            return None, None, True
+        if status != 429 and status < 500:
+            return f"HTTP {status}", None, False
+        return f"HTTP {status}", _retry_after(r.headers.get("Retry-After")), True
+
     def _deliver(self, payload: dict) -> None:
         attempt = 0
         while True:
-            retry_after = None
             left = self._time_left()
             if attempt and left is not None and left <= 0:
                 self._count("failed")     # closing and out of time
                 return
             timeout = self.timeout if left is None else max(0.1, min(self.timeout, left))
-            try:
-                r = self._session.post(self.url, json=payload, timeout=timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                why = f"{type(exc).__name__}: {exc}"
-                # start the next attempt from fresh connections (and fresh DNS)
-                self._session.close()
-            except requests.RequestException as exc:   # bad URL, TLS config, ...
-                self._count("failed")
-                log.warning("webhook %s: %s", self.url, exc)
+            why, retry_after, retryable = self._attempt(payload, timeout)
+            if why is None:
+                self._count("sent")
                 return
-            else:
-                status = r.status_code
-                r.close()
-                if 200 <= status < 300:
-                    self._count("sent")
-                    return
-                if status != 429 and status < 500:
-                    self._count("failed")
-                    log.warning("webhook %s: HTTP %d, not retried", self.url, status)
-                    return
-                why = f"HTTP {status}"
-                retry_after = _retry_after(r.headers.get("Retry-After"))
+            if not retryable:
+                self._count("failed")
+                log.warning("webhook %s: %s, not retried", self.url, why)
+                return
             if attempt >= self.max_retries:
                 self._count("failed")
                 log.warning("webhook %s: giving up after %d attempts: %s",
