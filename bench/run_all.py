@@ -6,7 +6,8 @@
 
 Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py,
 bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file)
-and bench_alert_latency.py (idle and under a 50k events/s load); each also
+bench_alert_latency.py (idle and under a 50k events/s load) and
+bench_open_cost.py (BPF ns per open, from the kernel's run_time_ns); each also
 leaves its own output in bench/results/.
 """
 from __future__ import annotations
@@ -89,6 +90,8 @@ def run_rules_and_latency(py: str, quick: bool) -> str:
         ("Alert latency under a 50k events/s open load crossing to user space",
          [py, str(C.BENCH / "bench_alert_latency.py"), "--count", count, "--load",
           "--load-rate", "50000"]),
+        ("BPF time per open (kernel.bpf_stats_enabled run_time_ns / run_cnt)",
+         [py, str(C.BENCH / "bench_open_cost.py")] + (["--quick"] if quick else [])),
     ]
     out = ["## Rules engine and alert latency\n\n"]
     for title, cmd in runs:
