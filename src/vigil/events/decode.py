@@ -20,6 +20,8 @@ _EXEC, _ = S.struct_format(S.EvExec)
 _EXIT, _ = S.struct_format(S.EvExit)
 _FORK, _ = S.struct_format(S.EvFork)
 _OPEN, _ = S.struct_format(S.EvOpen)
+# an open sent without its realpath (realpath_set = 0) ends before it
+_OPEN_SHORT = struct.Struct(_OPEN.format[:-len(f"{S.PATH_LEN}s")])
 _PATH2, _ = S.struct_format(S.EvPath2)
 _NET, _ = S.struct_format(S.EvNet)
 _DNS, _ = S.struct_format(S.EvDns)
@@ -211,17 +213,22 @@ class Decoder:
 
     @_reads(S.EvOpen)
     def _open(self, raw, kind, label, off=0):
-        v = _OPEN.unpack_from(raw, off)
+        v = _OPEN_SHORT.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
-        (ret, flags, mode, dirfd, sc, trunc, unres, kdev, watched, real_trunc, via, ino,
-         hit_dev, hit_ino, path, realpath) = v[9:]
+        (ret, flags, mode, dirfd, sc, trunc, unres, kdev, watched, real_trunc, via, real_set, ino,
+         hit_dev, hit_ino, path) = v[9:]
+        realpath = b"\0"
+        if real_set:
+            realpath = raw[off + _OPEN_SHORT.size:off + _OPEN.size]
+            if isinstance(realpath, memoryview):
+                realpath = realpath.tobytes()
         d = e.__dict__
         d["ret"] = ret
         d["fd"] = ret if ret >= 0 else None
         d["flags"] = flags
         d["mode"] = mode
         d["syscall"] = _SYSCALL_NAMES[sc]
-        real = _s(realpath) if realpath[0] and not real_trunc else None
+        real = _s(realpath) if real_set and realpath[:1] != b"\0" and not real_trunc else None
         given = _s(path)
         # a path the kernel could not read whole (or an open without one:
         # open_by_handle_at) is named by the file it reached

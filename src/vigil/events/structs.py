@@ -50,7 +50,7 @@ class EvOpen(ctypes.Structure):
         ("h", EvHdr), ("ret", c_int64), ("flags", c_uint32), ("mode", c_uint32),
         ("dirfd", c_int32), ("syscall", c_uint16), ("path_truncated", c_uint8),
         ("unresolved", c_uint8), ("dev", c_uint32), ("watched", c_uint8),
-        ("realpath_truncated", c_uint8), ("via", c_uint8), ("_pad0", c_uint8),
+        ("realpath_truncated", c_uint8), ("via", c_uint8), ("realpath_set", c_uint8),
         ("ino", c_uint64), ("hit_dev", c_uint32), ("_pad1", c_uint32), ("hit_ino", c_uint64),
         ("path", c_char * PATH_LEN), ("realpath", c_char * PATH_LEN),
     ]

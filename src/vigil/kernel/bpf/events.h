@@ -122,7 +122,8 @@ struct ev_fork {
 /* open family: path is the path as given, made absolute when the kernel could
  * resolve the base dir; realpath the opened file's own path (its dentry walked
  * up to the root of the mount namespace), filled when the kernel computed it
- * (identity hits, and paths it could not judge by their spelling). */
+ * (identity hits, and paths it could not judge by their spelling).  Without
+ * it the record ends at realpath (OPEN_SHORT_SIZE): most opens are sent so. */
 struct ev_open {
 	struct ev_hdr h;
 	__s64 ret;
@@ -136,7 +137,7 @@ struct ev_open {
 	__u8 watched;      /* enum open_watched */
 	__u8 realpath_truncated;
 	__u8 via;          /* enum open_via */
-	__u8 _pad0;
+	__u8 realpath_set; /* realpath was computed: else the event is sent without it */
 	__u64 ino;         /* opened file's inode number */
 	__u32 hit_dev;     /* the watched_inodes key that matched (watched != 0): */
 	__u32 _pad1;       /* the file's own, or its directory's */
@@ -144,6 +145,8 @@ struct ev_open {
 	char path[PATH_LEN];
 	char realpath[PATH_LEN];
 };
+
+#define OPEN_SHORT_SIZE (sizeof(struct ev_open) - PATH_LEN)
 
 /* a task's name changed (prctl PR_SET_NAME, a write to /proc/<pid>/comm) */
 struct ev_rename {

@@ -44,7 +44,7 @@ static __always_inline int open_exit(long ret)
 	e->dirfd = a.dirfd;
 	e->syscall = a.syscall;
 	e->via = VIA_SYSCALL;
-	output(e, sizeof(*e), EV_OPEN);
+	open_output(e);
 	return 0;
 }
 

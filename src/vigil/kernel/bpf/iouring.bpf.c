@@ -100,7 +100,7 @@ int BPF_PROG(open__uring_complete, struct io_ring_ctx *rctx, void *vreq, struct 
 	}
 	e->ret = res;
 	e->via = VIA_IO_URING;
-	output(e, sizeof(*e), EV_OPEN);
+	open_output(e);
 	return 0;
 }
 

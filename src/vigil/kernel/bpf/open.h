@@ -49,6 +49,7 @@ static __always_inline int open_judge(struct ev_open *e, struct file *f, __u32 f
 	e->watched = WATCHED_NONE;
 	e->realpath[0] = 0;
 	e->realpath_truncated = 0;
+	e->realpath_set = 0;
 	e->path_truncated = r == 1;
 	e->unresolved = r == 2;
 	if (f)
@@ -61,10 +62,20 @@ static __always_inline int open_judge(struct ev_open *e, struct file *f, __u32 f
 	if (!f)
 		return 1;
 	int n = file_to_str(f, e->realpath);
+	e->realpath_set = 1;
 	e->realpath_truncated = n >= PATH_LEN;
 	if (!filtered || n <= 0 || n >= PATH_LEN)
 		return 1;
 	return (path_of_interest(e->realpath) & modes) != 0;
+}
+
+/* Send a judged open: without the realpath bytes when it was not computed. */
+static __always_inline void open_output(struct ev_open *e)
+{
+	if (e->realpath_set)
+		output(e, sizeof(*e), EV_OPEN);
+	else
+		output(e, OPEN_SHORT_SIZE, EV_OPEN);
 }
 
 #endif /* VIGIL_OPEN_H */
