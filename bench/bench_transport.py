@@ -40,11 +40,12 @@ from vigil.pipeline import Pipeline  # noqa: E402
 from vigil.kernel.ringbuf import RingBuffer  # noqa: E402
 from vigil.kernel.filters import DEFAULT_RINGBUF
 from vigil.kernel.sensors import SensorManager  # noqa: E402
-from vigil.events.structs import EvOpen  # noqa: E402
+from vigil.events.structs import PATH_LEN, EvOpen  # noqa: E402
 import ctypes  # noqa: E402
 
 MODES = ("mmap-raw", "mmap-decode", "mmap-pipeline")
-RECORD = (ctypes.sizeof(EvOpen) + 8 + 7) & ~7      # bytes per open event in the ring
+# bytes per open event in the ring (sent without its realpath: OPEN_SHORT_SIZE)
+RECORD = (ctypes.sizeof(EvOpen) - PATH_LEN + 8 + 7) & ~7
 CONSUMER_CPU = 0
 GEN_CPU = 1
 TARGET = 300_000

@@ -6,8 +6,9 @@
 
 Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py,
 bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file),
-bench_alert_latency.py (idle and under a 50k events/s load) and bench_enforce.py
-(connect latency with 1, 100, 10,000 policy entries vs none); each also
+bench_alert_latency.py (idle and under a 50k events/s load), bench_enforce.py
+(connect latency with 1, 100, 10,000 policy entries vs none) and
+bench_open_cost.py (BPF ns per open, from the kernel's run_time_ns); each also
 leaves its own output in bench/results/.
 """
 from __future__ import annotations
@@ -95,6 +96,8 @@ def run_rules_and_latency(py: str, quick: bool) -> str:
         ("Alert latency under a 50k events/s open load crossing to user space",
          [py, str(C.BENCH / "bench_alert_latency.py"), "--count", count, "--load",
           "--load-rate", "50000"]),
+        ("BPF time per open (kernel.bpf_stats_enabled run_time_ns / run_cnt)",
+         [py, str(C.BENCH / "bench_open_cost.py")] + (["--quick"] if quick else [])),
     ]
     out = ["## Rules engine and alert latency\n\n"]
     for title, cmd in runs:

@@ -194,10 +194,12 @@ def test_read_sensitive_file_untrusted(agent, tmp_path):
 
 
 def test_read_sensitive_file_benign(agent, tmp_path):
-    # a trusted reader (the PAM helper's name) and an ordinary file
-    trusted = tmp_path / "unix_chkpwd"
-    os.symlink(shutil.which("cat"), trusted)
-    p1 = started([str(trusted), "/etc/shadow"])
+    # a trusted reader (an account tool at its own path) and an ordinary file;
+    # a link *named* like a trusted reader is no longer trusted (test_evasion)
+    chage = "/usr/bin/chage"
+    if not os.access(chage, os.X_OK):
+        pytest.skip(f"{chage} is not installed")
+    p1 = started([chage, "-l", "root"])
     p2 = started(["cat", "/etc/hostname"])
     agent.assert_quiet("Read sensitive file untrusted", **{"proc.pid": lambda v: v in (p1, p2)})
 

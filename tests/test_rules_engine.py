@@ -32,11 +32,15 @@ WEB = ContainerInfo(id="0123456789abcdef0123", runtime="containerd", name="web",
 
 
 def mk(kind, pt=None, pid=200, container=None, **kw):
+    """An event of pid; a comm= given stands for a process exec'd under that
+    name (proc.name is the exec-time name, kept in the process table)."""
     d = dict(time=T0, pid=pid, tid=pid, ppid=100 if pid == 200 else 1, uid=0, gid=0, comm="cat")
     d.update(kw)
     ev = Event(kind, **d)
     if pt is not None:
         ev.proc = pt.get(pid)
+        if ev.proc is not None and "comm" in kw and ev.proc.comm != kw["comm"]:
+            ev.proc = ProcInfo.from_dict(dict(ev.proc.to_dict(), comm=kw["comm"]))
     ev.container = container
     return ev
 

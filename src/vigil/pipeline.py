@@ -20,6 +20,9 @@ from vigil.state.proctable import ProcessTable
 
 log = logging.getLogger("vigil.pipeline")
 
+# events that can replace a watched file (a new inode at a watched path)
+_NAME_CHANGES = frozenset((Kind.RENAME, Kind.LINK, Kind.UNLINK, Kind.MKDIR))
+
 
 class Pipeline:
     DRAIN_SECONDS = 0.5
@@ -42,6 +45,7 @@ class Pipeline:
         self.sensors = None
         self.ring = None
         self.decoder = Decoder()
+        self.decoder.identity = self.filters.watched.name_of
         self.events = 0
         self.handler_errors = 0
         self.scope_dropped = 0      # events out of scope caught in user space
@@ -180,6 +184,7 @@ class Pipeline:
     def _tick(self, now: float) -> None:
         self._last_tick = now
         self.release_held()
+        self.filters.tick(now)
         for fn in self.tickers:
             try:
                 fn(now)
@@ -211,6 +216,8 @@ class Pipeline:
                     else:
                         self.containers.on_cgroup_rmdir(ev.cgroup_id, ev.path)
                 return
+            if kind in _NAME_CHANGES:
+                self.filters.watched.note_event(ev)
             ev.proc = self.proctable.update(ev)
             if self._hold is not None:
                 for out in self._hold.push(ev):

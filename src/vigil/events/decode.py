@@ -15,12 +15,14 @@ import struct
 
 from vigil.events import structs as S
 from vigil.events import Event, Kind, boot_offset_ns
-from vigil.events.kinds import KINDS, SYSCALL_NAMES
+from vigil.events.kinds import KINDS, OPEN_VIA, OPEN_WATCHED, SYSCALL_NAMES
 
 _EXEC, _ = S.struct_format(S.EvExec)
 _EXIT, _ = S.struct_format(S.EvExit)
 _FORK, _ = S.struct_format(S.EvFork)
 _OPEN, _ = S.struct_format(S.EvOpen)
+# an open sent without its realpath (realpath_set = 0) ends before it
+_OPEN_SHORT = struct.Struct(_OPEN.format[:-len(f"{S.PATH_LEN}s")])
 _PATH2, _ = S.struct_format(S.EvPath2)
 _NET, _ = S.struct_format(S.EvNet)
 _DNS, _ = S.struct_format(S.EvDns)
@@ -28,7 +30,19 @@ _SYS, _ = S.struct_format(S.EvSys)
 _CRED, _ = S.struct_format(S.EvCred)
 _EXECFAIL, _ = S.struct_format(S.EvExecfail)
 _CGROUP, _ = S.struct_format(S.EvCgroup)
+_RENAME, _ = S.struct_format(S.EvRename)
 _KIND = struct.Struct("<I")
+
+
+def stat_dev(kdev: int) -> int:
+    """A device number in the kernel's encoding (MAJOR << 20 | MINOR, what
+    the sensors send) as stat(2) gives it (st_dev)."""
+    return os.makedev(kdev >> 20, kdev & 0xFFFFF)
+
+
+def kernel_dev(st_dev: int) -> int:
+    """st_dev in the kernel's encoding (the watched_inodes map's keys)."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
 class _Names(dict):
@@ -125,6 +139,10 @@ class Decoder:
     """Turns raw records into Events; counts what it could not decode."""
 
     def __init__(self):
+        # names the files recognised by identity: identity(dev, ino, watched,
+        # path) -> the rules' path for the watched_inodes key that matched
+        # (vigil.kernel.watched.WatchedFiles.name_of), or None
+        self.identity = None
         self.boot_offset = 0
         self.resync_clock()
         self.errors = 0
@@ -238,16 +256,39 @@ class Decoder:
 
     @_reads(S.EvOpen)
     def _open(self, raw, kind, label, off=0):
-        v = _OPEN.unpack_from(raw, off)
+        v = _OPEN_SHORT.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
-        ret, flags, mode, dirfd, sc, _trunc, _unres, path = v[9:]
+        (ret, flags, mode, dirfd, sc, trunc, unres, kdev, watched, real_trunc, via, real_set, ino,
+         hit_dev, hit_ino, path) = v[9:]
+        realpath = b"\0"
+        if real_set:
+            realpath = raw[off + _OPEN_SHORT.size:off + _OPEN.size]
+            if isinstance(realpath, memoryview):
+                realpath = realpath.tobytes()
         d = e.__dict__
         d["ret"] = ret
         d["fd"] = ret if ret >= 0 else None
         d["flags"] = flags
         d["mode"] = mode
         d["syscall"] = _SYSCALL_NAMES[sc]
-        d["path"] = _norm(_s(path))
+        real = _s(realpath) if real_set and realpath[:1] != b"\0" and not real_trunc else None
+        given = _s(path)
+        # a path the kernel could not read whole (or an open without one:
+        # open_by_handle_at) is named by the file it reached
+        if real and (trunc or unres or not given):
+            given = real
+        d["path"] = _norm(given)
+        if ret >= 0 and kdev:
+            d["dev"] = stat_dev(kdev)
+            d["ino"] = ino
+        if watched:
+            d["watched"] = OPEN_WATCHED[watched] if watched < len(OPEN_WATCHED) else "file"
+            if self.identity is not None:
+                real = self.identity(hit_dev, hit_ino, watched, real or d["path"]) or real
+        if real:
+            d["realpath"] = real
+        if via:
+            d["via"] = OPEN_VIA[via] if via < len(OPEN_VIA) else str(via)
         return e
 
     @_reads(S.EvPath2)
@@ -342,6 +383,10 @@ class Decoder:
                 d["path"] = p
             if a1 >= 0:
                 d["fd"] = a1
+        elif kind == Kind.IO_URING_SETUP:
+            d["fd"] = ret if ret >= 0 else None
+            d["entries"] = a0
+            d["flags"] = a1
         return e
 
     @_reads(S.EvCred)
@@ -371,6 +416,17 @@ class Decoder:
         d["path"] = _s(path)
         d["args"] = _argv(args, args_len)
         d["args_truncated"] = bool(args_trunc)
+        return e
+
+    @_reads(S.EvRename)
+    def _rename(self, raw, kind, label, off=0):
+        v = _RENAME.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        d = e.__dict__
+        d["target_pid"] = v[9]
+        d["old_name"] = _s(v[11])
+        d["new_name"] = _s(v[12])
+        d["syscall"] = "prctl"
         return e
 
     @_reads(S.EvCgroup)

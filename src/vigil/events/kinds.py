@@ -5,7 +5,8 @@ An entry (:class:`KindSpec`) says
 * ``name``: the label (``open``); the C enum member is ``EV_<NAME>`` of
   ``enum ev_kind`` in ``kernel/bpf/events.h``, with value ``value``;
 * ``sensor``: the BPF object (``kernel/bpf/<sensor>.bpf.c``) whose programs
-  serve it; those programs are named ``<name>__...``;
+  serve it; those programs are named ``<name>__...``; ``also_sensors``: other
+  objects with programs for it (io_uring opens are open events);
 * ``layout`` and ``decoder``: the ctypes mirror of the C struct the kernel
   sends it in (vigil.events.structs, or defined beside the entry) and the
   Decoder method that reads it; without one, the generic decoder sets an
@@ -54,6 +55,7 @@ SYSCALLS = (
     "ptrace", "init_module", "finit_module",
     "dup", "dup2", "dup3", "memfd_create", "setuid",
     "write",
+    "open_by_handle_at", "io_uring_setup", "prctl",
 )
 # the members of enum ev_syscall from 100 on (SC_SETGID = 100, in order)
 SYSCALLS_FROM_100 = (
@@ -63,6 +65,13 @@ SYSCALLS_FROM_100 = (
 )
 # number -> name of every ev_syscall value
 SYSCALL_NAMES = {**dict(enumerate(SYSCALLS)), **dict(enumerate(SYSCALLS_FROM_100, 100))}
+
+# enum open_via and enum open_watched in kernel/bpf/events.h (value = index):
+# how an open was made (ev_open.via; None: an open syscall) and whether the
+# opened file was recognised by identity (ev_open.watched: a watched file, or
+# a file in a watched directory).  tests/test_kinds.py checks them too.
+OPEN_VIA = (None, "io_uring")
+OPEN_WATCHED = (None, "file", "dir")
 
 TRACE_GROUPS_NAMED = ("file", "net")   # groups an entry lists itself in; "all" is implied
 _EXIT_ONLY = frozenset(("<",))
@@ -80,6 +89,7 @@ class KindSpec:
     dirs: frozenset = _EXIT_ONLY
     trace: tuple = ()
     bookkeeping: str = ""
+    also_sensors: tuple = ()    # other objects with programs serving it
     json: tuple = ()            # "key", "key?" (only when set), "out=attr"
     detail: Optional[Callable] = None
     json_fields: tuple = field(init=False, repr=False, compare=False)
@@ -180,10 +190,16 @@ KINDS = (
     KindSpec("fork", 3, "proc", S.EvFork, "_fork", ("clone", "clone3", "fork", "vfork"), "process",
              bookkeeping="lifecycle", json=("child_pid",),
              detail=lambda e: f"child={e.child_pid}"),
-    KindSpec("open", 4, "file", S.EvOpen, "_open", ("openat", "open", "openat2", "creat"), "file",
-             trace=("file",), json=("syscall", "path", "flags", "mode", "ret"),
+    # also served by the iouring sensor (IORING_OP_OPENAT/OPENAT2: via = "io_uring")
+    KindSpec("open", 4, "file", S.EvOpen, "_open",
+             ("openat", "open", "openat2", "creat", "open_by_handle_at"), "file",
+             trace=("file",), also_sensors=("iouring",),
+             json=("syscall", "path", "flags", "mode", "ret", "realpath?", "dev?", "ino?", "watched?",
+                   "via?"),
              detail=lambda e: f"{e.syscall} {e.path} flags={open_flags(e.flags)} "
-             f"ret={ret_text(e.ret)}"),
+             f"ret={ret_text(e.ret)}"
+             + (f" real={e.realpath}" if e.realpath and e.realpath != e.path else "")
+             + (f" via={e.via}" if e.via else "")),
     _net("connect", 5, ("connect",)),
     _net("accept", 6, ("accept4", "accept")),
     _net("listen", 7, ("listen",)),
@@ -215,6 +231,14 @@ KINDS = (
           lambda e: f"uid={e.new_uid} ret={ret_text(e.ret)}"),
     _cgroup("cgroup_mkdir", 22),
     _cgroup("cgroup_rmdir", 23),
+    KindSpec("io_uring_setup", 24, "iouring", S.EvSys, "_sys", ("io_uring_setup",), "other",
+             json=("fd", "entries", "flags", "ret"),
+             detail=lambda e: f"fd={e.fd} entries={e.entries} flags={e.flags:#x}"),
+    # a task renamed itself (prctl PR_SET_NAME) or was renamed (/proc/<pid>/comm)
+    KindSpec("prctl", 25, "proc", S.EvRename, "_rename", ("prctl",), "process",
+             json=("target_pid", "old_name", "new_name"),
+             detail=lambda e: f"{e.old_name} -> {e.new_name}"
+             + (f" (pid {e.target_pid})" if e.target_pid != e.pid else "")),
     # the capability sets and session / process-group ids change: the events
     # carry them after the call (vigil.state.proctable keeps them)
     _cred("capset", 40, ("capset",), "user", ("syscall",),
@@ -253,7 +277,7 @@ SPECS = {Kind(s.value): s for s in KINDS}
 KIND_BY_NAME = {k.label: k for k in Kind}
 
 # the BPF objects, in the order their kinds are listed
-SENSORS = tuple(dict.fromkeys(s.sensor for s in KINDS))
+SENSORS = tuple(dict.fromkeys(x for s in KINDS for x in (s.sensor,) + s.also_sensors))
 
 LIFECYCLE = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "lifecycle")
 CGROUP_KINDS = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "cgroup")

@@ -42,12 +42,21 @@ FIELDS = (
     "child_pid",
     # files: path is absolute; path2 is the second path (rename/link target)
     "path", "path2", "flags", "mode", "ret", "fd",
+    # opens: the opened file's own path (when resolved), its device (stat
+    # encoding) and inode, whether it was recognised by identity ("file" or
+    # "dir": a watched file, or a file in a watched directory), and how it
+    # was opened ("io_uring"; None for the open syscalls)
+    "realpath", "dev", "ino", "watched", "via",
     # network
     "family", "proto", "saddr", "sport", "daddr", "dport",
     # dns
     "query", "qtype",
     # ptrace / module / dup / setuid extras
     "target_pid", "request", "newfd", "fd_type", "new_uid",
+    # io_uring_setup: ring entries
+    "entries",
+    # prctl (a rename): the names before and after
+    "old_name", "new_name",
 )
 # kinds read by the generic decoder bring their layouts' member names
 FIELDS += tuple(f for f in generic_fields() if f not in FIELDS)

@@ -63,7 +63,17 @@ class EvOpen(ctypes.Structure):
     _fields_ = [
         ("h", EvHdr), ("ret", c_int64), ("flags", c_uint32), ("mode", c_uint32),
         ("dirfd", c_int32), ("syscall", c_uint16), ("path_truncated", c_uint8),
-        ("unresolved", c_uint8), ("path", c_char * PATH_LEN),
+        ("unresolved", c_uint8), ("dev", c_uint32), ("watched", c_uint8),
+        ("realpath_truncated", c_uint8), ("via", c_uint8), ("realpath_set", c_uint8),
+        ("ino", c_uint64), ("hit_dev", c_uint32), ("_pad1", c_uint32), ("hit_ino", c_uint64),
+        ("path", c_char * PATH_LEN), ("realpath", c_char * PATH_LEN),
+    ]
+
+
+class EvRename(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("target_pid", c_uint32), ("target_tid", c_uint32),
+        ("old_comm", c_char * COMM_LEN), ("new_comm", c_char * COMM_LEN),
     ]
 
 
@@ -147,6 +157,10 @@ class VigilCfg(ctypes.Structure):
     ]
 
 
+class InodeKey(ctypes.Structure):
+    _fields_ = [("dev", c_uint32), ("_pad", c_uint32), ("ino", c_uint64)]
+
+
 class PrefixKey(ctypes.Structure):
     _fields_ = [("prefixlen", c_uint32), ("data", c_char * PREFIX_LEN)]
 
@@ -156,9 +170,9 @@ MIRRORS = {
     "ev_hdr": EvHdr, "ev_exec": EvExec, "ev_exit": EvExit, "ev_fork": EvFork,
     "ev_open": EvOpen, "ev_path2": EvPath2, "ev_net": EvNet, "ev_dns": EvDns,
     "ev_sys": EvSys, "ev_cred": EvCred, "ev_execfail": EvExecfail,
-    "ev_cgroup": EvCgroup, "vigil_cfg": VigilCfg,
-    "ev_sys": EvSys, "ev_cgroup": EvCgroup, "vigil_cfg": VigilCfg,
+    "ev_cgroup": EvCgroup, "ev_rename": EvRename, "vigil_cfg": VigilCfg,
     "ev_net_verdict": EvNetVerdict, "ev_exec_verdict": EvExecVerdict,
+    "inode_key": InodeKey,
 }
 
 _FMT = {

@@ -1,6 +1,7 @@
 """What the kernel is asked to send up, kept in one place.
 
-A :class:`KernelFilters` holds the event kinds, the open path prefixes, the
+A :class:`KernelFilters` holds the event kinds, the open path prefixes (and
+the files they name, watched by identity: vigil.kernel.watched), the
 host/containers scope, the per-cgroup scope overrides, the ignored pids and
 process names and the DNS ports -- and the two load-time settings of the
 sensors (ring buffer size, argv bytes per exec).  It writes all of it to the
@@ -74,6 +75,9 @@ class KernelFilters:
         self.ignore_pids: dict = {}      # pid -> inherit
         self.cgroup_scope: dict = {}     # cgroup id -> in scope (True/False)
         self.sensors = None              # the SensorManager they are applied to
+        from vigil.kernel.watched import WatchedFiles
+        self.watched = WatchedFiles()    # the files the open prefixes name, by identity
+        self.watched.set_prefixes(open_prefixes)
 
     # --- the sensors they apply to ---
 
@@ -89,6 +93,8 @@ class KernelFilters:
             sensors.ignore_comm(c)
         if self.open_prefixes is not None:
             sensors.set_open_prefixes(self.open_prefixes)
+        if self.watched.prefixes:
+            sensors.set_watched_inodes(self.watched.scan())
         if self.scope != "all":
             sensors.set_scope(self.scope)
         for cgid, inside in self.cgroup_scope.items():
@@ -119,8 +125,16 @@ class KernelFilters:
 
     def set_open_prefixes(self, prefixes) -> None:
         self.open_prefixes = prefixes
+        self.watched.set_prefixes(prefixes)
         if self.sensors is not None:
             self.sensors.set_open_prefixes(prefixes)
+            self.sensors.set_watched_inodes(self.watched.scan())
+
+    def tick(self, now: float) -> None:
+        """Periodic upkeep (the pipeline's event loop): re-stat the watched
+        files when due, so a replaced file is known by its new inode."""
+        if self.sensors is not None and self.watched.due(now):
+            self.sensors.set_watched_inodes(self.watched.scan(now))
 
     def set_cgroup_scope(self, cgroup_id: int, in_scope: Optional[bool]) -> None:
         """Per-cgroup override: True/False, or None to remove it."""

@@ -27,7 +27,7 @@ from vigil.kernel.filters import DEFAULT_RINGBUF, open_filter_entries
 log = logging.getLogger("vigil.kernel.sensors")
 
 SHARED_MAPS = ("events", "vigil_config", "stats", "ignore_pids", "ignore_comms",
-               "cgroup_scope", "open_prefixes")
+               "cgroup_scope", "open_prefixes", "watched_inodes")
 SCOPES = {"all": 0, "host": 1, "containers": 2}
 
 
@@ -332,6 +332,18 @@ class SensorManager:
                 m.delete(k)
         self._cfg.open_filter = 1
         self._write_cfg()
+
+    def set_watched_inodes(self, entries: dict) -> None:
+        """The files recognised by identity: {(kdev, ino): value} (file and
+        children bits, vigil.kernel.watched); replaces what was there."""
+        from vigil.kernel.watched import inode_key
+        m = self.maps["watched_inodes"]
+        want = {inode_key(d, i): bytes((v,)) for (d, i), v in entries.items()}
+        for k in list(m.keys()):
+            if k not in want:
+                m.delete(k)
+        for k, v in want.items():
+            m.update(k, v)
 
     def set_scope(self, scope: str) -> None:
         """all | host | containers: who is watched, decided in the kernel."""

@@ -11,7 +11,10 @@ from vigil.rules.predicates import GLOB_CHARS
 from vigil.kernel.filters import OPEN_WANT_ALL as OPEN_ANY, OPEN_WANT_READ as OPEN_READ, \
     OPEN_WANT_WRITE as OPEN_WRITE  # one definition of the bits
 
-PATH_FIELDS = frozenset(("fd.name", "fd.nameraw", "fd.directory", "fs.path.name", "fs.path.nameraw",
+# fd.realpath: a prefix on it names files too: the kernel watches them by
+# identity and judges spellings it cannot trust on the resolved path
+PATH_FIELDS = frozenset(("fd.name", "fd.nameraw", "fd.directory", "fd.realpath",
+                         "fs.path.name", "fs.path.nameraw",
                          "evt.abspath", "evt.arg.name", "evt.arg.path", "evt.arg.pathname",
                          "evt.arg.filename"))
 

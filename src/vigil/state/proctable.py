@@ -19,6 +19,11 @@ EXIT_GRACE_NS = 5 * 1_000_000_000
 
 
 class ProcInfo:
+    """One process.  ``comm`` is the name set at its exec (Falco's proc.name:
+    the invoked file's name), inherited over fork and kept when the process
+    renames itself (prctl PR_SET_NAME) -- unless to the name it was invoked
+    as (argv[0]'s basename: busybox applets); the events carry the current one."""
+
     __slots__ = ("pid", "ppid", "comm", "exe", "args", "cwd", "uid", "gid", "loginuid",
                  "tty", "start_time", "cgroup_id", "exited_at", "exe_from_memfd", "sid",
                  "container_id", "exe_ctime", "vpid", "vpgid", "cap_inheritable",
@@ -72,6 +77,11 @@ class ProcInfo:
 
     def __repr__(self) -> str:  # pragma: no cover
         return f"ProcInfo(pid={self.pid}, ppid={self.ppid}, comm={self.comm!r}, exe={self.exe!r})"
+
+
+def _invoked_name(argv0: str) -> str:
+    """The comm a process invoked as argv0 has: its basename, 15 bytes."""
+    return argv0.rsplit("/", 1)[-1].encode()[:15].decode("utf-8", "ignore")
 
 
 def _read(path: str) -> Optional[bytes]:
@@ -293,7 +303,10 @@ class ProcessTable:
                 if parent.vpid and parent.vpid == parent.pid:
                     child.vpid = ev.child_pid      # a host process's child: same namespace
             child.uid, child.gid = ev.uid, ev.gid
-            child.comm = ev.comm or child.comm
+            # the exec-time name is inherited (the fork event's comm is the
+            # parent's current one, which it may have chosen)
+            if parent is None or not child.comm:
+                child.comm = ev.comm or child.comm
             child.start_time = ev.time
             child.cgroup_id = ev.cgroup_id
             self.put(child)
@@ -312,6 +325,12 @@ class ProcessTable:
                 p.ppid = ev.ppid  # reparented
             if ev.uid is not None:
                 p.uid, p.gid = ev.uid, ev.gid
+            comm = ev.comm
+            if comm and comm != p.comm and p.args and comm == _invoked_name(p.args[0]):
+                # renamed to the name it was invoked as: a multi-call binary
+                # (busybox runs its applets through /proc/self/exe, then
+                # names itself after argv[0]); any other name is ignored
+                p.comm = comm
         if kind == Kind.EXIT:
             p.exited_at = ev.time or time.time_ns()
         elif kind in _CRED_KINDS and ev.cap_effective is not None:

@@ -43,6 +43,8 @@ enum ev_kind {
 	EV_SETUID = 21,
 	EV_CGROUP_MKDIR = 22,
 	EV_CGROUP_RMDIR = 23,
+	EV_IO_URING_SETUP = 24,
+	EV_PRCTL = 25,
 	EV_CAPSET = 40,
 	EV_SETID = 41,
 	EV_SESSION = 42,
@@ -66,10 +68,24 @@ enum ev_syscall {
 	SC_PTRACE, SC_INIT_MODULE, SC_FINIT_MODULE,
 	SC_DUP, SC_DUP2, SC_DUP3, SC_MEMFD_CREATE, SC_SETUID,
 	SC_WRITE,
+	SC_OPEN_BY_HANDLE_AT, SC_IO_URING_SETUP, SC_PRCTL,
 	/* values from 100 on: the credential and exec sensors (creds.bpf.c, proc.bpf.c) */
 	SC_SETGID = 100, SC_SETREUID, SC_SETREGID, SC_SETRESUID, SC_SETRESGID,
 	SC_SETFSUID, SC_SETFSGID, SC_CAPSET, SC_SETSID, SC_SETPGID,
 	SC_EXECVE, SC_EXECVEAT,
+};
+
+/* ev_open.via: how the open was made */
+enum open_via {
+	VIA_SYSCALL = 0,
+	VIA_IO_URING = 1,      /* an IORING_OP_OPENAT/OPENAT2 request (iouring.bpf.c) */
+};
+
+/* ev_open.watched: the opened file was recognised by identity (watched_inodes) */
+enum open_watched {
+	WATCHED_NONE = 0,
+	WATCHED_FILE = 1,      /* its own (dev, ino) is watched */
+	WATCHED_DIR = 2,       /* its directory's (dev, ino) is watched for children */
 };
 
 /* ev_exec.exe_flags: what the kernel says about the executable file */
@@ -135,7 +151,11 @@ struct ev_fork {
 	__u32 _pad;
 };
 
-/* open family: path is absolute when the kernel could resolve the base dir */
+/* open family: path is the path as given, made absolute when the kernel could
+ * resolve the base dir; realpath the opened file's own path (its dentry walked
+ * up to the root of the mount namespace), filled when the kernel computed it
+ * (identity hits, and paths it could not judge by their spelling).  Without
+ * it the record ends at realpath (OPEN_SHORT_SIZE): most opens are sent so. */
 struct ev_open {
 	struct ev_hdr h;
 	__s64 ret;
@@ -144,8 +164,29 @@ struct ev_open {
 	__s32 dirfd;
 	__u16 syscall;
 	__u8 path_truncated;
-	__u8 unresolved;   /* relative path whose base dir could not be read */
+	__u8 unresolved;   /* relative path whose base dir could not be read, or no path */
+	__u32 dev;         /* opened file's device, kernel encoding (MAJOR << 20 | MINOR); 0 = failed */
+	__u8 watched;      /* enum open_watched */
+	__u8 realpath_truncated;
+	__u8 via;          /* enum open_via */
+	__u8 realpath_set; /* realpath was computed: else the event is sent without it */
+	__u64 ino;         /* opened file's inode number */
+	__u32 hit_dev;     /* the watched_inodes key that matched (watched != 0): */
+	__u32 _pad1;       /* the file's own, or its directory's */
+	__u64 hit_ino;
 	char path[PATH_LEN];
+	char realpath[PATH_LEN];
+};
+
+#define OPEN_SHORT_SIZE (sizeof(struct ev_open) - PATH_LEN)
+
+/* a task's name changed (prctl PR_SET_NAME, a write to /proc/<pid>/comm) */
+struct ev_rename {
+	struct ev_hdr h;       /* the task that made the change */
+	__u32 target_pid;      /* the renamed task's tgid and tid */
+	__u32 target_tid;
+	char old_comm[COMM_LEN];
+	char new_comm[COMM_LEN];
 };
 
 /* unlink/rename/link/symlink/mkdir/chmod: path and (for two-path ops) path2 */
@@ -292,6 +333,16 @@ enum open_want {
 	OPEN_WANT_ALL = OPEN_WANT_READ | OPEN_WANT_WRITE,
 };
 
+/* watched_inodes values: OPEN_WANT_* bits for the file itself, and the same
+ * bits shifted by WATCH_CHILD_SHIFT for the files directly in a directory */
+#define WATCH_CHILD_SHIFT 2
+
+struct inode_key {
+	__u32 dev;             /* kernel encoding: MAJOR << 20 | MINOR */
+	__u32 _pad;
+	__u64 ino;
+};
+
 struct prefix_key {
 	__u32 prefixlen;       /* bits */
 	char data[PREFIX_LEN];
@@ -315,7 +366,9 @@ union ev_layouts {
 	struct ev_cgroup cgroup;
 	struct ev_net_verdict net_verdict;
 	struct ev_exec_verdict exec_verdict;
+	struct ev_rename rename;
 	struct vigil_cfg cfg;
+	struct inode_key inode;
 };
 
 struct ev_btf {
@@ -324,6 +377,8 @@ struct ev_btf {
 	enum ev_syscall syscall;
 	enum open_want open_want;
 	enum exe_flag exe_flag;
+	enum open_via open_via;
+	enum open_watched open_watched;
 };
 
 #endif /* VIGIL_EVENTS_H */

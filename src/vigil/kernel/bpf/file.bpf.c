@@ -1,13 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
-/* File opens: open, openat, openat2, creat.  Paths are made absolute in the
- * kernel and, when user space asks for it, filtered by prefix (LPM trie). */
+/* File opens: open, openat, openat2, creat, open_by_handle_at.  Paths are made
+ * absolute in the kernel, the opened file is resolved to its identity, and
+ * what the rules cannot want is filtered out (open.h says how). */
 #include "vigil.h"
 
-#define O_RDONLY 00
-#define O_WRONLY 01
-#define O_ACCMODE 03
-#define O_CREAT 0100
-#define O_TRUNC 01000
+#include "open.h"
 
 struct open_args {
 	const char *path;
@@ -18,19 +15,6 @@ struct open_args {
 };
 
 STASH(open, struct open_args, struct ev_open, 16384);
-
-/* The OPEN_WANT_* bits an open can serve: an O_RDWR open (or a read-only
- * one with O_TRUNC) is both a read and a write. */
-static __always_inline __u8 open_modes(__u32 flags)
-{
-	__u32 acc = flags & O_ACCMODE;
-	__u8 m = 0;
-	if (acc != O_WRONLY)
-		m |= OPEN_WANT_READ;
-	if (acc != O_RDONLY || (flags & (O_CREAT | O_TRUNC)))
-		m |= OPEN_WANT_WRITE;
-	return m;
-}
 
 static __always_inline int open_enter(const char *path, int dirfd, __u32 flags, __u32 mode, __u16 sc)
 {
@@ -49,10 +33,9 @@ static __always_inline int open_exit(long ret)
 	struct ev_open *e = percpu_buf(&open_buf);
 	if (!e)
 		return 0;
-	int r = read_abs_path(a.path, a.dirfd, e->path);
-	struct vigil_cfg *cfg = get_cfg();
-	if (cfg && cfg->open_filter && r != 2 &&
-	    !(path_of_interest(e->path) & open_modes(a.flags)))
+	int r = a.path ? read_abs_path(a.path, a.dirfd, e->path) : make_abs_path(0, a.dirfd, e->path);
+	struct file *f = ret >= 0 ? fd_file(bpf_get_current_task_btf(), ret) : NULL;
+	if (!open_judge(e, f, a.flags, r))
 		return 0;
 	fill_hdr(&e->h, EV_OPEN);
 	e->ret = ret;
@@ -60,9 +43,8 @@ static __always_inline int open_exit(long ret)
 	e->mode = a.mode;
 	e->dirfd = a.dirfd;
 	e->syscall = a.syscall;
-	e->path_truncated = r == 1;
-	e->unresolved = r == 2;
-	output(e, sizeof(*e), EV_OPEN);
+	e->via = VIA_SYSCALL;
+	open_output(e);
 	return 0;
 }
 
@@ -113,6 +95,20 @@ int open__enter_creat(struct trace_event_raw_sys_enter *ctx)
 
 SEC("tp/syscalls/sys_exit_creat")
 int open__exit_creat(struct trace_event_raw_sys_exit *ctx)
+{
+	return open_exit(ctx->ret);
+}
+
+/* open_by_handle_at(mount_fd, handle, flags): no path at all; the file is
+ * known by what the fd reaches */
+SEC("tp/syscalls/sys_enter_open_by_handle_at")
+int open__enter_open_by_handle_at(struct trace_event_raw_sys_enter *ctx)
+{
+	return open_enter(NULL, ctx->args[0], ctx->args[2], 0, SC_OPEN_BY_HANDLE_AT);
+}
+
+SEC("tp/syscalls/sys_exit_open_by_handle_at")
+int open__exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx)
 {
 	return open_exit(ctx->ret);
 }

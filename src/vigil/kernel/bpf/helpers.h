@@ -195,38 +195,51 @@ static __always_inline void *percpu_buf(void *buf)
 	return bpf_map_lookup_elem(buf, &zero);
 }
 
+/* --- kernel objects by direct loads ---
+ *
+ * bpf_rdonly_cast() turns a kernel pointer into a read-only BTF pointer whose
+ * fields are plain (fault-safe) loads: a walk of task -> files -> fdtable ->
+ * file -> dentry -> inode costs a few ns a hop instead of a helper call each. */
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+#define KCAST(type, ptr) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+
 struct path_walk {
 	struct dentry *d;
 	struct mount *m;
+	struct scratch *s;
 	int pos;
+	int cut;           /* the path did not fit: what is written is its tail */
 };
 
 static long path_walk_step(__u32 idx, void *arg)
 {
 	struct path_walk *w = arg;
-	struct scratch *s = get_scratch();
+	struct scratch *s = w->s;
 	if (!s)
 		return 1;
-	struct dentry *d = w->d;
-	struct mount *m = w->m;
-	struct dentry *root = BPF_CORE_READ(m, mnt.mnt_root);
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
-	if (d == root) {
-		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-		if (m == mp)
+	struct dentry *d = KCAST(struct dentry, w->d);
+	struct mount *m = KCAST(struct mount, w->m);
+	struct dentry *parent = d->d_parent;
+	if (w->d == m->mnt.mnt_root) {
+		struct mount *mp = m->mnt_parent;
+		if (w->m == mp)
 			return 1;   /* reached the namespace root */
-		w->d = BPF_CORE_READ(m, mnt_mountpoint);
+		w->d = m->mnt_mountpoint;
 		w->m = mp;
 		return 0;
 	}
 	/* a pseudo file (memfd, pipe, socket) has a dentry that is its own parent
 	 * without being a mount root: its name is the whole path ("/memfd:x") */
-	int last = d == parent;
-	__u32 len = BPF_CORE_READ(d, d_name.len) & 255;
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	int last = w->d == parent;
+	__u32 len = d->d_name.len & 255;
+	const unsigned char *name = d->d_name.name;
 	int pos = w->pos;
-	if (pos - (int)len - 1 < 0)
+	if (pos - (int)len - 1 < 0) {
+		w->cut = 1;
 		return 1;
+	}
 	pos -= len;
 	bpf_probe_read_kernel(&s->buf[pos & (SCRATCH_HALF - 1)], len, name);
 	pos -= 1;
@@ -236,22 +249,23 @@ static long path_walk_step(__u32 idx, void *arg)
 	return last;
 }
 
-/* Walk a struct path up to the root of the mount namespace, writing the
- * absolute path into out (PATH_LEN).  Returns the length of the full path
- * (>= PATH_LEN means out holds a truncated prefix) or < 0. */
-static __always_inline int path_to_str(struct path *p, char *out)
+/* Walk a path (dentry, vfsmount) up to the root of the mount namespace,
+ * writing the absolute path into out (PATH_LEN).  Returns the length of the
+ * full path (>= PATH_LEN means out holds a truncated prefix, or the path was
+ * deeper than the walk goes) or < 0. */
+static __always_inline int dentry_to_str(struct dentry *dentry, struct vfsmount *vm, char *out)
 {
 	struct scratch *s = get_scratch();
 	if (!s)
 		return -1;
-	struct vfsmount *vm = BPF_CORE_READ(p, mnt);
 	struct path_walk w = {
-		.d = BPF_CORE_READ(p, dentry),
+		.d = dentry,
 		.m = container_of(vm, struct mount, mnt),
+		.s = s,
 		.pos = SCRATCH_HALF,
 	};
 	s->buf[SCRATCH_HALF] = 0;
-	bpf_loop(MAX_DEPTH, path_walk_step, &w, 0);
+	long steps = bpf_loop(MAX_DEPTH, path_walk_step, &w, 0);
 	int pos = w.pos;
 	int n = SCRATCH_HALF - pos;
 	if (n <= 0) {
@@ -265,6 +279,8 @@ static __always_inline int path_to_str(struct path *p, char *out)
 	barrier_var(pos);
 	bpf_probe_read_kernel(out, c, &s->buf[pos & (SCRATCH_HALF - 1)]);
 	out[c & (PATH_LEN - 1)] = 0;
+	if (w.cut || steps >= MAX_DEPTH)
+		return n < PATH_LEN ? PATH_LEN : n;
 	return n;
 }
 
@@ -298,6 +314,12 @@ static __always_inline void fill_ids(struct task_struct *t, struct ev_ids *ids)
 	ids->vpgid = pid_nr_at(BPF_CORE_READ(sig, pids[PIDTYPE_PGID]), level, own.ns);
 }
 
+/* The same for a struct path copied onto the stack. */
+static __always_inline int path_to_str(struct path *p, char *out)
+{
+	return dentry_to_str(p->dentry, p->mnt, out);
+}
+
 /* Key of a per-process fd set: tgid << 32 | fd. */
 static __always_inline __u64 fd_key(int fd)
 {
@@ -306,16 +328,22 @@ static __always_inline __u64 fd_key(int fd)
 
 static __always_inline struct file *fd_file(struct task_struct *t, int fd)
 {
-	if (fd < 0)
+	if (fd < 0 || !t)
 		return NULL;
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
-	if ((unsigned int)fd >= max)
+	struct task_struct *tt = KCAST(struct task_struct, t);
+	struct fdtable *fdt = tt->files->fdt;
+	if ((unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
 	return f;
+}
+
+/* The absolute path of an open file into out (PATH_LEN), as dentry_to_str. */
+static __always_inline int file_to_str(struct file *f, char *out)
+{
+	struct file *ff = KCAST(struct file, f);
+	return dentry_to_str(ff->f_path.dentry, ff->f_path.mnt, out);
 }
 
 /* Base directory for a *at() call: cwd for AT_FDCWD, else the dirfd's path. */
@@ -323,25 +351,24 @@ static __always_inline int dir_path(int dirfd, char *out)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	if (dirfd == AT_FDCWD) {
-		struct path pwd = BPF_CORE_READ(t, fs, pwd);
-		return path_to_str(&pwd, out);
+		struct fs_struct *fs = KCAST(struct fs_struct, t->fs);
+		return dentry_to_str(fs->pwd.dentry, fs->pwd.mnt, out);
 	}
 	struct file *f = fd_file(t, dirfd);
 	if (!f)
 		return -1;
-	struct path fp = BPF_CORE_READ(f, f_path);
-	return path_to_str(&fp, out);
+	return file_to_str(f, out);
 }
 
-/* Read a user path; when relative, prefix it with the base dir of dirfd.
- * Writes an absolute path into out when it can.  Returns 1 if the path was
- * truncated, 2 if relative and unresolved, 0 otherwise. */
-static __always_inline int read_abs_path(const char *upath, int dirfd, char *out)
+/* Make the path just read into out (n = the string read's length with its
+ * NUL, as bpf_probe_read_*_str returns) absolute: a relative one is prefixed
+ * with the base dir of dirfd.  Returns 1 if the path was truncated, 2 if
+ * relative and unresolved (or unreadable), 0 otherwise. */
+static __always_inline int make_abs_path(int n, int dirfd, char *out)
 {
 	struct scratch *s = get_scratch();
 	if (!s)
 		return 2;
-	int n = bpf_probe_read_user_str(out, PATH_LEN, upath);
 	if (n <= 0) {
 		out[0] = 0;
 		return 2;
@@ -350,10 +377,8 @@ static __always_inline int read_abs_path(const char *upath, int dirfd, char *out
 		return n >= PATH_LEN ? 1 : 0;
 	/* relative: build "<dir>/<rel>" in scratch, then copy back */
 	int d = dir_path(dirfd, s->dir);
-	if (d <= 0)
+	if (d <= 0 || d >= PATH_LEN)
 		return 2;
-	if (d >= PATH_LEN)
-		d = PATH_LEN - 1;
 	barrier_var(d);
 	d &= (PATH_LEN - 1);
 	bpf_probe_read_kernel(s->buf, d, s->dir);
@@ -375,27 +400,26 @@ static __always_inline int read_abs_path(const char *upath, int dirfd, char *out
 	c &= (PATH_LEN - 1);
 	bpf_probe_read_kernel(out, c, s->buf);
 	out[c & (PATH_LEN - 1)] = 0;
-	return total >= PATH_LEN ? 1 : 0;
+	return (total >= PATH_LEN || n >= PATH_LEN) ? 1 : 0;
+}
+
+/* Read a user path; when relative, prefix it with the base dir of dirfd
+ * (make_abs_path's answer). */
+static __always_inline int read_abs_path(const char *upath, int dirfd, char *out)
+{
+	int n = bpf_probe_read_user_str(out, PATH_LEN, upath);
+	return make_abs_path(n, dirfd, out);
 }
 
 /* Which open modes the open prefix filter wants for an absolute path: the
  * value of the longest matching prefix (OPEN_WANT_* bits), 0 when none
- * matches, all bits when the filter cannot decide. */
+ * matches, all bits when the filter cannot decide.  The spelling is taken as
+ * it is: path_is_plain() says whether it can be trusted. */
 static __always_inline __u8 path_of_interest(const char *path)
 {
 	struct scratch *s = get_scratch();
 	if (!s)
 		return OPEN_WANT_ALL;
-	/* paths with ".." could dodge a prefix match: always let them through */
-	char prev = 0;
-	for (int i = 0; i < PATH_LEN; i++) {
-		char ch = path[i];
-		if (ch == 0)
-			break;
-		if (ch == '.' && prev == '.')
-			return OPEN_WANT_ALL;
-		prev = ch;
-	}
 	__builtin_memset(&s->key, 0, sizeof(s->key));
 	int n = bpf_probe_read_kernel_str(s->key.data, PREFIX_LEN, path);
 	if (n <= 0)
@@ -403,6 +427,64 @@ static __always_inline __u8 path_of_interest(const char *path)
 	s->key.prefixlen = (n - 1) * 8;
 	__u8 *want = bpf_map_lookup_elem(&open_prefixes, &s->key);
 	return want ? *want : 0;
+}
+
+/* Is an absolute path spelled plainly: no "//", no "." or ".." component, no
+ * trailing "/"?  Only then does a prefix match on it say where it points
+ * (user space normalises the other spellings, and the kernel judges them by
+ * the file they reach). */
+static __always_inline int path_is_plain(const char *path)
+{
+	for (int i = 0; i < PATH_LEN - 2; i++) {
+		char c0 = path[i];
+		if (c0 == 0)
+			return 1;
+		if (c0 != '/')
+			continue;
+		char c1 = path[i + 1];
+		if (c1 == '/')
+			return 0;
+		if (c1 == 0)
+			return i == 0;
+		if (c1 != '.')
+			continue;
+		char c2 = path[i + 2];
+		if (c2 == 0 || c2 == '/')
+			return 0;
+		if (c2 == '.' && i + 3 < PATH_LEN) {
+			char c3 = path[i + 3];
+			if (c3 == 0 || c3 == '/')
+				return 0;
+		}
+	}
+	return 0;
+}
+
+/* What an open reached: (dev, ino) of the file, and whether it, or the
+ * directory it is in, is watched for one of the modes. */
+static __always_inline __u8 file_watched(struct file *f, __u8 modes, struct ev_open *e)
+{
+	struct file *ff = KCAST(struct file, f);
+	struct inode *in = ff->f_inode;
+	struct inode_key k = {.dev = in->i_sb->s_dev, .ino = in->i_ino};
+	e->dev = e->hit_dev = k.dev;
+	e->ino = e->hit_ino = k.ino;
+	__u8 *w = bpf_map_lookup_elem(&watched_inodes, &k);
+	if (w && (*w & modes))
+		return WATCHED_FILE;
+	struct dentry *d = ff->f_path.dentry;
+	struct inode *pin = d->d_parent->d_inode;
+	if (!pin)
+		return WATCHED_NONE;
+	k.dev = pin->i_sb->s_dev;
+	k.ino = pin->i_ino;
+	w = bpf_map_lookup_elem(&watched_inodes, &k);
+	if (w && ((*w >> WATCH_CHILD_SHIFT) & modes)) {
+		e->hit_dev = k.dev;
+		e->hit_ino = k.ino;
+		return WATCHED_DIR;
+	}
+	return WATCHED_NONE;
 }
 
 /* Fill family/ports/addresses from a socket; returns the family or 0. */

@@ -58,6 +58,17 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } open_prefixes SEC(".maps");
 
+/* Files the rules care about, by identity: (dev, ino) -> OPEN_WANT_* bits for
+ * opens of the file itself, and << WATCH_CHILD_SHIFT for opens of the files
+ * directly in it (a directory).  User space (vigil.kernel.watched) fills it
+ * from the rules' open filter; an open that hits it is always sent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct inode_key);
+	__type(value, __u8);
+} watched_inodes SEC(".maps");
+
 /* per-CPU scratch for building paths */
 #define SCRATCH_LEN 1024
 #define SCRATCH_HALF 512

@@ -286,3 +286,26 @@ int execfail__exit_execveat(struct trace_event_raw_sys_exit *ctx)
 {
 	return execfail_exit(ctx->ret);
 }
+
+/* A task's name changed: prctl(PR_SET_NAME), or a write to
+ * /proc/<pid>/task/<tid>/comm (by the task or another one).  Exec renames too
+ * (to the invoked file's name): that is the exec event's business. */
+SEC("tp_btf/task_rename")
+int BPF_PROG(prctl__task_rename, struct task_struct *task, const char *comm)
+{
+	if (BPF_CORE_READ_BITFIELD(task, in_execve))
+		return 0;
+	if (!wanted(EV_PRCTL))
+		return 0;
+	struct ev_rename *e = reserve(sizeof(*e), EV_PRCTL);
+	if (!e)
+		return 0;
+	fill_hdr(&e->h, EV_PRCTL);
+	e->target_pid = task->tgid;
+	e->target_tid = task->pid;
+	__builtin_memcpy(e->old_comm, task->comm, COMM_LEN);
+	if (bpf_probe_read_kernel_str(e->new_comm, COMM_LEN, comm) <= 0)
+		e->new_comm[0] = 0;
+	submit(e, sizeof(*e), EV_PRCTL);
+	return 0;
+}

@@ -70,10 +70,8 @@ static __always_inline int sys_exit(long ret)
 		bpf_probe_read_user_str(e->path, sizeof(e->path), (const char *)a.ptr);
 	} else if (kind == EV_MODULE && a.syscall == SC_FINIT_MODULE) {
 		struct file *f = fd_file(t, a.a1);
-		if (f) {
-			struct path fp = BPF_CORE_READ(f, f_path);
-			path_to_str(&fp, e->path);
-		}
+		if (f)
+			file_to_str(f, e->path);
 	}
 	output(e, sizeof(*e), kind);
 	return 0;

@@ -126,6 +126,11 @@ _ARG_TEXT = {  # the same for evt.arg and evt.rawarg
     "exe": lambda ev, cx: ev.exe,
     "args": lambda ev, cx: (None if ev.args is None else " ".join(ev.args[1:])) if ev.kind is Kind.EXEC
     else None,
+    # prctl (a rename): Falco's option and arg2_str, and vigil's old/new names
+    "option": lambda ev, cx: "PR_SET_NAME" if ev.kind is Kind.PRCTL else None,
+    "arg2_str": lambda ev, cx: ev.new_name if ev.kind is Kind.PRCTL else None,
+    "new_name": lambda ev, cx: ev.new_name if ev.kind is Kind.PRCTL else None,
+    "old_name": lambda ev, cx: ev.old_name if ev.kind is Kind.PRCTL else None,
 }
 
 

@@ -215,8 +215,24 @@ define("fd.cnet", "ipnet", _ip_part(0))
 define("fd.snet", "ipnet", _ip_part(2))
 define("fd.lnet", "ipnet", _local_remote(0))
 define("fd.rnet", "ipnet", _local_remote(2))
-define("fd.ino", "int", lambda ev, cx: None)
-define("fd.dev", "int", lambda ev, cx: None)
+def _realpath(ev, cx):
+    """The opened file's own path: for a file recognised by identity, the
+    rules' path for it (a hardlink to /etc/shadow opened anywhere is
+    /etc/shadow); else the path the kernel resolved from the file (when it
+    had to: a spelling the kernel filter cannot judge, a relative or long
+    path, open_by_handle_at, io_uring); else the path as given."""
+    if ev.kind is not Kind.OPEN:
+        return None
+    if ev.realpath:
+        return ev.realpath
+    return ev.path if ev.ret is not None and ev.ret >= 0 else None
+
+
+# Falco: the inode number and the device (major/minor, stat's st_dev
+# encoding) of the opened file; vigil has them for successful opens
+define("fd.ino", "int", lambda ev, cx: ev.ino if ev.kind is Kind.OPEN else None)
+define("fd.dev", "int", lambda ev, cx: ev.dev if ev.kind is Kind.OPEN else None)
+define("fd.realpath", "str", safe(_realpath))
 define("fd.uid", "str", lambda ev, cx: None)
 
 # fs.path.*: the paths a filesystem syscall works on.

@@ -14,10 +14,17 @@ def _args(ev):
 
 
 def _comm(ev):
-    c = ev.comm
-    if c is None and ev.proc is not None:
-        return ev.proc.comm
-    return c
+    """Falco's proc.name: the name the process got at exec (the invoked
+    file's name, 15 bytes), kept in the process table; not the current comm,
+    which a process sets itself (prctl PR_SET_NAME, /proc/<pid>/comm).  An
+    exec event carries it itself (the table may be a later exec's by the time
+    a held event is judged)."""
+    if ev.kind is Kind.EXEC:
+        return ev.comm
+    p = ev.proc
+    if p is not None and p.comm:
+        return p.comm
+    return ev.comm
 
 
 def _exepath(ev):
@@ -96,7 +103,12 @@ def _tty_nr(tty):
         return None
 
 
-define("proc.name", "str", lambda ev, cx: _comm(ev), inline={None: "ev.comm"})
+define("proc.name", "str", lambda ev, cx: _comm(ev),
+       inline={Kind.EXEC: "ev.comm",
+               None: "(ev.proc.comm if ev.proc is not None and ev.proc.comm else ev.comm)"})
+# vigil: the thread's name as the kernel reported it with the event (the
+# comm a process can choose); proc.name is the exec-time name
+define("thread.comm", "str", lambda ev, cx: ev.comm, inline={None: "ev.comm"})
 define("proc.exe", "str", safe(lambda ev, cx: _proc_exe(_args(ev), _exepath(ev))))
 define("proc.exepath", "str", safe(lambda ev, cx: _exepath(ev)))
 define("proc.args", "str", safe(lambda ev, cx: (lambda a: None if a is None else " ".join(a[1:]))(_args(ev))))

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: GPL-2.0
+/* io_uring: the opens made through a ring (IORING_OP_OPENAT, IORING_OP_OPENAT2)
+ * never pass the open syscalls' tracepoints; they are seen at submit (the
+ * request is prepared: its kernel copy of the file name is there) and judged
+ * at completion (the result is the fd), with the same identity and filter
+ * logic as the syscalls (open.h).  They are open events (evt.type openat or
+ * openat2) with ev_open.via = VIA_IO_URING, attributed to the submitting
+ * task (req->tctx->task), whichever kernel thread (io-wq worker, SQPOLL
+ * thread) did the work.  Creating a ring is an event of its own
+ * (io_uring_setup). */
+#include "vigil.h"
+
+#include "open.h"
+
+struct uring_open {
+	char path[PATH_LEN];
+	__s32 dirfd;
+	__u32 flags;
+	__u32 mode;
+	__u32 file_slot;       /* != 0: opened into the ring's fixed file table */
+	__u16 syscall;
+	__u16 _pad;
+	__u32 _pad2;
+};
+
+/* pending opens by request address: a request lives from submit to
+ * completion, so an LRU of a ring's worth of requests is plenty */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct uring_open);
+} uring_pending SEC(".maps");
+
+PERCPU_BUF(uring_args_buf, struct uring_open);
+PERCPU_BUF(uring_buf, struct ev_open);
+PERCPU_BUF(uring_setup_buf, struct ev_sys);
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(open__uring_submit, struct io_kiocb *req)
+{
+	__u8 op = req->opcode;
+	if (op != IORING_OP_OPENAT && op != IORING_OP_OPENAT2)
+		return 0;
+	if (!wanted(EV_OPEN))
+		return 0;
+	struct uring_open *a = percpu_buf(&uring_args_buf);
+	if (!a)
+		return 0;
+	/* io_init_req() ran the request's prep before this tracepoint */
+	struct io_open *o = (void *)&req->cmd;
+	struct filename *fn = o->filename;
+	if (bpf_probe_read_kernel_str(a->path, PATH_LEN, BPF_CORE_READ(fn, name)) <= 0)
+		a->path[0] = 0;
+	a->dirfd = o->dfd;
+	a->flags = o->how.flags;
+	a->mode = o->how.mode;
+	a->file_slot = o->file_slot;
+	a->syscall = op == IORING_OP_OPENAT ? SC_OPENAT : SC_OPENAT2;
+	__u64 key = (__u64)req;
+	bpf_map_update_elem(&uring_pending, &key, a, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(open__uring_complete, struct io_ring_ctx *rctx, void *vreq, struct io_uring_cqe *cqe)
+{
+	__u64 key = (__u64)vreq;
+	struct uring_open *a = bpf_map_lookup_elem(&uring_pending, &key);
+	if (!a)
+		return 0;
+	struct ev_open *e = percpu_buf(&uring_buf);
+	if (!e) {
+		bpf_map_delete_elem(&uring_pending, &key);
+		return 0;
+	}
+	long res = cqe->res;
+	/* the tracepoint passes the request as void *: cast it back */
+	struct io_kiocb *req = KCAST(struct io_kiocb, vreq);
+	struct task_struct *sub = req->tctx->task;
+	int n = bpf_probe_read_kernel_str(e->path, PATH_LEN, a->path);
+	int r = make_abs_path(n, a->dirfd, e->path);
+	/* a fixed-file open (file_slot) puts the file in the ring, not in fd[] */
+	struct file *f = res >= 0 && !a->file_slot ? fd_file(sub, res) : NULL;
+	__u32 flags = a->flags;
+	e->flags = flags;
+	e->mode = a->mode;
+	e->dirfd = a->dirfd;
+	e->syscall = a->syscall;
+	bpf_map_delete_elem(&uring_pending, &key);
+	if (!open_judge(e, f, flags, r))
+		return 0;
+	fill_hdr(&e->h, EV_OPEN);
+	/* the submitter, not the io-wq / SQPOLL thread that completed it */
+	struct task_struct *s = KCAST(struct task_struct, sub);
+	if (s) {
+		e->h.pid = s->tgid;
+		e->h.tid = s->pid;
+		bpf_probe_read_kernel(e->h.comm, COMM_LEN, s->comm);
+	}
+	e->ret = res;
+	e->via = VIA_IO_URING;
+	open_output(e);
+	return 0;
+}
+
+/* io_uring_setup(2) made a ring: fd, entries, setup flags */
+SEC("tp_btf/io_uring_create")
+int BPF_PROG(io_uring_setup__create, int fd, void *rctx, __u32 sq_entries, __u32 cq_entries,
+	     __u32 flags)
+{
+	if (!wanted(EV_IO_URING_SETUP))
+		return 0;
+	struct ev_sys *e = percpu_buf(&uring_setup_buf);
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_hdr(&e->h, EV_IO_URING_SETUP);
+	e->ret = fd;
+	e->arg0 = sq_entries;
+	e->arg1 = flags;
+	e->syscall = SC_IO_URING_SETUP;
+	output(e, sizeof(*e), EV_IO_URING_SETUP);
+	return 0;
+}
