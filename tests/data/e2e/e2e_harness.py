@@ -268,3 +268,33 @@ def require_kernel() -> None:
     r = subprocess.run(["make", "-s", "-C", str(ROOT), "bpf"], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.fail(f"make bpf failed:\n{r.stdout}\n{r.stderr}")
+
+
+# --- attacker workloads (tests/test_evasion.py, tests/test_flood.py) ----------------
+
+VTOOL_SRC = Path(__file__).with_name("vtool.c")
+# run a command as the unprivileged user nobody (uid/gid 65534, no groups)
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def build_vtool(outdir: Path, name: str = "vtool") -> Path:
+    """Compile tests/data/e2e/vtool.c (readers and load generators) into outdir
+    with clang (installed for the BPF objects anyway)."""
+    import pytest
+    exe = Path(outdir) / name
+    r = subprocess.run(["clang", "-O2", "-Wall", "-pthread", "-o", str(exe), str(VTOOL_SRC)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail(f"clang vtool.c failed:\n{r.stderr}")
+    return exe
+
+
+def agent_stats(stderr: str) -> Optional[dict]:
+    """The statistics `vigil run -v` prints on exit (its last `vigil: {...}` line)."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("vigil: {"):
+            try:
+                return json.loads(line[len("vigil: "):])
+            except ValueError:
+                return None
+    return None
