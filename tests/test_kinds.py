@@ -28,7 +28,9 @@ def python_enums() -> dict:
     open_want = {"OPEN_WANT_READ": filters.OPEN_WANT_READ,
                  "OPEN_WANT_WRITE": filters.OPEN_WANT_WRITE,
                  "OPEN_WANT_ALL": filters.OPEN_WANT_ALL}
-    return {"ev_kind": ev_kind, "ev_syscall": ev_syscall, "open_want": open_want}
+    from vigil.kernel import counters
+    return {"ev_kind": ev_kind, "ev_syscall": ev_syscall, "open_want": open_want,
+            "ev_record": dict(kinds.RECORDS), "stat_slot": dict(counters.STAT_SLOTS_ENUM)}
 
 
 def enum_diffs(btf: dict, name: str, python: dict) -> list:

@@ -33,6 +33,10 @@ from vigil.events import structs as S
 from vigil.events.render import args_text, hostport, ret_text
 
 EV_MAX = 32          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
+# enum ev_record: high-priority ring records that are not events (a process
+# lost events: struct ev_loss); the value is above every kind's
+RECORDS = {"REC_LOSS": 31}
+REC_LOSS = RECORDS["REC_LOSS"]
 
 # enum ev_syscall in kernel/bpf/events.h, in order (SC_<NAME> = index): which
 # syscall produced an event.  tests/test_kinds.py checks the C enum against it.

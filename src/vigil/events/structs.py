@@ -94,10 +94,19 @@ class EvCgroup(ctypes.Structure):
     ]
 
 
+class EvLoss(ctypes.Structure):
+    """Not an event: a process lost events (over budget, bulk ring full)."""
+    _fields_ = [
+        ("h", EvHdr), ("over_budget", c_uint64), ("lost", c_uint64), ("rate", c_uint32),
+        ("burst", c_uint32), ("last_kind", c_uint32), ("_pad", c_uint32),
+    ]
+
+
 class VigilCfg(ctypes.Structure):
     _fields_ = [
         ("kinds", c_uint64), ("scope", c_uint8), ("open_filter", c_uint8),
-        ("comm_filter", c_uint8), ("cgroup_filter", c_uint8), ("_pad", c_uint32),
+        ("comm_filter", c_uint8), ("cgroup_filter", c_uint8), ("budget_rate", c_uint32),
+        ("ok_only", c_uint64), ("budget_burst", c_uint32), ("_pad", c_uint32),
     ]
 
 
@@ -109,7 +118,7 @@ class PrefixKey(ctypes.Structure):
 MIRRORS = {
     "ev_hdr": EvHdr, "ev_exec": EvExec, "ev_exit": EvExit, "ev_fork": EvFork,
     "ev_open": EvOpen, "ev_path2": EvPath2, "ev_net": EvNet, "ev_dns": EvDns,
-    "ev_sys": EvSys, "ev_cgroup": EvCgroup, "vigil_cfg": VigilCfg,
+    "ev_sys": EvSys, "ev_cgroup": EvCgroup, "ev_loss": EvLoss, "vigil_cfg": VigilCfg,
 }
 
 _FMT = {

@@ -17,7 +17,7 @@ struct open_args {
 	__u16 syscall;
 };
 
-STASH(open, struct open_args, struct ev_open, 16384);
+STASH(open, struct open_args, struct ev_open);
 
 /* The OPEN_WANT_* bits an open can serve: an O_RDWR open (or a read-only
  * one with O_TRUNC) is both a read and a write. */
@@ -37,7 +37,7 @@ static __always_inline int open_enter(const char *path, int dirfd, __u32 flags, 
 	if (!wanted(EV_OPEN))
 		return 0;
 	struct open_args a = {.path = path, .dirfd = dirfd, .flags = flags, .mode = mode, .syscall = sc};
-	stash_put(&open_pending, &a);
+	stash_put(&open_pending, &a, EV_OPEN);
 	return 0;
 }
 
@@ -45,6 +45,8 @@ static __always_inline int open_exit(long ret)
 {
 	struct open_args a;
 	if (!stash_take(&open_pending, a))
+		return 0;
+	if (!result_wanted(EV_OPEN, ret))
 		return 0;
 	struct ev_open *e = percpu_buf(&open_buf);
 	if (!e)

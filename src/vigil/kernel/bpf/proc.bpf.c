@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Process lifecycle: exec, exit, fork (BTF-enabled scheduler tracepoints). */
+/* Process lifecycle: exec, exit, fork (BTF-enabled scheduler tracepoints),
+ * on the high-priority ring: a flood of bulk events cannot push them out. */
 #include "vigil.h"
 
 SEC("tp_btf/sched_process_exec")
@@ -7,7 +8,7 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 {
 	if (!wanted(EV_EXEC))
 		return 0;
-	struct ev_exec *e = reserve(sizeof(*e), EV_EXEC);
+	struct ev_exec *e = reserve_hi(sizeof(*e), EV_EXEC);
 	if (!e)
 		return 0;
 	fill_hdr(&e->h, EV_EXEC);
@@ -61,7 +62,7 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 		bpf_probe_read_kernel_str(e->cgroup_name, sizeof(e->cgroup_name), cgname);
 	else
 		e->cgroup_name[0] = 0;
-	submit(e, sizeof(*e), EV_EXEC);
+	submit_hi(e, EV_EXEC);
 	return 0;
 }
 
@@ -82,14 +83,14 @@ int BPF_PROG(exit__sched_exit, struct task_struct *p)
 	struct vigil_cfg *cfg = kind_cfg(EV_EXIT);
 	if (!cfg || !task_wanted(cfg))
 		return 0;
-	struct ev_exit *e = reserve(sizeof(*e), EV_EXIT);
+	struct ev_exit *e = reserve_hi(sizeof(*e), EV_EXIT);
 	if (!e)
 		return 0;
 	fill_hdr(&e->h, EV_EXIT);
 	int code = BPF_CORE_READ(p, exit_code);
 	e->exit_code = (code >> 8) & 0xff;
 	e->exit_signal = code & 0x7f;
-	submit_quiet(e, EV_EXIT);
+	submit_hi_quiet(e, EV_EXIT);
 	return 0;
 }
 
@@ -115,11 +116,11 @@ int BPF_PROG(fork__sched_fork, struct task_struct *parent, struct task_struct *c
 	struct vigil_cfg *cfg = kind_cfg(EV_FORK);
 	if (!cfg || !task_wanted(cfg))
 		return 0;
-	struct ev_fork *e = reserve(sizeof(*e), EV_FORK);
+	struct ev_fork *e = reserve_hi(sizeof(*e), EV_FORK);
 	if (!e)
 		return 0;
 	fill_hdr(&e->h, EV_FORK);
 	e->child_pid = BPF_CORE_READ(child, tgid);
-	submit_quiet(e, EV_FORK);
+	submit_hi_quiet(e, EV_FORK);
 	return 0;
 }
