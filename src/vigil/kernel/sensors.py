@@ -21,7 +21,7 @@ from pathlib import Path
 
 from vigil.kernel import counters, environment
 from vigil.kernel import libbpf
-from vigil.kernel.detach import release_later
+from vigil.kernel.detach import detach_all, release_later
 from vigil.events import KIND_BY_NAME, Kind
 from vigil.events.kinds import SENSORS
 from vigil.events.structs import PrefixKey, VigilCfg
@@ -122,11 +122,7 @@ class SensorManager:
         return self
 
     def stop(self) -> None:
-        perf_fds = []
-        for link in self.links:
-            fd = link.destroy()
-            if fd is not None:
-                perf_fds.append(fd)
+        perf_fds = [fd for fd in detach_all(self.links) if fd is not None]
         self.links = []
         release_later(perf_fds)
         for obj in self.objects.values():
