@@ -34,9 +34,9 @@ _LOSS_SIZE = _LOSS.size
 
 
 class Pipeline:
-    DRAIN_SECONDS = 0.5
+    DRAIN_SECONDS = 0.25     # at most this long reading what is left once told to stop
     TICK_SECONDS = 0.1      # tickers run this often from the event loop
-    BATCH = 2048            # records read from each ring before looking up
+    BATCH = 512             # records read from each ring before looking up (signals, ticks)
 
     def __init__(self, filters, *, proctable: Optional[ProcessTable] = None, containers=None,
                  seed: bool = True, ignore_children: bool = False):
