@@ -95,7 +95,7 @@ class DropReporter:
     def _take_token(self, now: float) -> bool:
         self._tokens = min(self.max_burst, self._tokens + (now - self._last_refill) * self.rate)
         self._last_refill = now
-        if self._tokens < 1:
+        if self._tokens < 1 - 1e-9:     # (float sums: 10 x 0.1 < 1)
             return False
         self._tokens -= 1
         return True
