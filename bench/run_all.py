@@ -5,9 +5,10 @@
     .venv/bin/python bench/run_all.py --quick    # short run, under a minute
 
 Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py,
-bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file)
-and bench_alert_latency.py (idle and under a 50k events/s load); each also
-leaves its own output in bench/results/.
+bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file),
+bench_alert_latency.py (idle and under a 50k events/s load) and
+bench_flood.py (budget, result filter, one flooder vs another process); each
+also leaves its own output in bench/results/.
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def main():
         subprocess.run([py, str(C.BENCH / f"{name}.py")] + q, check=True)
         timings[name] = round(time.monotonic() - t, 1)
     extra = run_rules_and_latency(py, args.quick)
+    print("=== bench_flood", flush=True)
+    subprocess.run([py, str(C.BENCH / "bench_flood.py")] + q, check=True, stdout=subprocess.DEVNULL)
+    extra += _demote((C.RESULTS / "flood.md").read_text())
     total = round(time.monotonic() - t0, 1)
 
     meta = C.machine()
