@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import mmap
 import select
+import time
 
 BUSY = 1 << 31
 DISCARD = 1 << 30
@@ -48,10 +49,24 @@ class RingBuffer:
     def available(self) -> int:
         return self._prod_q[0] - self._cons_q[0]
 
-    def consume(self, handler, limit: int = 1 << 30, at: bool = False) -> int:
+    def next_ts(self) -> int | None:
+        """The time (first u64) of the next committed record, or None."""
+        cons, prod = self._cons_q[0], self._prod_q[0]
+        if cons >= prod:
+            return None
+        i = (cons & self.mask) >> 2
+        hdr = self._data_i[i]
+        if hdr & (BUSY | DISCARD) or (hdr & ~(BUSY | DISCARD)) < 8:
+            return None
+        return self._data_i[i + 2] | (self._data_i[i + 3] << 32)
+
+    def consume(self, handler, limit: int = 1 << 30, at: bool = False,
+                until_ts: int | None = None) -> int:
         """Hand every ready record (a memoryview, valid only during the call)
         to handler; returns how many were read.  With at=True the handler gets
-        (buffer, offset) instead, which saves a slice per record."""
+        (buffer, offset) instead, which saves a slice per record.  With
+        until_ts, stop at the first record whose time (its first u64, the
+        events' ev_hdr.ts) is later."""
         cons_q = self._cons_q
         prod_q = self._prod_q
         cons = cons_q[0]
@@ -66,6 +81,9 @@ class RingBuffer:
             if hdr & BUSY:
                 break
             length = hdr & ~(BUSY | DISCARD)
+            if until_ts is not None and not hdr & DISCARD and length >= 8 and \
+                    hdrs[(off >> 2) + 2] | (hdrs[(off >> 2) + 3] << 32) > until_ts:
+                break
             if not hdr & DISCARD:
                 if at:
                     handler(data, off + 8)
@@ -111,7 +129,9 @@ class Rings:
 
     Every batch reads the high-priority ring first; each ring gives at most
     ``limit`` records a batch, so the caller gets control back (signals,
-    periodic jobs) however fast the kernel writes."""
+    periodic jobs) however fast the kernel writes.  Order across the rings:
+    a batch reads bulk records only up to the time the high-priority ring
+    was read to (an exec comes before the connect its process makes next)."""
 
     def __init__(self, hi: tuple, bulk: tuple):
         """``hi``, ``bulk``: (map fd, size) of each ring."""
@@ -125,8 +145,12 @@ class Rings:
             raise
 
     def consume(self, on_hi, on_bulk, limit: int = 1 << 30, at: bool = False) -> int:
+        cut = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         n = self.hi.consume(on_hi, limit, at=at)
-        return n + self.bulk.consume(on_bulk, limit, at=at)
+        left = self.hi.next_ts()           # the hi ring was not read to the end
+        if left is not None:
+            cut = min(cut, left)
+        return n + self.bulk.consume(on_bulk, limit, at=at, until_ts=cut)
 
     def poll(self, on_hi, on_bulk, timeout: float = 0.1, limit: int = 1 << 30,
              at: bool = False) -> int:
