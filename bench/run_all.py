@@ -7,9 +7,10 @@
 Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py,
 bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file),
 bench_alert_latency.py (idle and under a 50k events/s load), bench_enforce.py
-(connect latency with 1, 100, 10,000 policy entries vs none) and
-bench_open_cost.py (BPF ns per open, from the kernel's run_time_ns); each also
-leaves its own output in bench/results/.
+(connect latency with 1, 100, 10,000 policy entries vs none),
+bench_open_cost.py (BPF ns per open, from the kernel's run_time_ns) and
+bench_flood.py (budget, result filter, one flooder vs another process); each
+also leaves its own output in bench/results/.
 """
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def main():
     subprocess.run([py, str(C.BENCH / "bench_enforce.py")] + q, check=True)
     timings["bench_enforce"] = round(time.monotonic() - t, 1)
     extra += "\n" + _demote((C.RESULTS / "enforce.md").read_text()) + "\n"
+    print("=== bench_flood", flush=True)
+    subprocess.run([py, str(C.BENCH / "bench_flood.py")] + q, check=True, stdout=subprocess.DEVNULL)
+    extra += _demote((C.RESULTS / "flood.md").read_text())
     total = round(time.monotonic() - t0, 1)
 
     meta = C.machine()

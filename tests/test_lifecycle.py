@@ -106,7 +106,8 @@ def test_pipeline_start_stop_releases_ring_mappings(clean):
     from vigil.pipeline import Pipeline
     for _ in range(10):
         p = Pipeline(KernelFilters({Kind.EXEC}, ringbuf_size=RING), seed=False).start()
-        assert len(bpf_mappings()) == 2    # consumer page + producer/data
+        # per ring (high-priority and bulk): consumer page + producer/data
+        assert len(bpf_mappings()) == 4
         p.drain(settle=0)
         p.stop()
         assert bpf_mappings() == []

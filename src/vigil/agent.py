@@ -1,8 +1,10 @@
 """`vigil run`: sensors -> pipeline -> rules -> alerts (store first, then outputs).
 
 The rules decide what the kernel sends up: the event kinds some enabled rule
-can match, and (when every open rule names path prefixes) the open prefixes.
-SIGHUP reloads the rules; a reload that fails keeps the last good rules.
+can match, (when every open rule names path prefixes) the open prefixes, and
+the kinds whose failed results no rule can match.  Events the kernel lost
+are alerts (vigil.alerts.drops).  SIGHUP reloads the rules; a reload that
+fails keeps the last good rules.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import logging
 import time
 from typing import Optional
 
+from vigil.alerts.drops import DropReporter
 from vigil.rules import default_rules_files
 from vigil.config import Config, ConfigError, expand_rules_paths, kubernetes_enabled
 from vigil.state.containers.scope import in_scope
@@ -132,8 +135,7 @@ class Agent:
         self.reload_errors = 0
         self._past_matches: dict = {}   # (rule, priority) -> alerts of engines reloaded away
         self.scope_dropped = 0
-        self._last_drops = 0
-        self._last_drop_check = 0.0
+        self.drops = None            # the DropReporter, once started
         self._reload_requested = False
         self._restart_pending = False
         self._running = False
@@ -195,6 +197,7 @@ class Agent:
         if p is not None:
             f = p.filters
             f.set_open_prefixes(eng.open_path_filter())
+            f.set_ok_only(eng.ok_only_kinds())
             if f.set_kinds(eng.required_kinds()):
                 # programs for new kinds must be loaded: done by run() once the
                 # event loop has returned (the loop holds the current ring)
@@ -214,6 +217,8 @@ class Agent:
         self.pipeline.restart_sensors()   # applies every filter again
         if self.enforcer is not None:
             self.enforcer.swap_sensors(self.pipeline.sensors)   # onto the new ring buffer
+        if self.drops is not None:
+            self.drops.reset()            # the new sensors count from 0
 
     # --- lifecycle ---
 
@@ -235,11 +240,18 @@ class Agent:
             s = cfg["sensors"]
             filters = KernelFilters(
                 self.engine.required_kinds(), open_prefixes=self.engine.open_path_filter(),
+                ok_only=self.engine.ok_only_kinds(),
+                budget=(s["budget"]["rate"], s["budget"]["burst"]),
                 scope=cfg["scope"]["mode"], dns_ports=s["dns_ports"],
                 ignore_comms=s["ignore_comms"], ringbuf_size=s["ringbuf_size"],
-                args_max=s["args_max"])
-            self.pipeline = Pipeline(filters, proctable=self.proctable,
-                                     containers=self.resolver, ignore_children=True)
+                ringbuf_hi_size=s["ringbuf_hi_size"], args_max=s["args_max"])
+            self.pipeline = p = Pipeline(filters, proctable=self.proctable,
+                                         containers=self.resolver, ignore_children=True)
+            d = cfg["syscall_event_drops"]
+            self.drops = DropReporter(p.losses, p.kernel_stats, self.alerts.emit,
+                                      actions=d["actions"], rate=d["rate"],
+                                      max_burst=d["max_burst"])
+            p.loss_handlers.append(self.drops.on_record)
             self.pipeline.add_handler(self.on_event)
             for h in self.extra_handlers:
                 self.pipeline.add_handler(h)
@@ -299,13 +311,7 @@ class Agent:
             self._reload_requested = False
             self.reload()
         self.alerts.tick()
-        if now - self._last_drop_check >= 5.0:
-            self._last_drop_check = now
-            drops = self.pipeline.dropped_total()
-            if drops > self._last_drops:
-                log.warning("kernel dropped %d events in the last interval (ring buffer full); "
-                            "%d in all", drops - self._last_drops, drops)
-                self._last_drops = drops
+        self.drops.tick(now)
 
     def run(self, duration: Optional[float] = None) -> None:
         """Until request_stop() or duration seconds; sensors restarted by a
@@ -336,6 +342,8 @@ class Agent:
             self.enforcer.stop()
             self.enforcer = None
         if self.pipeline is not None:
+            if self.drops is not None:
+                self.drops.tick()        # what was lost last gets its report (rate permitting)
             self.pipeline.stop()
         if self.alerts is not None:
             self.alerts.close(timeout=5.0)
@@ -352,6 +360,8 @@ class Agent:
                "rules": len(self.engine.rules) if self.engine else 0,
                "reloads": self.reloads, "reload_errors": self.reload_errors,
                "scope_dropped": self.scope_dropped}
+        if self.drops is not None:
+            out["drop_reports"] = self.drops.stats()
         if self.resolver is not None:
             out["containers"] = self.resolver.stats()
         if self.enforcer is not None:

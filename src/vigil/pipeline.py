@@ -1,5 +1,12 @@
-"""The data path: sensors -> ring buffer -> events -> process/container state
+"""The data path: sensors -> ring buffers -> events -> process/container state
 -> handlers (rules, trace printer, capture ...).
+
+The kernel writes two rings: the high-priority one (process lifecycle,
+cgroups, marked events, loss records) is read first in every batch, then the
+bulk one.  Batches are bounded (``BATCH`` records a ring), so signals and the
+tickers keep their cadence however fast events come.  Loss records (a process
+lost events: over its budget, or the bulk ring was full) go to the
+``loss_handlers``, not to the event handlers.
 
 A Pipeline is fed either live from the kernel (``start``/``run``) or from a
 recorded stream (``feed``), and handles both the same way, which is what
@@ -14,7 +21,8 @@ from typing import Callable, Iterable, Optional
 
 from vigil.events import Event, Kind
 from vigil.events.decode import Decoder
-from vigil.events.kinds import CGROUP_KINDS, LIFECYCLE
+from vigil.events import structs as S
+from vigil.events.kinds import CGROUP_KINDS, LIFECYCLE, REC_LOSS
 from vigil.kernel.filters import KernelFilters
 from vigil.state.proctable import ProcessTable
 
@@ -22,11 +30,15 @@ log = logging.getLogger("vigil.pipeline")
 
 # events that can replace a watched file (a new inode at a watched path)
 _NAME_CHANGES = frozenset((Kind.RENAME, Kind.LINK, Kind.UNLINK, Kind.MKDIR))
+_LOSS, _LOSS_NAMES = S.struct_format(S.EvLoss)
+_KIND_OFF = S.EvHdr.kind.offset
+_LOSS_SIZE = _LOSS.size
 
 
 class Pipeline:
-    DRAIN_SECONDS = 0.5
+    DRAIN_SECONDS = 0.25     # at most this long reading what is left once told to stop
     TICK_SECONDS = 0.1      # tickers run this often from the event loop
+    BATCH = 512             # records read from each ring before looking up (signals, ticks)
 
     def __init__(self, filters, *, proctable: Optional[ProcessTable] = None, containers=None,
                  seed: bool = True, ignore_children: bool = False):
@@ -37,6 +49,7 @@ class Pipeline:
         self.handlers: list = []
         self.batch_end: list = []     # called after each batch read from the ring
         self.tickers: list = []
+        self.loss_handlers: list = []   # fn(dict) for each loss record (struct ev_loss)
         self.seed = seed
         # the agent also ignores what it runs itself (metadata helpers); a library
         # user that spawns the processes it wants to watch leaves this off
@@ -93,7 +106,7 @@ class Pipeline:
     def restart_sensors(self) -> None:
         """Reload the BPF side for a new set of kinds; state in user space stays."""
         if self.ring is not None:
-            self.ring.consume(self.on_raw)
+            self.ring.consume(self.on_raw_hi, self.on_raw, at=True)
             self.ring.close()
             self.ring = None
         old = self.sensors
@@ -104,16 +117,18 @@ class Pipeline:
         self._start_sensors()
 
     def _start_sensors(self) -> None:
-        """Load the sensors for kernel_kinds() and open the ring buffer reader."""
-        from vigil.kernel.ringbuf import RingBuffer
+        """Load the sensors for kernel_kinds() and open the ring buffer readers."""
+        from vigil.kernel.ringbuf import Rings
         from vigil.kernel.sensors import SensorManager
 
         f = self.filters
         # filters are set before any program is attached (configure=)
         sensors = SensorManager(self.kernel_kinds(), ringbuf_size=f.ringbuf_size,
+                                ringbuf_hi_size=f.ringbuf_hi_size,
                                 args_max=f.args_max).start(configure=f.apply)
         try:
-            self.ring = RingBuffer(sensors.maps["events"].fd, f.ringbuf_size)
+            self.ring = Rings((sensors.maps["events_hi"].fd, f.ringbuf_hi_size),
+                              (sensors.maps["events"].fd, f.ringbuf_size))
         except BaseException:
             f.detach()
             sensors.stop()
@@ -121,8 +136,15 @@ class Pipeline:
         self.sensors = sensors
 
     def dropped_total(self) -> int:
-        """Events the kernel could not send (ring buffer full), since the sensors started."""
+        """Events the kernel lost (a ring full, no stash slot), since the sensors started."""
         return self.sensors.dropped_total() if self.sensors is not None else 0
+
+    def losses(self) -> dict:
+        """Events not sent since the sensors started, by reason (total of every kind)."""
+        return self.sensors.losses() if self.sensors is not None else {}
+
+    def kernel_stats(self) -> dict:
+        return self.sensors.stats() if self.sensors is not None else {}
 
     def stop(self) -> None:
         self._stop = True
@@ -146,11 +168,12 @@ class Pipeline:
         """Consume events until request_stop() or duration seconds."""
         deadline = time.monotonic() + duration if duration else None
         ring = self.ring
-        on_raw = self.on_raw
+        on_raw, on_hi = self.on_raw, self.on_raw_hi
+        batch = self.BATCH
         self._pause = False
         batch_end = self.batch_end
         while not (self._stop or self._pause):
-            if ring.poll(on_raw, 0.1, at=True):
+            if ring.poll(on_hi, on_raw, self.TICK_SECONDS, limit=batch, at=True):
                 for fn in batch_end:
                     fn()
             now = time.monotonic()
@@ -158,10 +181,10 @@ class Pipeline:
                 self._tick(now)
             if deadline is not None and now >= deadline:
                 break
-        # what is already in the ring still goes through, for at most
+        # what is already in the rings still goes through, for at most
         # DRAIN_SECONDS (an agent told to stop under load must stop)
         end = time.monotonic() + self.DRAIN_SECONDS
-        while ring.consume(on_raw, limit=4096, at=True) and time.monotonic() < end:
+        while ring.consume(on_hi, on_raw, limit=batch, at=True) and time.monotonic() < end:
             pass
         self._tick(time.monotonic())
         self.release_held(flush=True)
@@ -172,7 +195,7 @@ class Pipeline:
         """Consume what is in the ring now (tests and benchmarks)."""
         n = 0
         while True:
-            k = self.ring.consume(self.on_raw)
+            k = self.ring.consume(self.on_raw_hi, self.on_raw, at=True)
             n += k
             if not k:
                 if settle <= 0:
@@ -201,6 +224,27 @@ class Pipeline:
         ev = self.decoder.decode(raw, offset)
         if ev is not None:
             self.process(ev)
+
+    def on_raw_hi(self, raw, offset: int = 0) -> None:
+        """A record of the high-priority ring: an event, or a loss record."""
+        try:
+            kind = int.from_bytes(raw[offset + _KIND_OFF:offset + _KIND_OFF + 4], "little")
+        except (TypeError, ValueError):
+            kind = 0
+        if kind != REC_LOSS:
+            self.on_raw(raw, offset)
+            return
+        try:
+            rec = dict(zip(_LOSS_NAMES, _LOSS.unpack_from(raw, offset)))
+        except Exception:
+            self.decoder.errors += 1
+            return
+        rec["comm"] = rec["comm"].split(b"\0", 1)[0].decode("utf-8", "replace")
+        for fn in self.loss_handlers:
+            try:
+                fn(rec)
+            except Exception:
+                log.exception("loss record handler failed")
 
     # --- shared by live and replay ---
 
@@ -266,5 +310,8 @@ class Pipeline:
                "procs": len(self.proctable)}
         if self.sensors is not None:
             out["kernel"] = self.sensors.stats()
-            out["dropped"] = sum(v["dropped"] for v in out["kernel"].values())
+            out["dropped"] = self.sensors.dropped_total()
+            out["over_budget"] = sum(v.get("over_budget", 0) for v in out["kernel"].values())
+        if self.ring is not None:
+            out["rings"] = self.ring.stats()
         return out

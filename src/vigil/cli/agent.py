@@ -8,7 +8,7 @@ import time
 
 import click
 
-from vigil.cli.common import (KERNEL_ERRORS, duration_option, fail, install_signals,
+from vigil.cli.common import (KERNEL_ERRORS, duration_option, exit_at_once, fail, install_signals,
                               kernel_problem, setup_logging, start_or_fail, verbose_option)
 from vigil.config import ConfigError, load_config
 
@@ -195,6 +195,7 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
         click.echo(f"vigil: {line}", err=True)
     if verbose:
         click.echo(f"vigil: {json.dumps(st, default=str)}", err=True)
+    exit_at_once(0)     # everything is closed: no teardown to wait for
 
 
 def _dry_run(cfg, selection) -> None:

@@ -28,6 +28,12 @@ DEFAULTS: dict = {
     "rule_matching": "first",
     "sensors": {
         "ringbuf_size": 16 * 1024 * 1024,
+        "ringbuf_hi_size": 4 * 1024 * 1024,
+        # events/s each process may send on the bulk ring, and at once; rate 0 = no
+        # budget.  Only events that pass the kernel filters spend it (a normal process
+        # sends far less); one flooding process gets a small share of what the agent
+        # reads (~25-50k events/s with the default rules on this 2-core machine)
+        "budget": {"rate": 2000, "burst": 10000},
         "args_max": 4096,
         "dns_ports": [53],
         "ignore_comms": [],
@@ -46,12 +52,16 @@ DEFAULTS: dict = {
     "policies": [],              # NetworkPolicy / VigilPolicy files or directories (vigil.enforce)
     "enforce": {"protected": ["kubelet", "containerd", "runc", "crio", "conmon", "sshd"],
                 "persist": False},
+    # Falco's: what to do when the kernel lost events (ignore, log, alert), at
+    # most `rate` reports a second, `max_burst` at once
+    "syscall_event_drops": {"actions": ["log", "alert"], "rate": 0.03333, "max_burst": 1},
 }
 
 JSON_INCLUDE_KEYS = tuple(k for k in DEFAULTS if k.startswith("json_include_"))
 
 SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
-            if k in ("sensors", "scope", "containers", "kubernetes", "enforce")}
+            if k in ("sensors", "scope", "containers", "kubernetes", "enforce",
+                     "syscall_event_drops")}
 TOP_KEYS = set(DEFAULTS)
 PAGE_SIZE = 4096
 # the kernel's ring buffer size is a 32-bit number: 2 GiB is the largest power of two
@@ -68,15 +78,15 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def ringbuf_size(s: Section) -> int:
-    """The ring buffer size: the kernel wants a power of two multiple of the page size."""
-    rb = s.size("ringbuf_size")
+def ringbuf_size(s: Section, key: str = "ringbuf_size") -> int:
+    """A ring buffer size: the kernel wants a power of two multiple of the page size."""
+    rb = s.size(key)
     if rb < PAGE_SIZE or rb & (rb - 1):
         hint = ""
-        if isinstance(s.get("ringbuf_size"), str) and rb >= PAGE_SIZE:
-            hint = (f" ({s.get('ringbuf_size')} is {rb:,} bytes; SI suffixes are powers "
+        if isinstance(s.get(key), str) and rb >= PAGE_SIZE:
+            hint = (f" ({s.get(key)} is {rb:,} bytes; SI suffixes are powers "
                     "of 1000, use KiB/MiB/GiB)")
-        raise s.bad("ringbuf_size", f"expected a power of two of at least {PAGE_SIZE} bytes"
+        raise s.bad(key, f"expected a power of two of at least {PAGE_SIZE} bytes"
                     f"{hint}")
     if rb > RINGBUF_MAX:
         raise s.bad("ringbuf_size", f"{rb:,} bytes is more than the kernel's ring buffer can "
@@ -151,6 +161,20 @@ class Config:
 
         s = sec["sensors"]
         d["sensors"]["ringbuf_size"] = ringbuf_size(s)
+        d["sensors"]["ringbuf_hi_size"] = ringbuf_size(s, "ringbuf_hi_size")
+        b = Section(("sensors", "budget"), s.get("budget"), DEFAULTS["sensors"]["budget"],
+                    key_named_unknown=True)
+        d["sensors"]["budget"] = {"rate": b.int("rate", 0), "burst": b.int("burst", 1)}
+
+        drops = sec["syscall_event_drops"]
+        acts = drops.str_list("actions", "actions (ignore, log, alert)")
+        bad = [a for a in acts if a not in ("ignore", "log", "alert")]
+        if bad:
+            raise drops.bad("actions", f"unknown action {bad[0]!r} (known: ignore, log, alert)",
+                            quote=False)
+        d["syscall_event_drops"] = {"actions": acts,
+                                    "rate": drops.number("rate", allow_zero=False),
+                                    "max_burst": drops.int("max_burst", 1)}
         s.int("args_max", 16, maximum=4096)
         ports = s.get("dns_ports")
         if not isinstance(ports, list) or not all(

@@ -41,6 +41,10 @@ from vigil.events import structs as S
 from vigil.events.render import args_text, hostport, open_flags, ret_text
 
 EV_MAX = 64          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
+# enum ev_record: high-priority ring records that are not events (a process
+# lost events: struct ev_loss); a value no kind has
+RECORDS = {"REC_LOSS": 39}
+REC_LOSS = RECORDS["REC_LOSS"]
 
 # enum ev_syscall in kernel/bpf/events.h, in order (SC_<NAME> = index): which
 # syscall produced an event.  tests/test_kinds.py checks the C enum against it.
@@ -315,6 +319,8 @@ def _check() -> None:
     names = [s.name for s in KINDS]
     if len(set(values)) != len(values) or len(set(names)) != len(names):
         raise ValueError("event kinds: duplicate name or value in KINDS")
+    if set(values) & set(RECORDS.values()):
+        raise ValueError("event kinds: a value is taken by an enum ev_record member")
     if not all(0 < v < EV_MAX for v in values):
         raise ValueError(f"event kinds: values must be in 1..{EV_MAX - 1}")
     for s in KINDS:

@@ -150,10 +150,19 @@ class EvExecVerdict(ctypes.Structure):
     ]
 
 
+class EvLoss(ctypes.Structure):
+    """Not an event: a process lost events (over budget, bulk ring full)."""
+    _fields_ = [
+        ("h", EvHdr), ("over_budget", c_uint64), ("lost", c_uint64), ("rate", c_uint32),
+        ("burst", c_uint32), ("last_kind", c_uint32), ("_pad", c_uint32),
+    ]
+
+
 class VigilCfg(ctypes.Structure):
     _fields_ = [
         ("kinds", c_uint64), ("scope", c_uint8), ("open_filter", c_uint8),
-        ("comm_filter", c_uint8), ("cgroup_filter", c_uint8), ("_pad", c_uint32),
+        ("comm_filter", c_uint8), ("cgroup_filter", c_uint8), ("budget_rate", c_uint32),
+        ("ok_only", c_uint64), ("budget_burst", c_uint32), ("_pad", c_uint32),
     ]
 
 
@@ -170,7 +179,7 @@ MIRRORS = {
     "ev_hdr": EvHdr, "ev_exec": EvExec, "ev_exit": EvExit, "ev_fork": EvFork,
     "ev_open": EvOpen, "ev_path2": EvPath2, "ev_net": EvNet, "ev_dns": EvDns,
     "ev_sys": EvSys, "ev_cred": EvCred, "ev_execfail": EvExecfail,
-    "ev_cgroup": EvCgroup, "ev_rename": EvRename, "vigil_cfg": VigilCfg,
+    "ev_cgroup": EvCgroup, "ev_rename": EvRename, "ev_loss": EvLoss, "vigil_cfg": VigilCfg,
     "ev_net_verdict": EvNetVerdict, "ev_exec_verdict": EvExecVerdict,
     "inode_key": InodeKey,
 }

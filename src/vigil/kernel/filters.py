@@ -1,10 +1,11 @@
 """What the kernel is asked to send up, kept in one place.
 
 A :class:`KernelFilters` holds the event kinds, the open path prefixes (and
-the files they name, watched by identity: vigil.kernel.watched), the
-host/containers scope, the per-cgroup scope overrides, the ignored pids and
-process names and the DNS ports -- and the two load-time settings of the
-sensors (ring buffer size, argv bytes per exec).  It writes all of it to the
+the files they name, watched by identity: vigil.kernel.watched), the kinds
+whose failed results no rule wants (``ok_only``), the per-process event
+budget, the host/containers scope, the per-cgroup scope overrides, the
+ignored pids and process names and the DNS ports -- and the load-time
+settings of the sensors (the two ring buffer sizes, argv bytes per exec).  It writes all of it to the
 current :class:`~vigil.kernel.sensors.SensorManager` when the sensors start
 (and again when they are restarted for new kinds), and writes a change at
 once while they run.  The pipeline owns it; the agent changes the filters
@@ -22,6 +23,7 @@ from vigil.events import Kind
 from vigil.events.structs import PREFIX_LEN
 
 DEFAULT_RINGBUF = 16 * 1024 * 1024
+DEFAULT_RINGBUF_HI = 4 * 1024 * 1024     # the high-priority ring
 
 # enum open_want in kernel/bpf/events.h (tests/test_kinds.py checks the two agree):
 # what an open_prefixes entry wants below its prefix.
@@ -61,7 +63,8 @@ def open_filter_entries(prefixes) -> dict:
 class KernelFilters:
     def __init__(self, kinds: Iterable[Kind] = (), *, open_prefixes=None, scope: str = "all",
                  dns_ports=(53,), ignore_comms=(), ringbuf_size: int = DEFAULT_RINGBUF,
-                 args_max: int = 4096):
+                 args_max: int = 4096, ringbuf_hi_size: int = DEFAULT_RINGBUF_HI,
+                 ok_only: Iterable[Kind] = (), budget: tuple = (0, 0)):
         self.kinds = set(kinds)          # what the user (or the rules) wants
         self.always: set = set()         # kinds the pipeline itself needs (set by it)
         # None (every open), a list of path prefixes, or a dict prefix -> modes
@@ -71,7 +74,12 @@ class KernelFilters:
         self.dns_ports = tuple(dns_ports)
         self.ignore_comms = tuple(ignore_comms)
         self.ringbuf_size = ringbuf_size
+        self.ringbuf_hi_size = ringbuf_hi_size
         self.args_max = args_max
+        # kinds whose failed results (ret < 0) no rule can match: dropped in the kernel
+        self.ok_only = frozenset(ok_only)
+        # (events/s, burst) each process may send on the bulk ring; rate 0 = no budget
+        self.budget = tuple(budget)
         self.ignore_pids: dict = {}      # pid -> inherit
         self.cgroup_scope: dict = {}     # cgroup id -> in scope (True/False)
         self.sensors = None              # the SensorManager they are applied to
@@ -97,6 +105,10 @@ class KernelFilters:
             sensors.set_watched_inodes(self.watched.scan())
         if self.scope != "all":
             sensors.set_scope(self.scope)
+        if self.ok_only:
+            sensors.set_ok_only(self.ok_only)
+        if self.budget[0]:
+            sensors.set_budget(*self.budget)
         for cgid, inside in self.cgroup_scope.items():
             sensors.set_cgroup_scope(cgid, inside)
         sensors.set_dns_ports(self.dns_ports)
@@ -135,6 +147,11 @@ class KernelFilters:
         files when due, so a replaced file is known by its new inode."""
         if self.sensors is not None and self.watched.due(now):
             self.sensors.set_watched_inodes(self.watched.scan(now))
+
+    def set_ok_only(self, kinds: Iterable[Kind]) -> None:
+        self.ok_only = frozenset(kinds)
+        if self.sensors is not None:
+            self.sensors.set_ok_only(self.ok_only)
 
     def set_cgroup_scope(self, cgroup_id: int, in_scope: Optional[bool]) -> None:
         """Per-cgroup override: True/False, or None to remove it."""

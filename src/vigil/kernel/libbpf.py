@@ -14,6 +14,7 @@ import logging
 import os
 import struct
 import threading
+from typing import Optional
 from collections import deque
 
 log = logging.getLogger("vigil.kernel.libbpf")
@@ -318,7 +319,7 @@ class Program:
             err = _err(what)
             os.close(pfd)
             raise err
-        return Link(ptr, self.name)  # the link owns pfd: destroy closes it
+        return Link(ptr, self.name, perf_fd=pfd)  # the link owns pfd: destroy closes it
 
 
 _NR_PERF_EVENT_OPEN = 298     # x86_64
@@ -357,9 +358,10 @@ class _BtfVarSecinfo(ctypes.Structure):
 
 
 class Link:
-    def __init__(self, ptr: int, name: str):
+    def __init__(self, ptr: int, name: str, perf_fd: Optional[int] = None):
         self.ptr = ptr
         self.name = name
+        self.perf_fd = perf_fd      # the tracepoint perf event the link owns, if any
 
     def pin(self, path: str) -> None:
         """Pin in bpffs: the link (and its program) stays attached after this
@@ -368,10 +370,20 @@ class Link:
         if rc < 0:
             raise _err(f"pin link {self.name} at {path}", rc)
 
-    def destroy(self) -> None:
+    def destroy(self) -> Optional[int]:
+        """Detach.  For a tracepoint link, returns a duplicate of its perf
+        event fd, the event's last reference: closing it waits for the
+        kernel to unregister the tracepoint (vigil.kernel.detach)."""
+        keep = None
         if self.ptr:
+            if self.perf_fd is not None:
+                try:
+                    keep = os.dup(self.perf_fd)
+                except OSError:
+                    keep = None
             lib().bpf_link__destroy(self.ptr)
             self.ptr = None
+        return keep
 
 
 class BpfObject:

@@ -5,11 +5,15 @@ then (read-only) one page holding the producer position followed by the data
 area mapped twice in a row, so a record never wraps.  Each record has an
 8-byte header: u32 length (bit 31 busy, bit 30 discarded) and u32 page offset;
 records are 8-byte aligned.  An epoll on the map fd wakes the reader.
+
+:class:`Rings` reads vigil's two rings (high-priority and bulk) through one
+epoll, the high-priority one first, in bounded batches.
 """
 from __future__ import annotations
 
 import mmap
 import select
+import time
 
 BUSY = 1 << 31
 DISCARD = 1 << 30
@@ -18,7 +22,9 @@ DISCARD = 1 << 30
 class RingBuffer:
     """Direct mmap consumer of one BPF_MAP_TYPE_RINGBUF map."""
 
-    def __init__(self, map_fd: int, size: int):
+    def __init__(self, map_fd: int, size: int, epoll=None):
+        """``epoll``: one to register with (shared with other rings, its
+        owner closes it); by default the ring has its own."""
         if size & (size - 1):
             raise ValueError("ring buffer size must be a power of two")
         page = mmap.PAGESIZE
@@ -34,17 +40,33 @@ class RingBuffer:
         self._cons_q = memoryview(self._cons).cast("Q")
         self._prod_q = self._prod_pos.cast("Q")
         self._data_i = self._data.cast("I")     # record headers (8-byte aligned)
-        self._ep = select.epoll()
+        self._own_ep = epoll is None
+        self._ep = select.epoll() if epoll is None else epoll
         self._ep.register(map_fd, select.EPOLLIN)
         self.records = 0
+        self._open = True
 
     def available(self) -> int:
         return self._prod_q[0] - self._cons_q[0]
 
-    def consume(self, handler, limit: int = 1 << 30, at: bool = False) -> int:
+    def next_ts(self) -> int | None:
+        """The time (first u64) of the next committed record, or None."""
+        cons, prod = self._cons_q[0], self._prod_q[0]
+        if cons >= prod:
+            return None
+        i = (cons & self.mask) >> 2
+        hdr = self._data_i[i]
+        if hdr & (BUSY | DISCARD) or (hdr & ~(BUSY | DISCARD)) < 8:
+            return None
+        return self._data_i[i + 2] | (self._data_i[i + 3] << 32)
+
+    def consume(self, handler, limit: int = 1 << 30, at: bool = False,
+                until_ts: int | None = None) -> int:
         """Hand every ready record (a memoryview, valid only during the call)
         to handler; returns how many were read.  With at=True the handler gets
-        (buffer, offset) instead, which saves a slice per record."""
+        (buffer, offset) instead, which saves a slice per record.  With
+        until_ts, stop at the first record whose time (its first u64, the
+        events' ev_hdr.ts) is later."""
         cons_q = self._cons_q
         prod_q = self._prod_q
         cons = cons_q[0]
@@ -59,6 +81,9 @@ class RingBuffer:
             if hdr & BUSY:
                 break
             length = hdr & ~(BUSY | DISCARD)
+            if until_ts is not None and not hdr & DISCARD and length >= 8 and \
+                    hdrs[(off >> 2) + 2] | (hdrs[(off >> 2) + 3] << 32) > until_ts:
+                break
             if not hdr & DISCARD:
                 if at:
                     handler(data, off + 8)
@@ -85,8 +110,10 @@ class RingBuffer:
         return self._ep.fileno()
 
     def close(self) -> None:
-        if self._ep is not None:
-            self._ep.close()
+        if self._open:
+            self._open = False
+            if self._own_ep:
+                self._ep.close()
             self._ep = None
             self._data_i.release()
             self._cons_q.release()
@@ -95,3 +122,55 @@ class RingBuffer:
             self._prod_pos.release()
             self._prod.close()
             self._cons.close()
+
+
+class Rings:
+    """The high-priority ring and the bulk ring, read through one epoll.
+
+    Every batch reads the high-priority ring first; each ring gives at most
+    ``limit`` records a batch, so the caller gets control back (signals,
+    periodic jobs) however fast the kernel writes.  Order across the rings:
+    a batch reads bulk records only up to the time the high-priority ring
+    was read to (an exec comes before the connect its process makes next)."""
+
+    def __init__(self, hi: tuple, bulk: tuple):
+        """``hi``, ``bulk``: (map fd, size) of each ring."""
+        self._ep = select.epoll()
+        self.hi = self.bulk = None
+        try:
+            self.hi = RingBuffer(hi[0], hi[1], epoll=self._ep)
+            self.bulk = RingBuffer(bulk[0], bulk[1], epoll=self._ep)
+        except BaseException:
+            self.close()
+            raise
+
+    def consume(self, on_hi, on_bulk, limit: int = 1 << 30, at: bool = False) -> int:
+        cut = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        n = self.hi.consume(on_hi, limit, at=at)
+        left = self.hi.next_ts()           # the hi ring was not read to the end
+        if left is not None:
+            cut = min(cut, left)
+        return n + self.bulk.consume(on_bulk, limit, at=at, until_ts=cut)
+
+    def poll(self, on_hi, on_bulk, timeout: float = 0.1, limit: int = 1 << 30,
+             at: bool = False) -> int:
+        """One batch of what is ready, else wait up to timeout seconds for more."""
+        n = self.consume(on_hi, on_bulk, limit, at)
+        if n:
+            return n
+        self._ep.poll(timeout)
+        return self.consume(on_hi, on_bulk, limit, at)
+
+    def available(self) -> int:
+        return self.hi.available() + self.bulk.available()
+
+    def stats(self) -> dict:
+        return {"hi": self.hi.records, "bulk": self.bulk.records}
+
+    def close(self) -> None:
+        for r in (self.hi, self.bulk):
+            if r is not None:
+                r.close()
+        if self._ep is not None:
+            self._ep.close()
+            self._ep = None

@@ -3,9 +3,11 @@
 Program names say which event kind they serve (``open__enter_openat`` serves
 ``open``), so the manager autoloads and attaches only what the wanted kinds
 need.  The sensors are the objects in the directory (the kinds registry names
-the ones vigil's kinds come from, to warn when one is missing).  A program the kernel refuses is disabled alone, with one log line that
-says which and why; the rest keeps working.  Maps shared by all sensors (ring
-buffer, config, filters, counters) are created once and reused by fd.
+the ones vigil's kinds come from, to warn when one is missing).  A program
+the kernel refuses is disabled alone, with one log line that says which and
+why; the rest keeps working.  Maps shared by all sensors (the two ring
+buffers, config, filters, counters, the per-process budgets) are created
+once and reused by fd.  Stopping detaches at once (vigil.kernel.detach).
 """
 from __future__ import annotations
 
@@ -17,17 +19,18 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vigil.kernel import environment
+from vigil.kernel import counters, environment
 from vigil.kernel import libbpf
+from vigil.kernel.detach import detach_all, release_later
 from vigil.events import KIND_BY_NAME, Kind
 from vigil.events.kinds import ENFORCE_KINDS, SENSORS
 from vigil.events.structs import PrefixKey, VigilCfg
-from vigil.kernel.filters import DEFAULT_RINGBUF, open_filter_entries
+from vigil.kernel.filters import DEFAULT_RINGBUF, DEFAULT_RINGBUF_HI, open_filter_entries
 
 log = logging.getLogger("vigil.kernel.sensors")
 
-SHARED_MAPS = ("events", "vigil_config", "stats", "ignore_pids", "ignore_comms",
-               "cgroup_scope", "open_prefixes", "watched_inodes")
+SHARED_MAPS = ("events", "events_hi", "vigil_config", "stats", "ignore_pids", "ignore_comms",
+               "cgroup_scope", "open_prefixes", "watched_inodes", "budgets")
 SCOPES = {"all": 0, "host": 1, "containers": 2}
 
 
@@ -68,12 +71,14 @@ class SensorManager:
     """Loads, configures, attaches and detaches vigil's BPF sensors."""
 
     def __init__(self, kinds, ringbuf_size: int = DEFAULT_RINGBUF, args_max: int = 4096,
-                 directory: Path | None = None, ignore_self: bool = True):
+                 directory: Path | None = None, ignore_self: bool = True,
+                 ringbuf_hi_size: int = DEFAULT_RINGBUF_HI):
         self.kinds = {Kind(k) for k in kinds}
         # our own pid is ignored before anything is attached: attaching opens
         # tracefs files, which would otherwise be reported
         self.ignore_self = ignore_self
         self.ringbuf_size = ringbuf_size
+        self.ringbuf_hi_size = ringbuf_hi_size
         self.args_max = args_max
         self.directory = Path(directory) if directory else bpf_dir()
         self.objects = {}        # sensor -> BpfObject
@@ -117,9 +122,9 @@ class SensorManager:
         return self
 
     def stop(self) -> None:
-        for link in self.links:
-            link.destroy()
+        perf_fds = [fd for fd in detach_all(self.links) if fd is not None]
         self.links = []
+        release_later(perf_fds)
         for obj in self.objects.values():
             obj.close()
         self.objects = {}
@@ -154,6 +159,7 @@ class SensorManager:
             for p in obj.programs():
                 p.autoload = False
             obj.set_max_entries("events", self.ringbuf_size)
+            obj.set_max_entries("events_hi", self.ringbuf_hi_size)
             obj.load()
             self.maps = {name: obj.map(name) for name in SHARED_MAPS}
         except BaseException:
@@ -363,6 +369,22 @@ class SensorManager:
         self._cfg.cgroup_filter = 1 if any(True for _ in m.keys()) else 0
         self._write_cfg()
 
+    def set_ok_only(self, kinds) -> None:
+        """Kinds whose failed results (ret < 0, but -EINPROGRESS) are dropped
+        in the kernel: no rule can match them."""
+        mask = 0
+        for k in kinds:
+            mask |= 1 << int(k)
+        self._cfg.ok_only = mask
+        self._write_cfg()
+
+    def set_budget(self, rate: int, burst: int) -> None:
+        """Each process may send ``rate`` events a second on the bulk ring,
+        ``burst`` at once; 0 = no budget."""
+        self._cfg.budget_rate = max(0, int(rate))
+        self._cfg.budget_burst = max(1, int(burst)) if rate else 0
+        self._write_cfg()
+
     def set_dns_ports(self, ports) -> None:
         obj = self.objects.get("dns")
         if obj is None:
@@ -375,16 +397,14 @@ class SensorManager:
     # --- counters ---
 
     def stats(self) -> dict:
-        """{kind label: {"sent": n, "dropped": n}} summed over CPUs."""
-        m = self.maps["stats"]
-        out = {}
-        for k in Kind:
-            sent = sum(struct.unpack("<Q", v)[0] for v in m.percpu_values(struct.pack("<I", int(k) * 2)))
-            drop = sum(struct.unpack("<Q", v)[0]
-                       for v in m.percpu_values(struct.pack("<I", int(k) * 2 + 1)))
-            if sent or drop:
-                out[k.label] = {"sent": sent, "dropped": drop}
-        return out
+        """{kind label: {"sent": n, "dropped": n, ...}} summed over CPUs
+        (vigil.kernel.counters.by_kind)."""
+        return counters.by_kind(self.maps["stats"])
+
+    def losses(self) -> dict:
+        """Events not sent since the start, by reason (counters.losses)."""
+        return counters.losses(self.maps["stats"])
 
     def dropped_total(self) -> int:
-        return sum(v["dropped"] for v in self.stats().values())
+        """Events lost (rings full, no stash slot); not those over budget."""
+        return sum(counters.lost_of(v) for v in self.stats().values())

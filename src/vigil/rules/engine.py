@@ -19,7 +19,8 @@ from vigil.alerts.alert import Alert, alert_id, normalize_priority, priority_ran
 from vigil.events import Event, Kind
 from vigil.rules.codegen import build_matcher, build_matcher_interp
 from vigil.rules.compiler import Compiler, CompiledRule
-from vigil.rules.kernel_filter import minimize_open_filter, minimize_prefixes, open_filter, path_prefixes
+from vigil.rules.kernel_filter import (minimize_open_filter, minimize_prefixes, open_filter,
+                                       path_prefixes, success_only)
 from vigil.rules.fields.kinds import RULE_KINDS
 from vigil.rules.loader import RULES_MAX_BYTES, RulesError, RuleSet
 
@@ -180,6 +181,13 @@ class RuleEngine:
         if out.get("") == 3 or out.get("/") == 3:
             return None
         return out
+
+    def ok_only_kinds(self) -> set:
+        """Kinds some enabled rule looks at and whose failed events (ret < 0)
+        no enabled rule can match (kernel_filter.success_only): the kernel
+        drops those failures."""
+        return {k for k in self.required_kinds()
+                if all(success_only(r.specialized[k], k) for r in self._kind_rules[int(k)])}
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, ev: Event) -> list:

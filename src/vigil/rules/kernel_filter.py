@@ -221,3 +221,74 @@ def minimize_open_filter(flt):
         stack.append((p, m))
         out[p] = m
     return out
+
+
+# ----------------------------------------------------------------- result filter
+#
+# A failed syscall (ret < 0) is dropped in the kernel for a kind when no rule
+# can match it: every rule for the kind requires success (``fd.num >= 0``,
+# ``evt.rawres >= 0``, ``evt.res = SUCCESS``, ``evt.failed = false``, as
+# Falco's open_read/open_write macros do).  The kernel counts -EINPROGRESS (a
+# connect under way) as a success, so ``evt.res = EINPROGRESS`` needs no
+# failed events either.
+
+_EINPROGRESS = 115
+_OK_RES = frozenset(("SUCCESS", "EINPROGRESS"))
+_FLIP = {"<": ">=", "<=": ">", ">=": "<", ">": "<=", "=": "!=", "==": "!=", "!=": "="}
+
+
+def _ok_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and (v >= 0 or v == -_EINPROGRESS)
+
+
+def _result_cmp_ok(node, kind, neg: bool) -> bool:
+    """Does this test (negated when neg) admit only successful results?"""
+    from vigil.events import Kind
+    if node.rhs is not None:
+        return False
+    key, op, v = node.ext.key, node.op, node.value
+    if neg:
+        if op not in _FLIP:
+            return False
+        op = _FLIP[op]
+    if key == "evt.rawres" or (key == "fd.num" and kind in (Kind.OPEN, Kind.MEMFD)):
+        if op == ">=":
+            return _ok_int(v) and v >= 0
+        if op == ">":
+            return isinstance(v, int) and not isinstance(v, bool) and v >= -1
+        if op in ("=", "=="):
+            return _ok_int(v)
+        if op == "in" and isinstance(v, frozenset):
+            return bool(v) and all(_ok_int(x) for x in v)
+        return False
+    if key == "evt.res":
+        if op in ("=", "=="):
+            return v in _OK_RES
+        if op == "in" and isinstance(v, frozenset):
+            return bool(v) and v <= _OK_RES
+        return False
+    if key == "evt.failed" and isinstance(v, bool):
+        if op in ("=", "=="):
+            return v is False
+        if op == "!=":
+            return v is True
+    return False
+
+
+def success_only(node, kind, neg: bool = False) -> bool:
+    """True when every event of ``kind`` the node (negated when neg) matches
+    has a successful result (ret >= 0, or -EINPROGRESS): its failed events
+    can be dropped in the kernel.  Over-approximates what a rule may match:
+    False whenever unsure."""
+    if isinstance(node, Const):
+        return node.value == neg          # a node that matches nothing needs nothing
+    if isinstance(node, Not):
+        return success_only(node.item, kind, not neg)
+    if isinstance(node, (And, Or)):
+        results = (success_only(c, kind, neg) for c in node.items)
+        if isinstance(node, And) != neg:  # and (or a negated or): one success test is enough
+            return any(results)
+        return all(results)
+    if isinstance(node, Cmp):
+        return _result_cmp_ok(node, kind, neg)
+    return False

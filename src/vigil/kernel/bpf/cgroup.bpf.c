@@ -9,7 +9,7 @@ static __always_inline int cgroup_event(struct cgroup *cgrp, const char *path, _
 	/* only the unified (v2) hierarchy: its ids are what events carry */
 	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
 		return 0;
-	struct ev_cgroup *e = reserve(sizeof(*e), kind);
+	struct ev_cgroup *e = reserve_hi(sizeof(*e), kind);
 	if (!e)
 		return 0;
 	fill_hdr(&e->h, kind);
@@ -17,7 +17,7 @@ static __always_inline int cgroup_event(struct cgroup *cgrp, const char *path, _
 	e->hierarchy = 0;   /* checked above */
 	e->level = BPF_CORE_READ(cgrp, level);
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
-	submit(e, sizeof(*e), kind);
+	submit_hi(e, kind);
 	return 0;
 }
 

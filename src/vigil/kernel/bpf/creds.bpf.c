@@ -14,14 +14,14 @@ struct cred_args {
 	__u32 _pad;
 };
 
-STASH(cred, struct cred_args, struct ev_cred, 8192);
+STASH(cred, struct cred_args, struct ev_cred);
 
 static __always_inline int cred_enter(__u32 kind, __u16 sc, __s64 a0, __s64 a1, __s64 a2)
 {
 	if (!wanted(kind))
 		return 0;
 	struct cred_args a = {.a0 = a0, .a1 = a1, .a2 = a2, .syscall = sc, .kind = kind};
-	stash_put(&cred_pending, &a);
+	stash_put(&cred_pending, &a, kind);
 	return 0;
 }
 
@@ -41,7 +41,7 @@ static __always_inline int cred_exit(long ret)
 	e->arg2 = a.a2;
 	e->syscall = a.syscall;
 	fill_ids(bpf_get_current_task_btf(), &e->ids);
-	output(e, sizeof(*e), kind);
+	output_hi_budgeted(e, sizeof(*e), kind);
 	return 0;
 }
 

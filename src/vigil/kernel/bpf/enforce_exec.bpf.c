@@ -54,7 +54,7 @@ static __always_inline void enf_exec_event(struct ev_exec_verdict *e, __u32 iden
 	struct upid up = {};
 	bpf_core_read(&up, sizeof(up), &tp->numbers[level & 31]);
 	e->vpid = up.nr;
-	output(e, sizeof(*e), EV_EXEC_VERDICT);
+	output_hi(e, sizeof(*e), EV_EXEC_VERDICT);
 }
 
 SEC("tp_btf/sched_process_exec")

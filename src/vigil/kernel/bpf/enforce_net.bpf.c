@@ -25,7 +25,7 @@ static __always_inline void enf_net_event(__u64 cg, __u32 ident, __u32 policy, _
 	__u32 repeats = 0;
 	if (!enf_fold(&fk, &repeats))
 		return;
-	struct ev_net_verdict *e = reserve(sizeof(*e), EV_NET_VERDICT);
+	struct ev_net_verdict *e = reserve_hi(sizeof(*e), EV_NET_VERDICT);
 	if (!e)
 		return;
 	__builtin_memset(e, 0, sizeof(*e));
@@ -50,7 +50,7 @@ static __always_inline void enf_net_event(__u64 cg, __u32 ident, __u32 policy, _
 	e->peer_proto = proto;
 	e->peer_port = port;
 	__builtin_memcpy(e->peer_addr, addr, 16);
-	submit(e, sizeof(*e), EV_NET_VERDICT);
+	submit_hi(e, EV_NET_VERDICT);
 }
 
 /* Judge a flow of the cgroup cg: 1 allow, 0 refuse (reported either way when

@@ -315,6 +315,34 @@ struct ev_exec_verdict {
 	char exe[PATH_LEN];
 };
 
+/* A record on the high-priority ring that is not an event: the first event
+ * a process lost in a second, over its budget or to a full bulk ring
+ * (helpers.h process_loss), so user space can name who floods. */
+enum ev_record {
+	REC_LOSS = 39,         /* ev_loss; a value no enum ev_kind member has */
+};
+
+struct ev_loss {
+	struct ev_hdr h;       /* h.kind = REC_LOSS; pid = the process */
+	__u64 over_budget;     /* its events over budget so far (the whole process) */
+	__u64 lost;            /* its events lost to a full bulk ring so far */
+	__u32 rate;            /* the budget: events/s, burst */
+	__u32 burst;
+	__u32 last_kind;       /* the kind of the event just lost */
+	__u32 _pad;
+};
+
+/* Counters (map stats, per CPU): index kind * STAT_SLOTS + slot.  Kind 0 (no
+ * event has it) sums every loss, so user space polls one entry. */
+enum stat_slot {
+	STAT_SENT = 0,         /* submitted to a ring */
+	STAT_LOST = 1,         /* the bulk ring was full */
+	STAT_LOST_HI = 2,      /* the high-priority ring was full */
+	STAT_BUDGET = 3,       /* over its process's budget: not sent */
+	STAT_NO_STASH = 4,     /* no enter->exit slot could be allocated */
+	STAT_SLOTS = 8,
+};
+
 /* Runtime configuration written by user space (map vigil_config, key 0). */
 struct vigil_cfg {
 	__u64 kinds;           /* bit (1 << kind) set = kind wanted */
@@ -322,6 +350,10 @@ struct vigil_cfg {
 	__u8 open_filter;      /* 1: only opens under a prefix in open_prefixes */
 	__u8 comm_filter;      /* 1: consult ignore_comms */
 	__u8 cgroup_filter;    /* 1: consult cgroup_scope for every event */
+	__u32 budget_rate;     /* bulk-ring events/s per process; 0 = no budget */
+	__u64 ok_only;         /* bit (1 << kind): events whose result is an error
+				* (ret < 0 but not -EINPROGRESS) are not wanted */
+	__u32 budget_burst;    /* events a process may send at once */
 	__u32 _pad;
 };
 
@@ -367,6 +399,7 @@ union ev_layouts {
 	struct ev_net_verdict net_verdict;
 	struct ev_exec_verdict exec_verdict;
 	struct ev_rename rename;
+	struct ev_loss loss;
 	struct vigil_cfg cfg;
 	struct inode_key inode;
 };
@@ -379,6 +412,8 @@ struct ev_btf {
 	enum exe_flag exe_flag;
 	enum open_via open_via;
 	enum open_watched open_watched;
+	enum ev_record record;
+	enum stat_slot stat_slot;
 };
 
 #endif /* VIGIL_EVENTS_H */

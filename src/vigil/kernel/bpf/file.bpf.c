@@ -14,14 +14,14 @@ struct open_args {
 	__u16 syscall;
 };
 
-STASH(open, struct open_args, struct ev_open, 16384);
+STASH(open, struct open_args, struct ev_open);
 
 static __always_inline int open_enter(const char *path, int dirfd, __u32 flags, __u32 mode, __u16 sc)
 {
 	if (!wanted(EV_OPEN))
 		return 0;
 	struct open_args a = {.path = path, .dirfd = dirfd, .flags = flags, .mode = mode, .syscall = sc};
-	stash_put(&open_pending, &a);
+	stash_put(&open_pending, &a, EV_OPEN);
 	return 0;
 }
 
@@ -29,6 +29,8 @@ static __always_inline int open_exit(long ret)
 {
 	struct open_args a;
 	if (!stash_take(&open_pending, a))
+		return 0;
+	if (!result_wanted(EV_OPEN, ret))
 		return 0;
 	struct ev_open *e = percpu_buf(&open_buf);
 	if (!e)

@@ -16,7 +16,7 @@ struct fsop_args {
 	__u32 opts;
 };
 
-STASH(fsop, struct fsop_args, struct ev_path2, 8192);
+STASH(fsop, struct fsop_args, struct ev_path2);
 
 static __always_inline int fsop_enter(__u16 kind, __u16 sc, const char *p1, int d1, const char *p2,
 				      int d2, __u32 flags, __u32 mode, __u32 opts)
@@ -25,7 +25,7 @@ static __always_inline int fsop_enter(__u16 kind, __u16 sc, const char *p1, int 
 		return 0;
 	struct fsop_args a = {.p1 = p1, .p2 = p2, .d1 = d1, .d2 = d2, .flags = flags,
 			      .mode = mode, .syscall = sc, .kind = kind, .opts = opts};
-	stash_put(&fsop_pending, &a);
+	stash_put(&fsop_pending, &a, kind);
 	return 0;
 }
 
@@ -33,6 +33,8 @@ static __always_inline int fsop_exit(long ret)
 {
 	struct fsop_args a;
 	if (!stash_take(&fsop_pending, a))
+		return 0;
+	if (!result_wanted(a.kind, ret))
 		return 0;
 	struct ev_path2 *e = percpu_buf(&fsop_buf);
 	if (!e)

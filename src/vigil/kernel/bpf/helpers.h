@@ -14,12 +14,23 @@
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
-static __always_inline void count(__u32 kind, __u32 dropped)
+#define EINPROGRESS 115
+
+/* One more in a counter of the stats map: slot is an enum stat_slot. */
+static __always_inline void count(__u32 kind, __u32 slot)
 {
-	__u32 idx = (kind & (EV_MAX - 1)) * 2 + dropped;
+	__u32 idx = (kind & (EV_MAX - 1)) * STAT_SLOTS + (slot & (STAT_SLOTS - 1));
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
 		*v += 1;
+}
+
+/* An event that was not sent: counted for its kind and in kind 0's total,
+ * the one entry user space polls to notice losses at once. */
+static __always_inline void count_loss(__u32 kind, __u32 slot)
+{
+	count(kind, slot);
+	count(0, slot);
 }
 
 static __always_inline struct vigil_cfg *get_cfg(void)
@@ -95,21 +106,21 @@ static __always_inline void fill_hdr(struct ev_hdr *h, __u32 kind)
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
-/* Reserve an event in the ring buffer, counting a drop when it is full. */
-static __always_inline void *reserve(__u32 size, __u32 kind)
-{
-	void *e = bpf_ringbuf_reserve(&events, size, 0);
-	if (!e)
-		count(kind, 1);
-	return e;
-}
+/* --- sending events ---
+ *
+ * The bulk ring (events) carries most events, each process within its
+ * budget (budget_allows): output() for an event built in a per-CPU buffer,
+ * reserve()/submit() to build it in the ring.  The high-priority ring
+ * (events_hi) carries what must survive a flood, with no budget:
+ * output_hi(), or reserve_hi()/submit_hi() (submit_hi_quiet() for
+ * bookkeeping records that need not wake the reader at once).  Every
+ * failure is counted (count_loss). */
 
-/* Waking the reader.  Fork and exit are bookkeeping: they are submitted quiet
- * (a wake-up costs a cross-CPU interrupt, dear on VMs: ~5% of a fork/exec
- * loop) and read with the next event that wakes the reader.  The kernel only
- * wakes the reader for the first record it has not consumed, so an event
- * behind a few quiet records forces the wake-up itself; when more is pending
- * the reader is busy and finds it anyway. */
+/* Waking the reader of the bulk ring.  The kernel only wakes the reader for
+ * the first record it has not consumed, so an event behind a few quiet
+ * records (submitted with BPF_RB_NO_WAKEUP) forces the wake-up itself; when
+ * more is pending the reader is busy and finds it anyway.  A wake-up costs a
+ * cross-CPU interrupt, dear on VMs. */
 #define QUIET_SLACK 512
 
 static __always_inline __u64 wake_flags(__u64 pending_before)
@@ -117,29 +128,174 @@ static __always_inline __u64 wake_flags(__u64 pending_before)
 	return pending_before <= QUIET_SLACK ? BPF_RB_FORCE_WAKEUP : 0;
 }
 
+/* The high-priority ring always wakes the reader, but for quiet records
+ * (fork, exit) while less than this is pending: the next exec (or the
+ * reader's poll timeout) brings them in. */
+#define HI_QUIET_MAX (64 * 1024)
+
+static __always_inline struct tbucket *process_bucket(void)
+{
+	struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
+	return bpf_task_storage_get(&budgets, leader, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+}
+
+/* The current process lost an event of this kind (slot: STAT_BUDGET or
+ * STAT_LOST): counted by kind and in its bucket; the first loss of a
+ * process in each second sends a loss record on the high-priority ring. */
+static __always_inline void process_loss(struct tbucket *b, __u32 kind, __u32 slot, __u64 now)
+{
+	count_loss(kind, slot);
+	if (!b)
+		return;
+	if (slot == STAT_BUDGET)
+		__sync_fetch_and_add(&b->over_budget, 1);
+	else
+		__sync_fetch_and_add(&b->lost, 1);
+	__u64 sec = now / 1000000000ULL;
+	if (b->reported_sec == sec)
+		return;
+	b->reported_sec = sec;
+	struct ev_loss *r = bpf_ringbuf_reserve(&events_hi, sizeof(*r), 0);
+	if (!r) {
+		count_loss(0, STAT_LOST_HI);
+		return;
+	}
+	struct vigil_cfg *cfg = get_cfg();
+	fill_hdr(&r->h, REC_LOSS);
+	r->over_budget = b->over_budget;
+	r->lost = b->lost;
+	r->rate = cfg ? cfg->budget_rate : 0;
+	r->burst = cfg ? cfg->budget_burst : 0;
+	r->last_kind = kind;
+	r->_pad = 0;
+	bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+}
+
+/* The bulk ring was full for an event of this kind. */
+static __always_inline void ring_full(__u32 kind)
+{
+	process_loss(process_bucket(), kind, STAT_LOST, bpf_ktime_get_ns());
+}
+
+/* The per-process event budget of the bulk ring: a token bucket (rate
+ * tokens a second, at most burst) in the task storage of the thread group
+ * leader, so all threads of a process share it.  Updated without a lock
+ * (tracing programs cannot take bpf_spin_lock): threads of one process on
+ * several CPUs may overdraw it by at most one event per CPU. */
+static __always_inline int budget_allows(__u32 kind)
+{
+	struct vigil_cfg *cfg = get_cfg();
+	if (!cfg || !cfg->budget_rate)
+		return 1;
+	struct tbucket *b = process_bucket();
+	if (!b)
+		return 1;   /* no memory for a bucket: the event goes */
+	__u64 now = bpf_ktime_get_ns();
+	__s64 burst = cfg->budget_burst;
+	__u64 per = 1000000000ULL / cfg->budget_rate;   /* ns per token */
+	if (!per)
+		per = 1;
+	if (!b->last_ns) {
+		b->last_ns = now;
+		b->tokens = burst;
+	} else {
+		__u64 el = now - b->last_ns;
+		if (el >= per) {
+			__u64 add = el / per;
+			__s64 t = b->tokens + (add > (__u64)burst ? burst : (__s64)add);
+			b->tokens = t > burst ? burst : t;
+			b->last_ns = now - el % per;
+		}
+	}
+	if (b->tokens > 0) {
+		__sync_fetch_and_add(&b->tokens, -1);
+		return 1;
+	}
+	process_loss(b, kind, STAT_BUDGET, now);
+	return 0;
+}
+
+/* Reserve an event in the bulk ring; NULL when over budget or full (counted). */
+static __always_inline void *reserve(__u32 size, __u32 kind)
+{
+	if (!budget_allows(kind))
+		return NULL;
+	void *e = bpf_ringbuf_reserve(&events, size, 0);
+	if (!e)
+		ring_full(kind);
+	return e;
+}
+
 static __always_inline void submit(void *e, __u32 size, __u32 kind)
 {
-	count(kind, 0);
+	count(kind, STAT_SENT);
 	/* what is pending includes this reserved record and its 8-byte header */
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	__u64 own = (size + 8 + 7) & ~7ULL;
 	bpf_ringbuf_submit(e, wake_flags(avail > own ? avail - own : 0));
 }
 
-static __always_inline void submit_quiet(void *e, __u32 kind)
-{
-	count(kind, 0);
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
-}
-
-/* Copy a finished event (built in a per-CPU buffer) into the ring buffer. */
+/* Copy a finished event (built in a per-CPU buffer) into the bulk ring. */
 static __always_inline void output(void *e, __u32 size, __u32 kind)
 {
+	if (!budget_allows(kind))
+		return;
 	__u64 flags = wake_flags(bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA));
 	if (bpf_ringbuf_output(&events, e, size, flags))
-		count(kind, 1);
+		ring_full(kind);
 	else
-		count(kind, 0);
+		count(kind, STAT_SENT);
+}
+
+/* The same into the high-priority ring, with no budget: for the events that
+ * matter most (a sensitive file opened, enforcement). */
+static __always_inline void output_hi(void *e, __u32 size, __u32 kind)
+{
+	if (bpf_ringbuf_output(&events_hi, e, size, BPF_RB_FORCE_WAKEUP))
+		count_loss(kind, STAT_LOST_HI);
+	else
+		count(kind, STAT_SENT);
+}
+
+/* Into the high-priority ring, spending the process's budget: for events
+ * whose order against execs and exits matters (failed execs, credential and
+ * session changes) but that a process could repeat in a loop. */
+static __always_inline void output_hi_budgeted(void *e, __u32 size, __u32 kind)
+{
+	if (budget_allows(kind))
+		output_hi(e, size, kind);
+}
+
+static __always_inline void *reserve_hi(__u32 size, __u32 kind)
+{
+	void *e = bpf_ringbuf_reserve(&events_hi, size, 0);
+	if (!e)
+		count_loss(kind, STAT_LOST_HI);
+	return e;
+}
+
+static __always_inline void submit_hi(void *e, __u32 kind)
+{
+	count(kind, STAT_SENT);
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+}
+
+static __always_inline void submit_hi_quiet(void *e, __u32 kind)
+{
+	count(kind, STAT_SENT);
+	__u64 avail = bpf_ringbuf_query(&events_hi, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, avail > HI_QUIET_MAX ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+/* Is an event of this kind with result ret wanted?  A failed one (ret < 0;
+ * -EINPROGRESS is a connect under way, not a failure) is not when no rule
+ * can match it (vigil_cfg.ok_only, derived from the rules). */
+static __always_inline int result_wanted(__u32 kind, long ret)
+{
+	if (ret >= 0 || ret == -EINPROGRESS)
+		return 1;
+	struct vigil_cfg *cfg = get_cfg();
+	return !(cfg && (cfg->ok_only & (1ULL << (kind & (EV_MAX - 1)))));
 }
 
 static __always_inline struct scratch *get_scratch(void)
@@ -148,42 +304,64 @@ static __always_inline struct scratch *get_scratch(void)
 	return bpf_map_lookup_elem(&scratch_map, &zero);
 }
 
-/* --- the enter/exit stash: a syscall's arguments from its enter to its exit --- */
+/* --- the enter/exit stash: a syscall's arguments from its enter to its exit ---
+ *
+ * A PENDING map (maps.h) is task-local storage: the current thread's slot
+ * is found without a key and lives as long as the thread.  Allocating it
+ * (once per thread) can fail for want of memory: counted as STAT_NO_STASH. */
 
-static __always_inline __u32 current_tid(void)
+static __always_inline struct stash_hdr *stash_slot(void *pending, __u64 flags)
 {
-	return (__u32)bpf_get_current_pid_tgid();
+	return bpf_task_storage_get(pending, bpf_get_current_task_btf(), 0, flags);
 }
 
-/* Keep the current thread's arguments (a PENDING map, maps.h) for its exit. */
-static __always_inline void stash_put(void *pending, const void *args)
+/* The current thread's slot to fill in place (marked kept already); NULL,
+ * counted for kind, if it could not be allocated. */
+static __always_inline void *stash_new(void *pending, __u32 kind)
 {
-	__u32 tid = current_tid();
-	bpf_map_update_elem(pending, &tid, args, BPF_ANY);
+	struct stash_hdr *s = stash_slot(pending, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!s) {
+		count_loss(kind, STAT_NO_STASH);
+		return NULL;
+	}
+	s->valid = 1;
+	return s + 1;
 }
 
-/* The current thread's kept arguments, left in the map; NULL if none. */
+/* Keep the current thread's arguments (*args, the map's val_t) for its
+ * exit; 0 if they could not be kept (counted for kind). */
+#define stash_put(pending, args, kind) ({                              \
+	void *__slot = stash_new(pending, kind);                       \
+	if (__slot)                                                    \
+		__builtin_memcpy(__slot, (args), sizeof(*(args)));     \
+	__slot != NULL;                                                \
+})
+
+/* The current thread's kept arguments, left kept; NULL if none. */
 static __always_inline void *stash_get(void *pending)
 {
-	__u32 tid = current_tid();
-	return bpf_map_lookup_elem(pending, &tid);
+	struct stash_hdr *s = stash_slot(pending, 0);
+	if (!s || !s->valid)
+		return NULL;
+	return s + 1;
 }
 
 static __always_inline void stash_drop(void *pending)
 {
-	__u32 tid = current_tid();
-	bpf_map_delete_elem(pending, &tid);
+	struct stash_hdr *s = stash_slot(pending, 0);
+	if (s)
+		s->valid = 0;
 }
 
 /* Copy the current thread's kept arguments into out and forget them; 0 if
  * there were none (the enter was filtered out or came before we attached). */
 #define stash_take(pending, out) ({                                   \
-	__u32 __tid = current_tid();                                  \
-	typeof(out) *__kept = bpf_map_lookup_elem(pending, &__tid);   \
-	int __found = __kept != NULL;                                 \
-	if (__found) {                                                \
-		out = *__kept;                                        \
-		bpf_map_delete_elem(pending, &__tid);                 \
+	struct stash_hdr *__s = stash_slot(pending, 0);               \
+	int __found = 0;                                              \
+	if (__s && __s->valid) {                                      \
+		out = *(typeof(out) *)(__s + 1);                      \
+		__s->valid = 0;                                       \
+		__found = 1;                                          \
 	}                                                             \
 	__found;                                                      \
 })

@@ -5,10 +5,20 @@
 #ifndef VIGIL_MAPS_H
 #define VIGIL_MAPS_H
 
+/* Two rings.  events: the bulk of the events (opens, sockets, DNS, file
+ * changes ...), under each process's budget.  events_hi: what must survive a
+ * flood of those -- process lifecycle (exec, fork, exit), cgroups, what a
+ * sensor marks as high priority (output_hi), budget records.  User space
+ * reads events_hi first. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 * 1024 * 1024);
 } events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} events_hi SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -17,10 +27,10 @@ struct {
 	__type(value, struct vigil_cfg);
 } vigil_config SEC(".maps");
 
-/* per kind: [kind*2] = submitted, [kind*2+1] = dropped (ring buffer full) */
+/* per kind: [kind * STAT_SLOTS + enum stat_slot] (events.h) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, EV_MAX * 2);
+	__uint(max_entries, EV_MAX * STAT_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
@@ -84,6 +94,22 @@ struct {
 	__type(value, struct scratch);
 } scratch_map SEC(".maps");
 
+/* Each process's event budget (helpers.h budget_allows), on its thread
+ * group leader: shared by its threads, gone with the process. */
+struct tbucket {
+	__s64 tokens;
+	__u64 last_ns;         /* last refill */
+	__u64 over_budget;     /* events over budget so far */
+	__u64 lost;            /* events lost to a full bulk ring so far */
+	__u64 reported_sec;    /* second of the last loss record */
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tbucket);
+} budgets SEC(".maps");
+
 /* Not used at run time: its value type puts struct ev_btf (every layout and
  * shared enum, events.h) into the object's BTF. */
 struct {
@@ -108,20 +134,31 @@ const volatile __u32 cfg_args_max = ARGS_LEN;
 		__type(value, val_t);                  \
 	} name SEC(".maps")
 
-/* A syscall's arguments kept from its enter to its exit, by thread id
+/* A syscall's arguments kept from its enter to its exit, in the thread's
+ * own task-local storage: one slot per thread, allocated on its first use
+ * and freed with the thread, so no number of threads (blocked in open() on
+ * a FIFO, say) can fill it up.  A slot is struct stash_hdr then val_t
  * (stash_put / stash_take in helpers.h). */
-#define PENDING(name, val_t, entries)                 \
-	struct {                                      \
-		__uint(type, BPF_MAP_TYPE_HASH);       \
-		__uint(max_entries, entries);          \
-		__type(key, __u32);                    \
-		__type(value, val_t);                  \
+struct stash_hdr {
+	__u32 valid;           /* 1 from the enter until the exit takes it */
+	__u32 _pad;
+};
+#define PENDING(name, val_t)                                   \
+	struct name##_slot {                                   \
+		struct stash_hdr hdr;                          \
+		val_t args;                                    \
+	};                                                     \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_TASK_STORAGE);        \
+		__uint(map_flags, BPF_F_NO_PREALLOC);           \
+		__type(key, int);                               \
+		__type(value, struct name##_slot);              \
 	} name SEC(".maps")
 
-/* The usual pair for an enter/exit sensor: <prefix>_pending (args by tid)
- * and <prefix>_buf (the event being built). */
-#define STASH(prefix, args_type, event_type, entries)        \
-	PENDING(prefix##_pending, args_type, entries);       \
+/* The usual pair for an enter/exit sensor: <prefix>_pending (args per
+ * thread) and <prefix>_buf (the event being built). */
+#define STASH(prefix, args_type, event_type)                 \
+	PENDING(prefix##_pending, args_type);                \
 	PERCPU_BUF(prefix##_buf, event_type)
 
 #endif /* VIGIL_MAPS_H */

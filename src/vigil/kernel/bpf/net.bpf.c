@@ -2,8 +2,6 @@
 /* Sockets: connect, accept, listen, bind, and close of sockets vigil saw. */
 #include "vigil.h"
 
-#define EINPROGRESS 115
-
 struct net_args {
 	__s32 fd;
 	__u16 family;
@@ -15,7 +13,7 @@ struct net_args {
 	char unix_path[108];
 };
 
-STASH(net, struct net_args, struct ev_net, 8192);
+STASH(net, struct net_args, struct ev_net);
 
 /* (tgid << 32 | fd) of sockets whose close should be reported */
 struct {
@@ -24,9 +22,6 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } tracked_socks SEC(".maps");
-
-/* net_args is built here: it is too big for the stack next to the rest */
-PERCPU_BUF(args_buf, struct net_args);
 
 static __always_inline void track(int fd)
 {
@@ -56,12 +51,13 @@ static __always_inline struct ev_net *net_event(__u32 kind, __u16 sc, int fd, lo
 	return e;
 }
 
-/* enter: remember fd and the user's sockaddr */
+/* enter: remember fd and the user's sockaddr (built in the thread's slot:
+ * net_args is too big for the stack next to the rest) */
 static __always_inline int net_enter(__u32 kind, __u16 sc, int fd, const void *uaddr)
 {
 	if (!wanted(kind))
 		return 0;
-	struct net_args *a = percpu_buf(&args_buf);
+	struct net_args *a = stash_new(&net_pending, kind);
 	if (!a)
 		return 0;
 	__builtin_memset(a, 0, sizeof(*a));
@@ -69,7 +65,6 @@ static __always_inline int net_enter(__u32 kind, __u16 sc, int fd, const void *u
 	a->syscall = sc;
 	a->kind = kind;
 	a->family = read_sockaddr(uaddr, a->addr, &a->port, a->unix_path);
-	stash_put(&net_pending, a);
 	return 0;
 }
 
@@ -80,6 +75,10 @@ static __always_inline int net_exit(long ret)
 	if (!a)
 		return 0;
 	__u32 kind = a->kind;
+	if (!result_wanted(kind, ret)) {
+		stash_drop(&net_pending);
+		return 0;
+	}
 	struct ev_net *e = net_event(kind, a->syscall, a->fd, ret);
 	if (!e) {
 		stash_drop(&net_pending);

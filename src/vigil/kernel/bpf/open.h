@@ -70,12 +70,26 @@ static __always_inline int open_judge(struct ev_open *e, struct file *f, __u32 f
 }
 
 /* Send a judged open: without the realpath bytes when it was not computed. */
+/* A file recognised by its own identity (a sensitive-file hit) goes to the
+ * high-priority ring, so a flood of bulk events cannot crowd it out.  It
+ * still spends its process's budget, and it takes at most a sixteenth of
+ * that ring (a backlog the reader clears in milliseconds, so loss records
+ * and execs behind it are not delayed): past that (or with no budget, rate 0) it goes to the bulk ring like
+ * any open, so a loop opening a watched file can neither crowd out the
+ * execs, verdicts and loss records of the high-priority ring nor go
+ * unnamed when it loses events. */
 static __always_inline void open_output(struct ev_open *e)
 {
-	if (e->realpath_set)
-		output(e, sizeof(*e), EV_OPEN);
-	else
-		output(e, OPEN_SHORT_SIZE, EV_OPEN);
+	__u32 size = e->realpath_set ? sizeof(*e) : OPEN_SHORT_SIZE;
+	struct vigil_cfg *cfg = get_cfg();
+	if (e->watched == WATCHED_FILE && cfg && cfg->budget_rate &&
+	    bpf_ringbuf_query(&events_hi, BPF_RB_AVAIL_DATA) * 16 <
+	    bpf_ringbuf_query(&events_hi, BPF_RB_RING_SIZE)) {
+		if (budget_allows(EV_OPEN))
+			output_hi(e, size, EV_OPEN);
+		return;
+	}
+	output(e, size, EV_OPEN);
 }
 
 #endif /* VIGIL_OPEN_H */

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Process lifecycle: exec, exit, fork (BTF-enabled scheduler tracepoints). */
+/* Process lifecycle: exec, exit, fork (BTF-enabled scheduler tracepoints),
+ * on the high-priority ring: a flood of bulk events cannot push them out. */
 #include "vigil.h"
 
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
@@ -54,7 +55,7 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 {
 	if (!wanted(EV_EXEC))
 		return 0;
-	struct ev_exec *e = reserve(sizeof(*e), EV_EXEC);
+	struct ev_exec *e = reserve_hi(sizeof(*e), EV_EXEC);
 	if (!e)
 		return 0;
 	fill_hdr(&e->h, EV_EXEC);
@@ -112,7 +113,7 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 		bpf_probe_read_kernel_str(e->cgroup_name, sizeof(e->cgroup_name), cgname);
 	else
 		e->cgroup_name[0] = 0;
-	submit(e, sizeof(*e), EV_EXEC);
+	submit_hi(e, EV_EXEC);
 	return 0;
 }
 
@@ -133,14 +134,14 @@ int BPF_PROG(exit__sched_exit, struct task_struct *p)
 	struct vigil_cfg *cfg = kind_cfg(EV_EXIT);
 	if (!cfg || !task_wanted(cfg))
 		return 0;
-	struct ev_exit *e = reserve(sizeof(*e), EV_EXIT);
+	struct ev_exit *e = reserve_hi(sizeof(*e), EV_EXIT);
 	if (!e)
 		return 0;
 	fill_hdr(&e->h, EV_EXIT);
 	int code = BPF_CORE_READ(p, exit_code);
 	e->exit_code = (code >> 8) & 0xff;
 	e->exit_signal = code & 0x7f;
-	submit_quiet(e, EV_EXIT);
+	submit_hi_quiet(e, EV_EXIT);
 	return 0;
 }
 
@@ -166,12 +167,12 @@ int BPF_PROG(fork__sched_fork, struct task_struct *parent, struct task_struct *c
 	struct vigil_cfg *cfg = kind_cfg(EV_FORK);
 	if (!cfg || !task_wanted(cfg))
 		return 0;
-	struct ev_fork *e = reserve(sizeof(*e), EV_FORK);
+	struct ev_fork *e = reserve_hi(sizeof(*e), EV_FORK);
 	if (!e)
 		return 0;
 	fill_hdr(&e->h, EV_FORK);
 	e->child_pid = BPF_CORE_READ(child, tgid);
-	submit_quiet(e, EV_FORK);
+	submit_hi_quiet(e, EV_FORK);
 	return 0;
 }
 
@@ -185,14 +186,9 @@ struct execfail_args {
 	__u16 syscall;
 };
 
-/* LRU: a successful exec from a non-leader thread returns under another tid,
- * leaving its entry behind */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, struct execfail_args);
-} execfail_pending SEC(".maps");
+/* per task (task storage): an exec from a non-leader thread keeps its
+ * task_struct, so the exit finds what the enter stashed */
+PENDING(execfail_pending, struct execfail_args);
 
 /* the event, with room after args so every read into it is in bounds */
 struct execfail_buf {
@@ -206,7 +202,7 @@ static __always_inline int execfail_enter(__u16 sc, __u64 filename, __u64 argv)
 	if (!wanted(EV_EXECFAIL))
 		return 0;
 	struct execfail_args a = {.filename = filename, .argv = argv, .syscall = sc};
-	stash_put(&execfail_pending, &a);
+	stash_put(&execfail_pending, &a, EV_EXECFAIL);
 	return 0;
 }
 
@@ -259,7 +255,7 @@ static __always_inline int execfail_exit(long ret)
 		e->args_truncated = 1;
 	}
 	e->args_len = w.off;
-	output(e, sizeof(*e), EV_EXECFAIL);
+	output_hi_budgeted(e, sizeof(*e), EV_EXECFAIL);
 	return 0;
 }
 

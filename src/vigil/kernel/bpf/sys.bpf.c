@@ -19,14 +19,14 @@ struct sys_args {
 	__u32 _pad;
 };
 
-STASH(sys, struct sys_args, struct ev_sys, 8192);
+STASH(sys, struct sys_args, struct ev_sys);
 
 static __always_inline int sys_enter(__u32 kind, __u16 sc, __s64 a0, __s64 a1, __u64 ptr)
 {
 	if (!wanted(kind))
 		return 0;
 	struct sys_args a = {.a0 = a0, .a1 = a1, .ptr = ptr, .syscall = sc, .kind = kind};
-	stash_put(&sys_pending, &a);
+	stash_put(&sys_pending, &a, kind);
 	return 0;
 }
 
@@ -39,6 +39,8 @@ static __always_inline int sys_exit(long ret)
 	if (!e)
 		return 0;
 	__u32 kind = a.kind;
+	if (!result_wanted(kind, ret))
+		return 0;
 	if (kind == EV_DUP) {
 		/* only duplications onto stdin/stdout/stderr matter (redirections) */
 		__s64 newfd = a.syscall == SC_DUP ? ret : a.a1;
