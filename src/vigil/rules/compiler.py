@@ -99,7 +99,7 @@ class Compiler:
                 elif it == name:
                     raise RulesError(f"list '{name}' contains itself", d.file, d.line)
                 else:
-                    items.append(it)
+                    items.append(list_item_text(it))
             out[name] = items
             return items
         for name in lists:
