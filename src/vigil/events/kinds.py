@@ -32,7 +32,7 @@ from typing import Callable, Optional
 from vigil.events import structs as S
 from vigil.events.render import args_text, hostport, ret_text
 
-EV_MAX = 32          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
+EV_MAX = 64          # enum ev_kind's EV_MAX: kinds are below it (the kernel's stats map)
 
 # enum ev_syscall in kernel/bpf/events.h, in order (SC_<NAME> = index): which
 # syscall produced an event.  tests/test_kinds.py checks the C enum against it.
@@ -48,6 +48,11 @@ SYSCALLS = (
     "dup", "dup2", "dup3", "memfd_create", "setuid",
     "write",
 )
+# enum ev_syscall members given explicit values in events.h (= 120 ...), by value
+SYSCALLS_AT = {120: "socket", 121: "setns", 122: "unshare", 123: "bpf", 124: "userfaultfd",
+               125: "fchmod"}
+# every ev_syscall value -> its name
+SYSCALL_NAMES = {**{i: n for i, n in enumerate(SYSCALLS) if n}, **SYSCALLS_AT}
 
 TRACE_GROUPS_NAMED = ("file", "net")   # groups an entry lists itself in; "all" is implied
 _EXIT_ONLY = frozenset(("<",))
@@ -131,6 +136,11 @@ def _sys(name, value, types, category, json, detail, dirs=_EXIT_ONLY):
                     json=json, detail=detail)
 
 
+def _sysx(name, value, types, category, json, detail):
+    return KindSpec(name, value, "sysx", S.EvSys, "_sysx", types, category, trace=(),
+                    json=json, detail=detail)
+
+
 def _cgroup(name, value):
     return KindSpec(name, value, "cgroup", S.EvCgroup, "_cgroup", bookkeeping="cgroup")
 
@@ -162,7 +172,7 @@ KINDS = (
     _fsop("link", 13, ("linkat", "link"), _two_paths_detail),
     _fsop("symlink", 14, ("symlinkat", "symlink"), _two_paths_detail),
     _fsop("mkdir", 15, ("mkdirat", "mkdir"), _path_mode_detail, json=_PATH2_JSON + ("mode",)),
-    _fsop("chmod", 16, ("fchmodat", "chmod", "fchmod"), _path_mode_detail,
+    _fsop("chmod", 16, ("fchmodat", "chmod"), _path_mode_detail,
           json=_PATH2_JSON + ("mode",)),
     # Falco rules look at the exit ("<") of most syscalls but at the enter (">")
     # of ptrace: a vigil event is a whole syscall, so it answers to both
@@ -180,6 +190,19 @@ KINDS = (
          lambda e: f"uid={e.new_uid} ret={ret_text(e.ret)}"),
     _cgroup("cgroup_mkdir", 22),
     _cgroup("cgroup_rmdir", 23),
+    # kernel/bpf/sysx.bpf.c: syscalls only Falco's rules ask about
+    _sysx("socket", 48, ("socket",), "net", ("domain=family", "sock_type", "proto", "ret"),
+          lambda e: f"domain={e.family} type={e.sock_type} proto={e.proto} ret={ret_text(e.ret)}"),
+    _sysx("setns", 49, ("setns",), "process", ("fd", "nstype", "path?", "ret"),
+          lambda e: f"fd={e.fd}({e.path or '?'}) nstype={e.nstype} ret={ret_text(e.ret)}"),
+    _sysx("unshare", 50, ("unshare",), "process", ("flags", "ret"),
+          lambda e: f"flags={e.flags:#x} ret={ret_text(e.ret)}"),
+    _sysx("bpf", 51, ("bpf",), "other", ("cmd", "ret"),
+          lambda e: f"cmd={e.cmd} ret={ret_text(e.ret)}"),
+    _sysx("userfaultfd", 52, ("userfaultfd",), "memory", ("flags", "ret"),
+          lambda e: f"flags={e.flags:#x} ret={ret_text(e.ret)}"),
+    _sysx("fchmod", 53, ("fchmod",), "file", ("fd", "path?", "mode", "ret"),
+          lambda e: f"fd={e.fd}({e.path or '?'}) mode={e.mode:#o} ret={ret_text(e.ret)}"),
 )
 
 

@@ -41,6 +41,8 @@ FIELDS = (
     "query", "qtype",
     # ptrace / module / dup / setuid extras
     "target_pid", "request", "newfd", "fd_type", "new_uid",
+    # socket / setns / bpf extras (flags and mode above serve unshare, userfaultfd, fchmod)
+    "sock_type", "nstype", "cmd",
 )
 
 

@@ -43,7 +43,14 @@ enum ev_kind {
 	EV_SETUID = 21,
 	EV_CGROUP_MKDIR = 22,
 	EV_CGROUP_RMDIR = 23,
-	EV_MAX = 32,
+	/* sysx.bpf.c */
+	EV_SOCKET = 48,
+	EV_SETNS = 49,
+	EV_UNSHARE = 50,
+	EV_BPF = 51,
+	EV_USERFAULTFD = 52,
+	EV_FCHMOD = 53,
+	EV_MAX = 64,
 };
 
 /* Which syscall produced a file/net event (struct fields `syscall`). */
@@ -59,6 +66,13 @@ enum ev_syscall {
 	SC_PTRACE, SC_INIT_MODULE, SC_FINIT_MODULE,
 	SC_DUP, SC_DUP2, SC_DUP3, SC_MEMFD_CREATE, SC_SETUID,
 	SC_WRITE,
+	/* sysx.bpf.c */
+	SC_SOCKET = 120,
+	SC_SETNS = 121,
+	SC_UNSHARE = 122,
+	SC_BPF = 123,
+	SC_USERFAULTFD = 124,
+	SC_FCHMOD = 125,
 };
 
 struct ev_hdr {
@@ -158,7 +172,7 @@ struct ev_dns {
 	__u8 payload[DNS_LEN];
 };
 
-/* ptrace, module load, dup, memfd_create, setuid */
+/* ptrace, module load, dup, memfd_create, setuid; and sysx.bpf.c's */
 struct ev_sys {
 	struct ev_hdr h;
 	__s64 ret;
