@@ -30,7 +30,7 @@ from vigil.rules.errors import RulesError, RulesWarning
 from vigil.rules.loader import RuleSet
 from vigil.rules.output import OutputFormat
 from vigil.rules.parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
-                                Or, quote_value)
+                                Or, list_item_text, quote_value)
 from vigil.rules.predicates import coerce, make_pmatch, make_pred2
 
 __all__ = ["Compiler", "CompiledRule", "UnknownFieldError", "build_matcher", "build_matcher_interp",
