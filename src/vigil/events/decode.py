@@ -211,7 +211,11 @@ class Decoder:
         d["flags"] = flags
         d["mode"] = mode
         d["syscall"] = _SYSCALL_NAMES[sc]
-        d["path"] = _norm(_s(path))
+        raw_path = _s(path)
+        norm = _norm(raw_path)
+        d["path"] = norm
+        if norm != raw_path:
+            d["path_raw"] = raw_path
         return e
 
     @_reads(S.EvPath2)

@@ -43,6 +43,8 @@ FIELDS = (
     "target_pid", "request", "newfd", "fd_type", "new_uid",
     # socket / setns / bpf extras (flags and mode above serve unshare, userfaultfd, fchmod)
     "sock_type", "nstype", "cmd",
+    # open: the path before normalisation, when it differs (fd.nameraw)
+    "path_raw",
 )
 
 

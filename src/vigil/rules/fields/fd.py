@@ -115,11 +115,14 @@ def _fd_filename(ev, cx):
 
 
 def _fd_num(ev, cx):
+    """The fd the event works on; -1 when the syscall that was to create one
+    failed (Falco keeps no fd for it)."""
     if ev.fd is not None:
         return ev.fd
     k = ev.kind
-    if k is Kind.OPEN or k is Kind.ACCEPT or k is Kind.MEMFD:
-        return ev.ret
+    if k is Kind.OPEN or k is Kind.ACCEPT or k is Kind.MEMFD or k is Kind.SOCKET:
+        r = ev.ret
+        return None if r is None else r if r >= 0 else -1
     return None
 
 
@@ -184,10 +187,17 @@ def _open_filename(ev, cx):
 
 
 define("fd.name", "str", safe(_fd_name), inline={Kind.OPEN: "ev.path"})
-define("fd.nameraw", "str", safe(_fd_name))
+def _fd_nameraw(ev, cx):
+    """The path as the syscall was given it, before '..' and '//' are
+    collapsed (a relative path has the base directory in front)."""
+    raw = ev.path_raw
+    return raw if raw is not None and fd_class(ev) in ("file", "directory") else _fd_name(ev, cx)
+
+
+define("fd.nameraw", "str", safe(_fd_nameraw))
 define("fd.directory", "str", safe(_fd_directory), fast={Kind.OPEN: _open_directory})
 define("fd.filename", "str", safe(_fd_filename), fast={Kind.OPEN: _open_filename})
-define("fd.num", "int", safe(_fd_num), inline={Kind.OPEN: "ev.ret"})
+define("fd.num", "int", safe(_fd_num), inline={Kind.OPEN: "(ev.ret if ev.ret >= 0 else -1)"})
 define("fd.type", "str", safe(lambda ev, cx: fd_class(ev)))
 def _fd_typechar(ev, cx):
     c = fd_class(ev)
