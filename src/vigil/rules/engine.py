@@ -22,6 +22,7 @@ from vigil.rules.compiler import Compiler, CompiledRule
 from vigil.rules.kernel_filter import minimize_open_filter, minimize_prefixes, open_filter, path_prefixes
 from vigil.rules.fields.kinds import RULE_KINDS
 from vigil.rules.loader import RulesError, RuleSet
+from vigil.state.fdtable import OBSERVED as _FD_KINDS, FdTable
 
 _NKINDS = max(int(k) for k in Kind) + 1
 
@@ -39,6 +40,7 @@ class RuleEngine:
         self.written_paths = written_paths
         self.rule_matching = rule_matching
         self.evnum = 0
+        self.fds = FdTable()            # socket state for fd.connected / fd.name_changed
         self.ruleset = RuleSet()
         self.rules: List[CompiledRule] = []
         self.skipped: list = []
@@ -169,6 +171,8 @@ class RuleEngine:
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, ev: Event) -> list:
+        if ev.kind in _FD_KINDS:
+            self.fds.observe(ev)
         fn = self._matchers[ev.kind]
         if fn is None:
             return []
