@@ -27,6 +27,8 @@ from vigil.rules.kernel_filter import (OPEN_ANY, OPEN_READ, OPEN_WRITE, minimize
                                        minimize_prefixes, open_filter, path_prefixes)
 from vigil.rules.definitions import Chunk, RuleDef
 from vigil.rules.errors import RulesError, RulesWarning
+from vigil.rules.fields.fd import IP_NAME_FIELDS
+from vigil.state.dnsnames import NAMES
 from vigil.rules.loader import RuleSet
 from vigil.rules.output import OutputFormat
 from vigil.rules.parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
@@ -167,6 +169,17 @@ class Compiler:
             return self._cmp(node)
         raise TypeError(node)
 
+    def _list_values(self, rhs: ListValue) -> list:
+        """The values of a (...) list, list names expanded."""
+        raws = []
+        for v in rhs.items:
+            if not v.quoted and v.text in self.lists:
+                self.rs.lists[v.text].used = True
+                raws.extend(self.lists[v.text])
+            else:
+                raws.append(v.text)
+        return raws
+
     def _cmp(self, node: Compare):
         ext = self._ext(node.lhs)
         op = node.op
@@ -174,6 +187,11 @@ class Compiler:
         if op == "exists":
             return Cmp(ext, op)
         rhs = node.rhs
+        if ext.key in IP_NAME_FIELDS:
+            if op not in ("=", "!=", "in") or isinstance(rhs, FieldValue):
+                raise src.error(node.pos, f"field '{ext.key}' can only be compared with =, != and in")
+            names = self._list_values(rhs) if isinstance(rhs, ListValue) else [rhs.text]
+            NAMES.watch(names)
         if isinstance(rhs, FieldValue):
             other = self._ext(rhs.lhs)
             try:
@@ -183,13 +201,7 @@ class Compiler:
             return Cmp(ext, op, rhs=other)
         try:
             if isinstance(rhs, ListValue):
-                raws = []
-                for v in rhs.items:
-                    if not v.quoted and v.text in self.lists:
-                        self.rs.lists[v.text].used = True
-                        raws.extend(self.lists[v.text])
-                    else:
-                        raws.append(v.text)
+                raws = self._list_values(rhs)
                 if op == "pmatch":
                     return Cmp(ext, op, make_pmatch(raws), raw=tuple(raws))
                 if ext.type == "ipnet":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 from vigil.events import Kind
+from vigil.state.dnsnames import NAMES
+from vigil.state.fdtable import connected_by
 from vigil.rules.fields.base import define, safe
 from vigil.rules.fields.flags import O_DIR_MASK, O_DIRECTORY
 
@@ -225,6 +227,43 @@ define("fd.cnet", "ipnet", _ip_part(0))
 define("fd.snet", "ipnet", _ip_part(2))
 define("fd.lnet", "ipnet", _local_remote(0))
 define("fd.rnet", "ipnet", _local_remote(2))
+def _fd_connected(ev, cx):
+    v = getattr(ev, "fd_connected", None)
+    if v is not None:
+        return v
+    if not (_is_inet(fd_class(ev)) or fd_class(ev) == "unix"):
+        return None
+    v = connected_by(ev)
+    return False if v is None else v
+
+
+def _fd_name_changed(ev, cx):
+    v = getattr(ev, "fd_name_changed", None)
+    if v is not None:
+        return v
+    return None if fd_class(ev) is None else False
+
+
+def _ip_name(which):
+    """fd.{c,s,l,r}ip.name: the rule domain names (NAMES) that resolve to the
+    IP, for a socket with a connection tuple (not a listening one)."""
+    ip_of = _ip_part(which) if which in (0, 2) else _local_remote(which - 1)
+
+    def fn(ev, cx):
+        if ev.kind is Kind.LISTEN or ev.kind is Kind.BIND:
+            return []
+        ip = ip_of(ev, cx)
+        return list(NAMES.names_for(ip)) if ip is not None else []
+    return safe(fn)
+
+
+# compared with =, != and in only: the values are the names to resolve
+IP_NAME_FIELDS = ("fd.cip.name", "fd.sip.name", "fd.lip.name", "fd.rip.name")
+for _name, _which in zip(IP_NAME_FIELDS, (0, 2, 1, 3)):
+    define(_name, "str", _ip_name(_which), multi=True)
+
+define("fd.connected", "bool", safe(_fd_connected))
+define("fd.name_changed", "bool", safe(_fd_name_changed))
 define("fd.ino", "int", lambda ev, cx: None)
 define("fd.dev", "int", lambda ev, cx: None)
 define("fd.uid", "str", lambda ev, cx: None)

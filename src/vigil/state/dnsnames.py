@@ -1,0 +1,83 @@
+"""Forward-resolved domain names for ``fd.sip.name`` and friends.
+
+Like libsinsp's DNS manager, vigil never asks "what is this IP's name" (no
+reverse DNS): the domain names written in rules are resolved (getaddrinfo,
+so /etc/hosts and the system's resolvers answer), in the background, again
+every ``refresh`` seconds, and a field asks which of those names currently
+resolve to an fd's IP.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger("vigil.state.dnsnames")
+
+
+def _resolve(name):
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return frozenset()
+    return frozenset(i[4][0] for i in infos)
+
+
+class NameCache:
+    def __init__(self, refresh: float = 10.0, resolve=_resolve, workers: int = 8):
+        self.refresh = refresh
+        self.resolve = resolve
+        self.workers = workers
+        self._names: set = set()
+        self._addrs: dict = {}       # name -> frozenset of IP strings
+        self._by_ip: dict = {}       # IP string -> tuple of names
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        self.rounds = 0              # refresh rounds completed
+
+    def watch(self, names) -> None:
+        """Names to keep resolved (the ones rules compare these fields with)."""
+        new = {str(n) for n in names if n} - self._names
+        if not new:
+            return
+        with self._lock:
+            self._names |= new
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="vigil-dnsnames", daemon=True)
+            self._thread.start()
+        else:
+            self._wake.set()
+
+    def names_for(self, ip) -> tuple:
+        return self._by_ip.get(ip, ())
+
+    def refresh_now(self) -> None:
+        """Resolve every watched name once (the background loop's one round)."""
+        with self._lock:
+            names = sorted(self._names)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for name, addrs in zip(names, pool.map(self.resolve, names)):
+                self._addrs[name] = addrs
+                self._rebuild()
+        self.rounds += 1
+
+    def _rebuild(self):
+        by_ip: dict = {}
+        for name, addrs in list(self._addrs.items()):
+            for a in addrs:
+                by_ip.setdefault(a, []).append(name)
+        self._by_ip = {ip: tuple(sorted(ns)) for ip, ns in by_ip.items()}
+
+    def _run(self):
+        while True:
+            try:
+                self.refresh_now()
+            except Exception:      # never let the resolver thread die
+                log.exception("resolving rule domain names failed")
+            self._wake.wait(self.refresh)
+            self._wake.clear()
+
+
+NAMES = NameCache()
