@@ -24,11 +24,12 @@ def python_enums() -> dict:
     ev_kind = {f"EV_{s.name.upper()}": s.value for s in kinds.KINDS}
     ev_kind["EV_MAX"] = kinds.EV_MAX
     ev_syscall = {"SC_NONE": 0}
-    ev_syscall.update({f"SC_{n.upper()}": i for i, n in kinds.SYSCALL_NAMES.items()})
+    ev_syscall.update({f"SC_{n.upper()}": i for i, n in kinds.SYSCALL_NAMES.items() if n})
     open_want = {"OPEN_WANT_READ": filters.OPEN_WANT_READ,
                  "OPEN_WANT_WRITE": filters.OPEN_WANT_WRITE,
                  "OPEN_WANT_ALL": filters.OPEN_WANT_ALL}
-    return {"ev_kind": ev_kind, "ev_syscall": ev_syscall, "open_want": open_want}
+    return {"ev_kind": ev_kind, "ev_syscall": ev_syscall, "open_want": open_want,
+            "exe_flag": dict(S.EXE_FLAGS)}
 
 
 def enum_diffs(btf: dict, name: str, python: dict) -> list:

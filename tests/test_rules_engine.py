@@ -373,8 +373,10 @@ def kinds_of(cond):
     ("evt.type = execve and evt.dir = >", set()),
     ("evt.type = sendfile", set()),
     ("not (evt.type != openat)", {"open"}),
+    # every kind but exit and those without Falco types (cgroup bookkeeping, failed execs)
     ("evt.type != procexit and proc.name = x", set(F.KIND_TYPES) - {Kind.EXIT, Kind.CGROUP_MKDIR,
-                                                                    Kind.CGROUP_RMDIR}),
+                                                                    Kind.CGROUP_RMDIR,
+                                                                    Kind.EXECFAIL}),
 ])
 def test_required_kinds(cond, kinds):
     want = {k.label if isinstance(k, Kind) else k for k in kinds}

@@ -24,6 +24,8 @@ _PATH2, _ = S.struct_format(S.EvPath2)
 _NET, _ = S.struct_format(S.EvNet)
 _DNS, _ = S.struct_format(S.EvDns)
 _SYS, _ = S.struct_format(S.EvSys)
+_CRED, _ = S.struct_format(S.EvCred)
+_EXECFAIL, _ = S.struct_format(S.EvExecfail)
 _CGROUP, _ = S.struct_format(S.EvCgroup)
 _KIND = struct.Struct("<I")
 
@@ -67,6 +69,19 @@ def _addr(family: int, raw: bytes):
     if family == 10:
         return _ntop(_AF_INET6, raw)
     return None
+
+
+# how many of an ev_cred's arguments each syscall has
+_ID_NARGS = {"setgid": 1, "setfsuid": 1, "setfsgid": 1, "setreuid": 2, "setregid": 2,
+             "setresuid": 3, "setresgid": 3, "setpgid": 2}
+
+
+def _argv(blob: bytes, n: int) -> list:
+    """NUL-separated argv bytes (the first n of blob) as a list of strings."""
+    blob = blob[:n]
+    if blob.endswith(b"\0"):
+        blob = blob[:-1]
+    return [a.decode("utf-8", "replace") for a in blob.split(b"\0")] if blob else []
 
 
 def _norm(path: str) -> str:
@@ -167,21 +182,26 @@ class Decoder:
     def _exec(self, raw, kind, label, off=0):
         v = _EXEC.unpack_from(raw, off)
         e = self._hdr(v, kind, label)
-        loginuid, args_len, args_trunc, _exe_t, _cwd_t, exe_ctime, vpid, tty, cgname, exe, cwd, args = v[9:]
-        blob = args[:args_len]
-        if blob.endswith(b"\0"):
-            blob = blob[:-1]
-        argv = [a.decode("utf-8", "replace") for a in blob.split(b"\0")] if blob else []
+        (loginuid, args_len, args_trunc, _exe_t, _cwd_t, exe_flags, vpid, start_ns, exe_ino,
+         exe_ctime, exe_mtime, cap_inh, cap_prm, cap_eff, sid, vpgid,
+         tty, cgname, exe, cwd, args) = v[9:]
         d = e.__dict__
         d["exe"] = _s(exe)
-        d["args"] = argv
+        d["args"] = _argv(args, args_len)
         d["args_truncated"] = bool(args_trunc)
         d["cwd"] = _s(cwd)
         d["tty"] = _s(tty)
         d["loginuid"] = -1 if loginuid == 0xFFFFFFFF else loginuid
         d["cgroup_name"] = _s(cgname)
-        d["exe_ctime"] = exe_ctime
+        d["exe_ctime"] = exe_ctime // 1_000_000_000
         d["vpid"] = vpid
+        d["start_time"] = start_ns + self.boot_offset if start_ns else None
+        d["exe_ino"] = exe_ino
+        d["exe_ctime_ns"] = exe_ctime
+        d["exe_mtime_ns"] = exe_mtime
+        d["exe_flags"] = exe_flags
+        d["cap_inheritable"], d["cap_permitted"], d["cap_effective"] = cap_inh, cap_prm, cap_eff
+        d["sid"], d["vpgid"] = sid, vpgid
         d["syscall"] = "execve"
         return e
 
@@ -310,8 +330,35 @@ class Decoder:
                 d["path"] = p
             if a1 >= 0:
                 d["fd"] = a1
-        elif kind == Kind.SETUID:
+        return e
+
+    @_reads(S.EvCred)
+    def _cred(self, raw, kind, label, off=0):
+        v = _CRED.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        ret, a0, a1, a2, sc, cap_inh, cap_prm, cap_eff, sid, vpgid = v[9:]
+        d = e.__dict__
+        d["ret"] = ret
+        name = d["syscall"] = _SYSCALL_NAMES[sc]
+        d["cap_inheritable"], d["cap_permitted"], d["cap_effective"] = cap_inh, cap_prm, cap_eff
+        d["sid"], d["vpgid"] = sid, vpgid
+        if kind == Kind.SETUID:
             d["new_uid"] = a0
+        else:
+            d["id_args"] = [a0, a1, a2][:_ID_NARGS.get(name, 0)]
+        return e
+
+    @_reads(S.EvExecfail)
+    def _execfail(self, raw, kind, label, off=0):
+        v = _EXECFAIL.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        ret, args_len, sc, args_trunc, path, args = v[9:]
+        d = e.__dict__
+        d["ret"] = ret
+        d["syscall"] = _SYSCALL_NAMES[sc]
+        d["path"] = _s(path)
+        d["args"] = _argv(args, args_len)
+        d["args_truncated"] = bool(args_trunc)
         return e
 
     @_reads(S.EvSys)

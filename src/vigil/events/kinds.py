@@ -48,11 +48,18 @@ SYSCALLS = (
     "dup", "dup2", "dup3", "memfd_create", "setuid",
     "write",
 )
-# enum ev_syscall members given explicit values in events.h (= 120 ...), by value
+# the members of enum ev_syscall from 100 on (SC_SETGID = 100, in order)
+SYSCALLS_FROM_100 = (
+    "setgid", "setreuid", "setregid", "setresuid", "setresgid",
+    "setfsuid", "setfsgid", "capset", "setsid", "setpgid",
+    "execve", "execveat",
+)
+# number -> name of every ev_syscall value
+SYSCALL_NAMES = {**dict(enumerate(SYSCALLS)), **dict(enumerate(SYSCALLS_FROM_100, 100))}
+# enum ev_syscall members of sysx.bpf.c, given explicit values in events.h (= 120 ...)
 SYSCALLS_AT = {120: "socket", 121: "setns", 122: "unshare", 123: "bpf", 124: "userfaultfd",
                125: "fchmod"}
-# every ev_syscall value -> its name
-SYSCALL_NAMES = {**{i: n for i, n in enumerate(SYSCALLS) if n}, **SYSCALLS_AT}
+SYSCALL_NAMES.update(SYSCALLS_AT)
 
 TRACE_GROUPS_NAMED = ("file", "net")   # groups an entry lists itself in; "all" is implied
 _EXIT_ONLY = frozenset(("<",))
@@ -136,6 +143,15 @@ def _sys(name, value, types, category, json, detail, dirs=_EXIT_ONLY):
                     json=json, detail=detail)
 
 
+_CRED_JSON = ("syscall", "ret", "cap_effective", "cap_permitted", "cap_inheritable", "sid",
+              "vpgid")
+
+
+def _cred(name, value, types, category, json, detail):
+    return KindSpec(name, value, "creds", S.EvCred, "_cred", types, category, trace=(),
+                    json=json + _CRED_JSON[1:], detail=detail)
+
+
 def _sysx(name, value, types, category, json, detail):
     return KindSpec(name, value, "sysx", S.EvSys, "_sysx", types, category, trace=(),
                     json=json, detail=detail)
@@ -186,10 +202,24 @@ KINDS = (
          lambda e: f"{e.syscall} fd={e.fd}({e.fd_type}) -> {e.newfd} ret={ret_text(e.ret)}"),
     _sys("memfd", 20, ("memfd_create",), "memory", ("name=path", "flags", "ret"),
          lambda e: f"name={e.path} ret={ret_text(e.ret)}"),
-    _sys("setuid", 21, ("setuid",), "user", ("new_uid", "ret"),
-         lambda e: f"uid={e.new_uid} ret={ret_text(e.ret)}"),
+    _cred("setuid", 21, ("setuid",), "user", ("new_uid",),
+          lambda e: f"uid={e.new_uid} ret={ret_text(e.ret)}"),
     _cgroup("cgroup_mkdir", 22),
     _cgroup("cgroup_rmdir", 23),
+    # the capability sets and session / process-group ids change: the events
+    # carry them after the call (vigil.state.proctable keeps them)
+    _cred("capset", 40, ("capset",), "user", ("syscall",),
+          lambda e: f"eff={e.cap_effective:#x} ret={ret_text(e.ret)}"),
+    _cred("setid", 41, ("setgid", "setresuid", "setresgid", "setreuid", "setregid",
+                        "setfsuid", "setfsgid"), "user", ("syscall", "id_args"),
+          lambda e: f"{e.syscall}({', '.join(map(str, e.id_args))}) ret={ret_text(e.ret)}"),
+    _cred("session", 42, ("setsid", "setpgid"), "process", ("syscall", "id_args"),
+          lambda e: f"{e.syscall} sid={e.sid} pgid={e.vpgid} ret={ret_text(e.ret)}"),
+    # an execve/execveat that failed (ret < 0): what was asked for.  Rules see
+    # successful execs only (Kind.EXEC), so no Falco types.
+    KindSpec("execfail", 43, "proc", S.EvExecfail, "_execfail", (), "process",
+             json=("syscall", "path", "args", "args_truncated", "ret"),
+             detail=lambda e: f"{e.path} {args_text(e)} ret={ret_text(e.ret)}"),
     # kernel/bpf/sysx.bpf.c: syscalls only Falco's rules ask about
     _sysx("socket", 48, ("socket",), "net", ("domain=family", "sock_type", "proto", "ret"),
           lambda e: f"domain={e.family} type={e.sock_type} proto={e.proto} ret={ret_text(e.ret)}"),

@@ -29,6 +29,13 @@ FIELDS = (
     "exe", "args", "args_truncated", "cwd", "tty", "loginuid", "cgroup_name",
     "exe_ctime",  # seconds since epoch: when the executable's inode last changed
     "vpid",       # pid in the process's own pid namespace
+    "start_time",  # wall-clock ns when the process was created (fork)
+    "exe_ino", "exe_ctime_ns", "exe_mtime_ns",  # the executable's inode: number, ctime/mtime ns
+    "exe_flags",  # vigil.events.structs EXE_* bits (writable, overlay upper/lower, memfd)
+    # exec and credential changes: capability sets (bit masks) after the call, and the
+    # session / process-group ids as the process's own pid namespace sees them
+    "cap_inheritable", "cap_permitted", "cap_effective", "sid", "vpgid",
+    "id_args",    # setgid/setres*id/setpgid ...: the id arguments as passed
     # exit
     "exit_code", "exit_signal",
     # fork

@@ -27,12 +27,26 @@ class EvHdr(ctypes.Structure):
     ]
 
 
+# enum exe_flag (ev_exec.exe_flags)
+EXE_WRITABLE, EXE_UPPER_LAYER, EXE_LOWER_LAYER, EXE_FROM_MEMFD = 1, 2, 4, 8
+EXE_FLAGS = {"EXE_WRITABLE": EXE_WRITABLE, "EXE_UPPER_LAYER": EXE_UPPER_LAYER,
+             "EXE_LOWER_LAYER": EXE_LOWER_LAYER, "EXE_FROM_MEMFD": EXE_FROM_MEMFD}
+
+
+class EvIds(ctypes.Structure):
+    _fields_ = [
+        ("cap_inheritable", c_uint64), ("cap_permitted", c_uint64), ("cap_effective", c_uint64),
+        ("sid", c_uint32), ("vpgid", c_uint32),
+    ]
+
+
 class EvExec(ctypes.Structure):
     _fields_ = [
         ("h", EvHdr), ("loginuid", c_uint32), ("args_len", c_uint32),
         ("args_truncated", c_uint8), ("exe_truncated", c_uint8), ("cwd_truncated", c_uint8),
-        ("_pad0", c_uint8), ("exe_ctime", c_uint32), ("vpid", c_uint32), ("_pad2", c_uint32),
-        ("tty", c_char * 16), ("cgroup_name", c_char * CGNAME_LEN),
+        ("exe_flags", c_uint8), ("vpid", c_uint32), ("start_ns", c_uint64),
+        ("exe_ino", c_uint64), ("exe_ctime", c_uint64), ("exe_mtime", c_uint64),
+        ("ids", EvIds), ("tty", c_char * 16), ("cgroup_name", c_char * CGNAME_LEN),
         ("exe", c_char * PATH_LEN), ("cwd", c_char * PATH_LEN), ("args", c_char * ARGS_LEN),
     ]
 
@@ -87,6 +101,21 @@ class EvSys(ctypes.Structure):
     ]
 
 
+class EvCred(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("ret", c_int64), ("arg0", c_int64), ("arg1", c_int64), ("arg2", c_int64),
+        ("syscall", c_uint16), ("_pad", c_uint16), ("_pad2", c_uint32), ("ids", EvIds),
+    ]
+
+
+class EvExecfail(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("ret", c_int64), ("args_len", c_uint32), ("syscall", c_uint16),
+        ("args_truncated", c_uint8), ("_pad", c_uint8), ("path", c_char * PATH_LEN),
+        ("args", c_char * ARGS_LEN),
+    ]
+
+
 class EvCgroup(ctypes.Structure):
     _fields_ = [
         ("h", EvHdr), ("id", c_uint64), ("hierarchy", c_uint32), ("level", c_uint32),
@@ -109,7 +138,8 @@ class PrefixKey(ctypes.Structure):
 MIRRORS = {
     "ev_hdr": EvHdr, "ev_exec": EvExec, "ev_exit": EvExit, "ev_fork": EvFork,
     "ev_open": EvOpen, "ev_path2": EvPath2, "ev_net": EvNet, "ev_dns": EvDns,
-    "ev_sys": EvSys, "ev_cgroup": EvCgroup, "vigil_cfg": VigilCfg,
+    "ev_sys": EvSys, "ev_cred": EvCred, "ev_execfail": EvExecfail,
+    "ev_cgroup": EvCgroup, "vigil_cfg": VigilCfg,
 }
 
 _FMT = {

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from typing import Iterator, Optional
 
 from vigil.events import Event, Kind, boot_offset_ns
+from vigil.events.structs import EXE_FROM_MEMFD
 
 EXIT_GRACE_NS = 5 * 1_000_000_000
 
@@ -20,7 +21,9 @@ EXIT_GRACE_NS = 5 * 1_000_000_000
 class ProcInfo:
     __slots__ = ("pid", "ppid", "comm", "exe", "args", "cwd", "uid", "gid", "loginuid",
                  "tty", "start_time", "cgroup_id", "exited_at", "exe_from_memfd", "sid",
-                 "container_id", "exe_ctime", "vpid")
+                 "container_id", "exe_ctime", "vpid", "vpgid", "cap_inheritable",
+                 "cap_permitted", "cap_effective", "exe_ino", "exe_ctime_ns", "exe_mtime_ns",
+                 "exe_flags")
 
     def __init__(self, pid: int, ppid: int = 0, comm: str = "", exe: str = "",
                  args: Optional[list] = None, cwd: str = "", uid: int = 0, gid: int = 0,
@@ -44,6 +47,12 @@ class ProcInfo:
         self.container_id = None
         self.exe_ctime = 0
         self.vpid = 0
+        self.vpgid = 0             # process group id in its own pid namespace (0: unknown)
+        # capability sets (bit masks); None while unknown
+        self.cap_inheritable = self.cap_permitted = self.cap_effective = None
+        self.exe_ino = 0
+        self.exe_ctime_ns = self.exe_mtime_ns = 0
+        self.exe_flags = None      # EXE_* bits from the exec event; None: not seen (from /proc)
 
     @property
     def cmdline(self) -> str:
@@ -109,7 +118,8 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
         cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         cwd = ""
-    uid = gid = vpid = 0
+    uid = gid = vpid = vpgid = 0
+    caps = {}
     status = _read(f"/proc/{pid}/status") or b""
     for line in status.split(b"\n"):
         if line.startswith(b"Uid:"):
@@ -118,6 +128,12 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
             gid = int(line.split()[1])
         elif line.startswith(b"NSpid:"):
             vpid = int(line.split()[-1])
+        elif line.startswith(b"NSpgid:"):
+            vpgid = int(line.split()[-1])
+        elif line.startswith(b"NSsid:"):
+            sid = int(line.split()[-1])    # as its own pid namespace sees it
+        elif line.startswith((b"CapInh:", b"CapPrm:", b"CapEff:")):
+            caps[line[:6]] = int(line.split()[1], 16)
     lu = _read(f"/proc/{pid}/loginuid")
     loginuid = -1
     if lu:
@@ -130,10 +146,16 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
     p = ProcInfo(pid, ppid, comm, exe, args, cwd, uid, gid, loginuid, _tty_name(tty_nr),
                  _boot_ticks_to_wall_ns(start_ticks), 0, sid)
     p.vpid = vpid
+    p.vpgid = vpgid
+    p.cap_inheritable = caps.get(b"CapInh")
+    p.cap_permitted = caps.get(b"CapPrm")
+    p.cap_effective = caps.get(b"CapEff")
     if exe.startswith("/memfd:"):
         p.exe_from_memfd = True
     try:
-        p.exe_ctime = int(os.stat(f"/proc/{pid}/exe").st_ctime)
+        st = os.stat(f"/proc/{pid}/exe")
+        p.exe_ctime = int(st.st_ctime)
+        p.exe_ctime_ns, p.exe_mtime_ns, p.exe_ino = st.st_ctime_ns, st.st_mtime_ns, st.st_ino
     except OSError:
         pass
     return p
@@ -144,6 +166,12 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def _boot_ticks_to_wall_ns(ticks: int) -> int:
     return boot_offset_ns() + ticks * 1_000_000_000 // _CLK_TCK
+
+
+# what a forked child has of its parent until it execs or changes them
+_INHERITED = ("sid", "vpgid", "cap_inheritable", "cap_permitted", "cap_effective", "exe_flags",
+              "exe_ino", "exe_ctime_ns", "exe_mtime_ns")
+_CRED_KINDS = frozenset((Kind.SETUID, Kind.SETID, Kind.CAPSET, Kind.SESSION))
 
 
 class ProcessTable:
@@ -228,6 +256,8 @@ class ProcessTable:
             if p is None:
                 p = ProcInfo(pid, ev.ppid)
                 p.start_time = ev.time
+            if ev.start_time:
+                p.start_time = ev.start_time     # the kernel's: when it was forked
             p.ppid = ev.ppid
             p.comm = ev.comm
             p.exe = ev.exe or ""
@@ -240,6 +270,12 @@ class ProcessTable:
             p.exe_from_memfd = bool(ev.exe and ev.exe.startswith("/memfd:"))
             p.exe_ctime = ev.exe_ctime or 0
             p.vpid = ev.vpid or 0
+            if ev.exe_flags is not None:
+                p.exe_flags = ev.exe_flags
+                p.exe_from_memfd = bool(ev.exe_flags & EXE_FROM_MEMFD) or p.exe_from_memfd
+            p.exe_ino = ev.exe_ino or 0
+            p.exe_ctime_ns, p.exe_mtime_ns = ev.exe_ctime_ns or 0, ev.exe_mtime_ns or 0
+            self._ids(p, ev)
             p.exited_at = 0
             self.put(p)
             return p
@@ -252,6 +288,8 @@ class ProcessTable:
                 child.sid = parent.sid
                 child.exe_from_memfd = parent.exe_from_memfd
                 child.exe_ctime = parent.exe_ctime
+                for a in _INHERITED:
+                    setattr(child, a, getattr(parent, a))
             child.uid, child.gid = ev.uid, ev.gid
             child.comm = ev.comm or child.comm
             child.start_time = ev.time
@@ -274,7 +312,32 @@ class ProcessTable:
                 p.uid, p.gid = ev.uid, ev.gid
         if kind == Kind.EXIT:
             p.exited_at = ev.time or time.time_ns()
+        elif kind in _CRED_KINDS and ev.cap_effective is not None:
+            self._ids(p, ev)
+            if kind == Kind.SESSION and ev.syscall == "setpgid" and ev.ret == 0:
+                self._setpgid_other(p, ev)
         return p
+
+    @staticmethod
+    def _ids(p: ProcInfo, ev: Event) -> None:
+        """The capability sets and session / group ids an exec or credential event carries."""
+        if ev.cap_effective is None:
+            return
+        p.cap_inheritable, p.cap_permitted = ev.cap_inheritable, ev.cap_permitted
+        p.cap_effective = ev.cap_effective
+        p.sid, p.vpgid = ev.sid or 0, ev.vpgid or 0
+
+    def _setpgid_other(self, caller: ProcInfo, ev: Event) -> None:
+        """setpgid(pid, pgid) on another process (a shell putting a job in its own
+        group): pid and pgid are ids in the caller's pid namespace; the target is
+        the caller's child with that vpid (or pid on the host)."""
+        target, pgid = (ev.id_args or [0, 0])[:2]
+        if target in (0, caller.vpid or caller.pid):
+            return          # the caller itself: its ids are already in the event
+        for p in self._procs.values():
+            if p.ppid == caller.pid and (p.vpid or p.pid) == target and not p.exited_at:
+                p.vpgid = pgid or target
+                return
 
     def reap(self, now_ns: Optional[int] = None) -> int:
         """Drop entries that exited more than the grace period ago."""

@@ -43,6 +43,10 @@ enum ev_kind {
 	EV_SETUID = 21,
 	EV_CGROUP_MKDIR = 22,
 	EV_CGROUP_RMDIR = 23,
+	EV_CAPSET = 40,
+	EV_SETID = 41,
+	EV_SESSION = 42,
+	EV_EXECFAIL = 43,
 	/* sysx.bpf.c */
 	EV_SOCKET = 48,
 	EV_SETNS = 49,
@@ -66,6 +70,10 @@ enum ev_syscall {
 	SC_PTRACE, SC_INIT_MODULE, SC_FINIT_MODULE,
 	SC_DUP, SC_DUP2, SC_DUP3, SC_MEMFD_CREATE, SC_SETUID,
 	SC_WRITE,
+	/* values from 100 on: the credential and exec sensors (creds.bpf.c, proc.bpf.c) */
+	SC_SETGID = 100, SC_SETREUID, SC_SETREGID, SC_SETRESUID, SC_SETRESGID,
+	SC_SETFSUID, SC_SETFSGID, SC_CAPSET, SC_SETSID, SC_SETPGID,
+	SC_EXECVE, SC_EXECVEAT,
 	/* sysx.bpf.c */
 	SC_SOCKET = 120,
 	SC_SETNS = 121,
@@ -73,6 +81,24 @@ enum ev_syscall {
 	SC_BPF = 123,
 	SC_USERFAULTFD = 124,
 	SC_FCHMOD = 125,
+};
+
+/* ev_exec.exe_flags: what the kernel says about the executable file */
+enum exe_flag {
+	EXE_WRITABLE = 1,      /* writable by the user that runs it */
+	EXE_UPPER_LAYER = 2,   /* from an overlayfs upper layer (written in the container) */
+	EXE_LOWER_LAYER = 4,   /* from an overlayfs lower layer (the image) */
+	EXE_FROM_MEMFD = 8,    /* an anonymous memfd file */
+};
+
+/* Capability sets and process-group ids after an exec or a credential change.
+ * sid and vpgid are as seen in the task's own pid namespace. */
+struct ev_ids {
+	__u64 cap_inheritable;
+	__u64 cap_permitted;
+	__u64 cap_effective;
+	__u32 sid;
+	__u32 vpgid;
 };
 
 struct ev_hdr {
@@ -94,10 +120,13 @@ struct ev_exec {
 	__u8 args_truncated;
 	__u8 exe_truncated;
 	__u8 cwd_truncated;
-	__u8 _pad0;
-	__u32 exe_ctime;   /* seconds: inode change time of the executable */
+	__u8 exe_flags;    /* enum exe_flag bits */
 	__u32 vpid;        /* pid in the process's own pid namespace (1 = a container's init) */
-	__u32 _pad2;
+	__u64 start_ns;    /* CLOCK_BOOTTIME ns when the process was created (fork) */
+	__u64 exe_ino;     /* inode number of the executable */
+	__u64 exe_ctime;   /* ns since the epoch: inode change time of the executable */
+	__u64 exe_mtime;   /* ns since the epoch: inode modification time */
+	struct ev_ids ids;
 	char tty[16];
 	char cgroup_name[CGNAME_LEN];
 	char exe[PATH_LEN];
@@ -172,11 +201,11 @@ struct ev_dns {
 	__u8 payload[DNS_LEN];
 };
 
-/* ptrace, module load, dup, memfd_create, setuid; and sysx.bpf.c's */
+/* ptrace, module load, dup, memfd_create; and sysx.bpf.c's */
 struct ev_sys {
 	struct ev_hdr h;
 	__s64 ret;
-	__s64 arg0;        /* ptrace request / dup oldfd / setuid uid / memfd flags */
+	__s64 arg0;        /* ptrace request / dup oldfd / memfd flags */
 	__s64 arg1;        /* ptrace target pid / dup newfd / finit_module fd */
 	__u16 syscall;
 	__u16 family;      /* dup: socket family of oldfd, 0 if not a socket */
@@ -188,6 +217,32 @@ struct ev_sys {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char path[PATH_LEN];   /* memfd name / finit_module file */
+};
+
+/* setuid family, capset, setsid/setpgid: the arguments and the credentials
+ * and process-group ids of the calling thread after the call */
+struct ev_cred {
+	struct ev_hdr h;
+	__s64 ret;
+	__s64 arg0;
+	__s64 arg1;
+	__s64 arg2;
+	__u16 syscall;
+	__u16 _pad;
+	__u32 _pad2;
+	struct ev_ids ids;
+};
+
+/* an execve/execveat that failed: the path and argv as passed */
+struct ev_execfail {
+	struct ev_hdr h;
+	__s64 ret;
+	__u32 args_len;    /* bytes used in args, NUL separated */
+	__u16 syscall;
+	__u8 args_truncated;
+	__u8 _pad;
+	char path[PATH_LEN];
+	char args[ARGS_LEN];
 };
 
 struct ev_cgroup {
@@ -234,6 +289,8 @@ union ev_layouts {
 	struct ev_net net;
 	struct ev_dns dns;
 	struct ev_sys sys;
+	struct ev_cred cred;
+	struct ev_execfail execfail;
 	struct ev_cgroup cgroup;
 	struct vigil_cfg cfg;
 };
@@ -243,6 +300,7 @@ struct ev_btf {
 	enum ev_kind kind;
 	enum ev_syscall syscall;
 	enum open_want open_want;
+	enum exe_flag exe_flag;
 };
 
 #endif /* VIGIL_EVENTS_H */

@@ -268,6 +268,36 @@ static __always_inline int path_to_str(struct path *p, char *out)
 	return n;
 }
 
+/* The id of pid struct p as seen in the pid namespace at `level` whose
+ * struct pid_namespace is ns; 0 when p is not visible there (the kernel's
+ * pid_nr_ns). */
+static __always_inline __u32 pid_nr_at(struct pid *p, unsigned int level, void *ns)
+{
+	if (!p || BPF_CORE_READ(p, level) < level)
+		return 0;
+	struct upid up = {};
+	bpf_core_read(&up, sizeof(up), &p->numbers[level & 31]);
+	return (void *)up.ns == ns ? up.nr : 0;
+}
+
+/* Capability sets (from the task's cred) and session / process-group ids
+ * (as its own pid namespace sees them) of task t. */
+static __always_inline void fill_ids(struct task_struct *t, struct ev_ids *ids)
+{
+	const struct cred *c = BPF_CORE_READ(t, cred);
+	/* kernel_cap_t is a u64 (6.3+) or two u32 halves, low first: 8 bytes either way */
+	bpf_core_read(&ids->cap_inheritable, 8, &c->cap_inheritable);
+	bpf_core_read(&ids->cap_permitted, 8, &c->cap_permitted);
+	bpf_core_read(&ids->cap_effective, 8, &c->cap_effective);
+	struct pid *tp = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level) & 31;
+	struct upid own = {};
+	bpf_core_read(&own, sizeof(own), &tp->numbers[level]);
+	struct signal_struct *sig = BPF_CORE_READ(t, signal);
+	ids->sid = pid_nr_at(BPF_CORE_READ(sig, pids[PIDTYPE_SID]), level, own.ns);
+	ids->vpgid = pid_nr_at(BPF_CORE_READ(sig, pids[PIDTYPE_PGID]), level, own.ns);
+}
+
 /* Key of a per-process fd set: tgid << 32 | fd. */
 static __always_inline __u64 fd_key(int fd)
 {

@@ -2,6 +2,49 @@
 /* Process lifecycle: exec, exit, fork (BTF-enabled scheduler tracepoints). */
 #include "vigil.h"
 
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define CAP_DAC_OVERRIDE 1
+
+static __always_inline __u64 ts_ns(__s64 sec, __u32 nsec)
+{
+	return sec > 0 ? (__u64)sec * 1000000000ULL + nsec : 0;
+}
+
+/* The executable's inode number, change/modification times, and flags: is it
+ * from an overlayfs upper layer (written or copied up in the container) or a
+ * lower one, and is it writable by the user now running it. */
+static __always_inline void exe_inode_facts(struct task_struct *p, struct inode *ino,
+					    struct ev_exec *e)
+{
+	e->exe_ino = BPF_CORE_READ(ino, i_ino);
+	if (bpf_core_field_exists(ino->i_ctime_sec)) {
+		e->exe_ctime = ts_ns(BPF_CORE_READ(ino, i_ctime_sec), BPF_CORE_READ(ino, i_ctime_nsec));
+		e->exe_mtime = ts_ns(BPF_CORE_READ(ino, i_mtime_sec), BPF_CORE_READ(ino, i_mtime_nsec));
+	} else {
+		e->exe_ctime = 0;
+		e->exe_mtime = 0;
+	}
+	__u8 flags = 0;
+	if (BPF_CORE_READ(ino, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
+		struct ovl_inode *oi = container_of(ino, struct ovl_inode, vfs_inode);
+		flags |= BPF_CORE_READ(oi, __upperdentry) ? EXE_UPPER_LAYER : EXE_LOWER_LAYER;
+	}
+	const struct cred *c = BPF_CORE_READ(p, cred);
+	__u64 eff = 0;
+	bpf_core_read(&eff, 8, &c->cap_effective);
+	umode_t mode = BPF_CORE_READ(ino, i_mode);
+	int w;
+	if (BPF_CORE_READ(c, fsuid.val) == BPF_CORE_READ(ino, i_uid.val))
+		w = mode & 0200;
+	else if (BPF_CORE_READ(c, fsgid.val) == BPF_CORE_READ(ino, i_gid.val))
+		w = mode & 0020;
+	else
+		w = mode & 0002;
+	if (w || (eff & (1ULL << CAP_DAC_OVERRIDE)))
+		flags |= EXE_WRITABLE;
+	e->exe_flags = flags;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -14,20 +57,24 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 	e->loginuid = BPF_CORE_READ(p, loginuid.val);
 
 	struct inode *ino = BPF_CORE_READ(bprm, file, f_inode);
-	if (bpf_core_field_exists(ino->i_ctime_sec))
-		e->exe_ctime = BPF_CORE_READ(ino, i_ctime_sec);
-	else
-		e->exe_ctime = 0;
+	exe_inode_facts(p, ino, e);
 	struct pid *tp = BPF_CORE_READ(p, thread_pid);
 	unsigned int level = BPF_CORE_READ(tp, level);
 	struct upid up = {};
 	bpf_core_read(&up, sizeof(up), &tp->numbers[level & 31]);
 	e->vpid = up.nr;
+	/* de_thread() gave the exec'ing thread the leader's start time */
+	e->start_ns = BPF_CORE_READ(p, start_boottime);
+	/* the creds after the exec: file capabilities and setuid bits included */
+	fill_ids(p, &e->ids);
 	struct path fp = BPF_CORE_READ(bprm, file, f_path);
 	int n = path_to_str(&fp, e->exe);
 	e->exe_truncated = n >= PATH_LEN;
 	if (n <= 0)
 		bpf_probe_read_kernel_str(e->exe, PATH_LEN, BPF_CORE_READ(bprm, filename));
+	if (e->exe[0] == '/' && e->exe[1] == 'm' && e->exe[2] == 'e' && e->exe[3] == 'm' &&
+	    e->exe[4] == 'f' && e->exe[5] == 'd' && e->exe[6] == ':')
+		e->exe_flags |= EXE_FROM_MEMFD;
 
 	struct path pwd = BPF_CORE_READ(p, fs, pwd);
 	n = path_to_str(&pwd, e->cwd);
@@ -122,4 +169,116 @@ int BPF_PROG(fork__sched_fork, struct task_struct *parent, struct task_struct *c
 	e->child_pid = BPF_CORE_READ(child, tgid);
 	submit_quiet(e, EV_FORK);
 	return 0;
+}
+
+/* --- failed execs: execve/execveat returning an error (no sched_process_exec) --- */
+
+#define EXECFAIL_ARGS_MAX 64
+
+struct execfail_args {
+	__u64 filename;
+	__u64 argv;
+	__u16 syscall;
+};
+
+/* LRU: a successful exec from a non-leader thread returns under another tid,
+ * leaving its entry behind */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct execfail_args);
+} execfail_pending SEC(".maps");
+
+/* the event, with room after args so every read into it is in bounds */
+struct execfail_buf {
+	struct ev_execfail e;
+	char spill[ARGS_LEN];
+};
+PERCPU_BUF(execfail_bufs, struct execfail_buf);
+
+static __always_inline int execfail_enter(__u16 sc, __u64 filename, __u64 argv)
+{
+	if (!wanted(EV_EXECFAIL))
+		return 0;
+	struct execfail_args a = {.filename = filename, .argv = argv, .syscall = sc};
+	stash_put(&execfail_pending, &a);
+	return 0;
+}
+
+struct argv_walk {
+	struct ev_execfail *e;
+	__u64 argv;
+	__u32 off;
+};
+
+static long argv_step(__u32 i, void *arg)
+{
+	struct argv_walk *w = arg;
+	const char *p = NULL;
+	if (bpf_probe_read_user(&p, sizeof(p), (void *)(w->argv + i * sizeof(p))) || !p)
+		return 1;
+	__u32 off = w->off;
+	if (off >= ARGS_LEN) {
+		w->e->args_truncated = 1;
+		return 1;
+	}
+	int n = bpf_probe_read_user_str(&w->e->args[off & (ARGS_LEN - 1)], ARGS_LEN, p);
+	if (n <= 0)
+		return 1;
+	w->off = off + n;
+	return 0;
+}
+
+static __always_inline int execfail_exit(long ret)
+{
+	struct execfail_args a;
+	if (!stash_take(&execfail_pending, a))
+		return 0;
+	if (ret >= 0)
+		return 0;
+	struct execfail_buf *b = percpu_buf(&execfail_bufs);
+	if (!b)
+		return 0;
+	struct ev_execfail *e = &b->e;
+	fill_hdr(&e->h, EV_EXECFAIL);
+	e->ret = ret;
+	e->syscall = a.syscall;
+	e->args_truncated = 0;
+	if (bpf_probe_read_user_str(e->path, PATH_LEN, (const char *)a.filename) <= 0)
+		e->path[0] = 0;
+	struct argv_walk w = {.e = e, .argv = a.argv, .off = 0};
+	if (a.argv)
+		bpf_loop(EXECFAIL_ARGS_MAX, argv_step, &w, 0);
+	if (w.off > ARGS_LEN) {
+		w.off = ARGS_LEN;
+		e->args_truncated = 1;
+	}
+	e->args_len = w.off;
+	output(e, sizeof(*e), EV_EXECFAIL);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_execve")
+int execfail__enter_execve(struct trace_event_raw_sys_enter *ctx)
+{
+	return execfail_enter(SC_EXECVE, ctx->args[0], ctx->args[1]);
+}
+
+SEC("tp/syscalls/sys_exit_execve")
+int execfail__exit_execve(struct trace_event_raw_sys_exit *ctx)
+{
+	return execfail_exit(ctx->ret);
+}
+
+SEC("tp/syscalls/sys_enter_execveat")
+int execfail__enter_execveat(struct trace_event_raw_sys_enter *ctx)
+{
+	return execfail_enter(SC_EXECVEAT, ctx->args[1], ctx->args[2]);
+}
+
+SEC("tp/syscalls/sys_exit_execveat")
+int execfail__exit_execveat(struct trace_event_raw_sys_exit *ctx)
+{
+	return execfail_exit(ctx->ret);
 }

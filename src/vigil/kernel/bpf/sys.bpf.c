@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Security-relevant syscalls: ptrace, kernel module load, dup onto stdio,
- * memfd_create, setuid. */
+ * memfd_create (setuid is in creds.bpf.c). */
 #include "vigil.h"
 
 #define PTRACE_TRACEME 0
@@ -168,18 +168,6 @@ int memfd__enter(struct trace_event_raw_sys_enter *ctx)
 
 SEC("tp/syscalls/sys_exit_memfd_create")
 int memfd__exit(struct trace_event_raw_sys_exit *ctx)
-{
-	return sys_exit(ctx->ret);
-}
-
-SEC("tp/syscalls/sys_enter_setuid")
-int setuid__enter(struct trace_event_raw_sys_enter *ctx)
-{
-	return sys_enter(EV_SETUID, SC_SETUID, ctx->args[0], 0, 0);
-}
-
-SEC("tp/syscalls/sys_exit_setuid")
-int setuid__exit(struct trace_event_raw_sys_exit *ctx)
 {
 	return sys_exit(ctx->ret);
 }

@@ -23,10 +23,11 @@ from typing import Optional
 
 
 class FieldDef:
-    __slots__ = ("name", "type", "fn", "make", "arg", "multi", "inline", "render", "fast")
+    __slots__ = ("name", "type", "fn", "make", "arg", "multi", "inline", "render", "fast", "desc")
 
     def __init__(self, name, type_, fn=None, *, make=None, arg=None, multi=False, inline=None,
-                 render=None, fast=None):
+                 render=None, fast=None, desc=""):
+        self.desc = desc            # what the field means (vigil fields lists it)
         self.fast = fast or {}      # {kind: fn(ev, cx)} specialised extractors for hot kinds
         self.name = name
         self.type = type_          # str int bool ip ipnet abstime

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from vigil.events import Kind
 from vigil.rules.fields.base import define, safe
+from vigil.rules.fields.proc_state import exe_overlay
 
 
 def _args(ev):
@@ -115,7 +116,6 @@ define("proc.vpid", "int", safe(lambda ev, cx: (ev.vpid if ev.kind is Kind.EXEC 
 define("proc.pvpid", "int", safe(lambda ev, cx: _vpid(_parent(ev, cx))))
 define("thread.tid", "int", lambda ev, cx: ev.tid, inline={None: "ev.tid"})
 define("thread.vtid", "int", lambda ev, cx: None)
-define("proc.sid", "int", safe(lambda ev, cx: ev.proc.sid if ev.proc is not None else None))
 def _cwd(ev, cx):
     """The working directory, ending in '/' as Falco keeps it."""
     c = ev.cwd if ev.kind is Kind.EXEC and ev.cwd else (ev.proc.cwd or None) if ev.proc is not None else None
@@ -142,21 +142,29 @@ def _is_memfd(ev, cx):
     return bool(p.exe_from_memfd) if p is not None else None
 
 
+def _written_after_start(ev):
+    """The executable's inode changed after the container started: it was written
+    (dropped) inside the container, whatever the filesystem."""
+    c = ev.container
+    if c is None or c.is_host or not c.start_time:
+        return False
+    ctime = getattr(ev, "exe_ctime", None) if ev.kind is Kind.EXEC else None
+    if not ctime and ev.proc is not None:
+        ctime = getattr(ev.proc, "exe_ctime", 0)
+    return bool(ctime) and ctime > c.start_time // 1_000_000_000
+
+
 def _is_upper(ev, cx):
     hook = cx.written_paths if cx is not None else None
-    c = ev.container
     if hook is None:
-        # No write tracking: the executable's inode changed after the container
-        # started, so it was written (dropped) inside the container.
-        if c is None or c.is_host or not c.start_time:
-            return False
-        ctime = getattr(ev, "exe_ctime", None) if ev.kind is Kind.EXEC else None
-        if not ctime and ev.proc is not None:
-            ctime = getattr(ev.proc, "exe_ctime", 0)
-        return bool(ctime) and ctime > c.start_time // 1_000_000_000
+        # the kernel's word (overlayfs upper layer) when it gave one; else the
+        # executable's inode changed after the container started
+        layer = exe_overlay(ev)
+        return layer == "upper" if layer is not None else _written_after_start(ev)
     path = _exepath(ev)
     if not path:
         return False
+    c = ev.container
     cid = "host" if c is None else c.id
     if callable(hook):
         return bool(hook(cid, path))
@@ -173,8 +181,13 @@ def _loginshellid(ev, cx):
 
 
 define("proc.is_exe_from_memfd", "bool", safe(_is_memfd))
-define("proc.is_exe_upper_layer", "bool", safe(_is_upper))
-define("proc.is_exe_writable", "bool", lambda ev, cx: None)
+define("proc.is_exe_upper_layer", "bool", safe(_is_upper),
+       desc="true if the executable file is in the upper layer of an overlayfs (written or "
+            "copied up in the container), as the kernel reports it at exec; for processes "
+            "vigil did not see exec, whether the file changed after the container started.")
+define("proc.exe_written_in_container", "bool", safe(lambda ev, cx: _written_after_start(ev)),
+       desc="vigil: true if the executable's inode changed after its container started (it "
+            "was written in the container, on any filesystem: overlay, bind mount, volume).")
 define("proc.loginshellid", "int", safe(_loginshellid))
 
 
