@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger("vigil.state.dnsnames")
 
@@ -44,24 +43,43 @@ class NameCache:
             return
         with self._lock:
             self._names |= new
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="vigil-dnsnames", daemon=True)
-            self._thread.start()
-        else:
-            self._wake.set()
+        self._wake.set()
 
     def names_for(self, ip) -> tuple:
+        """The watched names resolving to ip.  The first call starts the
+        background resolver (so loading rules alone never resolves anything)."""
+        if self._thread is None:
+            self.start()
         return self._by_ip.get(ip, ())
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="vigil-dnsnames", daemon=True)
+        self._thread.start()
 
     def refresh_now(self) -> None:
         """Resolve every watched name once (the background loop's one round)."""
         with self._lock:
             names = sorted(self._names)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for name, addrs in zip(names, pool.map(self.resolve, names)):
+        # daemon threads, a few names each: a name whose resolver times out
+        # holds back only its own share, and never the process's exit
+        shares = [names[i::self.workers] for i in range(min(self.workers, len(names)))]
+        threads = [threading.Thread(target=self._resolve_all, args=(sh,), daemon=True)
+                   for sh in shares]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.rounds += 1
+
+    def _resolve_all(self, names):
+        for name in names:
+            addrs = self.resolve(name)
+            with self._lock:
                 self._addrs[name] = addrs
                 self._rebuild()
-        self.rounds += 1
 
     def _rebuild(self):
         by_ip: dict = {}
