@@ -25,6 +25,20 @@ from vigil.rules.loader import RulesError, RuleSet
 from vigil.state.fdtable import OBSERVED as _FD_KINDS, FdTable
 
 _NKINDS = max(int(k) for k in Kind) + 1
+_FD_STATE_FIELDS = frozenset(("fd.connected", "fd.name_changed"))
+
+
+def _uses(node, names) -> bool:
+    """Whether a compiled condition reads one of the fields `names`."""
+    ext = getattr(node, "ext", None)
+    if ext is not None:
+        return ext.key in names or (getattr(node, "rhs", None) is not None
+                                    and getattr(node.rhs, "key", None) in names)
+    items = getattr(node, "items", None)
+    if items is not None:
+        return any(_uses(c, names) for c in items)
+    item = getattr(node, "item", None)
+    return item is not None and _uses(item, names)
 
 
 class RuleEngine:
@@ -49,6 +63,7 @@ class RuleEngine:
         self.matches: dict = {}         # rule name -> alerts produced
         self._matchers = [None] * _NKINDS
         self._kind_rules = [()] * _NKINDS
+        self._track_fds = False
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -103,6 +118,8 @@ class RuleEngine:
             kind_rules[int(k)] = tuple(rs)
         self._matchers = matchers
         self._kind_rules = kind_rules
+        # the fd table costs a little per socket event: kept only when a rule asks
+        self._track_fds = any(_uses(r.ir, _FD_STATE_FIELDS) for r in self.rules if r.enabled)
 
     def _error_hook(self, rules):
         errs = self.rule_errors
@@ -171,7 +188,7 @@ class RuleEngine:
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, ev: Event) -> list:
-        if ev.kind in _FD_KINDS:
+        if self._track_fds and ev.kind in _FD_KINDS:
             self.fds.observe(ev)
         fn = self._matchers[ev.kind]
         if fn is None:

@@ -196,7 +196,7 @@ def _fd_nameraw(ev, cx):
     return raw if raw is not None and fd_class(ev) in ("file", "directory") else _fd_name(ev, cx)
 
 
-define("fd.nameraw", "str", safe(_fd_nameraw))
+define("fd.nameraw", "str", safe(_fd_nameraw), inline={Kind.OPEN: "(ev.path_raw or ev.path)"})
 define("fd.directory", "str", safe(_fd_directory), fast={Kind.OPEN: _open_directory})
 define("fd.filename", "str", safe(_fd_filename), fast={Kind.OPEN: _open_filename})
 define("fd.num", "int", safe(_fd_num), inline={Kind.OPEN: "(ev.ret if ev.ret >= 0 else -1)"})
