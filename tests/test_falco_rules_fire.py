@@ -358,6 +358,15 @@ def test_incubating_rules_fire(work, tmp_path):
         py(lib, q, str(work / "liblzma.so.5.6.0"))
         cases.append(("Backdoored library loaded into SSHD (CVE-2024-3094)", m, q))
 
+        m, q = mark(), mark()
+        keys = Path("/root/.ssh/authorized_keys")
+        had_keys = keys.exists()
+        py("open('/root/.ssh/authorized_keys', 'a')", m)
+        if not had_keys:
+            keys.unlink(missing_ok=True)
+        py("import os; os.path.exists('/root/.ssh/authorized_keys')", q)
+        cases.append(("Adding ssh keys to authorized_keys", m, q))
+
         check(agent, cases)
     finally:
         stop_agent(agent)
@@ -403,6 +412,21 @@ def test_sandbox_rules_fire(work, tmp_path):
         Path(f"/etc/yum.repos.d/{m}.repo").unlink(missing_ok=True)
         run("cat", "/etc/hostname", q)
         cases.append(("Update Package Repository", m, q))
+
+        m, q = mark(), mark()
+        if not Path("/var/lib/rpm").exists():
+            Path("/var/lib/rpm").mkdir()
+            made.append(Path("/var/lib/rpm"))
+        run("touch", f"/var/lib/rpm/{m}")
+        Path(f"/var/lib/rpm/{m}").unlink(missing_ok=True)
+        run("touch", str(work / q))
+        cases.append(("Write below rpm database", m, q))
+
+        m, q = mark(), mark()
+        # id typed at a pty's shell prompt leads its process group; inside sh -c it does not
+        run("script", "-qc", f"id {m}", "/dev/null")
+        run("script", "-qc", f"sh -c 'id {q}; true'", "/dev/null")
+        cases.append(("Basic Interactive Reconnaissance", m, q))
 
         m, q = mark(), mark()
         sh(f"echo stratum+tcp://pool:3333 {m} >/dev/null")
