@@ -140,6 +140,9 @@ def test_missing_fields_are_not_errors(rig):
         before = len(rig.stream.getvalue().splitlines())
         rig.pipe.process(Event(k, time=t, pid=4243, tid=4243, ppid=1, uid=0, gid=0, comm="x"))
         new = [json.loads(l) for l in rig.stream.getvalue().splitlines()[before:]]
+        if not k.spec.falco_types:      # failed execs: no rule sees them (no Falco type)
+            assert new == [], k
+            continue
         assert "every field" in {a["rule"] for a in new}, k
     assert rig.errors() == 0, (rig.pipe.handler_errors, rig.engine.rule_errors)
     _dispatch_ok(rig)

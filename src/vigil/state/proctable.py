@@ -290,6 +290,8 @@ class ProcessTable:
                 child.exe_ctime = parent.exe_ctime
                 for a in _INHERITED:
                     setattr(child, a, getattr(parent, a))
+                if parent.vpid and parent.vpid == parent.pid:
+                    child.vpid = ev.child_pid      # a host process's child: same namespace
             child.uid, child.gid = ev.uid, ev.gid
             child.comm = ev.comm or child.comm
             child.start_time = ev.time

@@ -5,9 +5,13 @@
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
 #define CAP_DAC_OVERRIDE 1
 
+/* the upper bits of i_ctime_nsec carry flags (multigrain timestamps: bit 31 =
+ * "ctime queried"); nanoseconds fit in the low 30 */
+#define NSEC_MASK 0x3fffffff
+
 static __always_inline __u64 ts_ns(__s64 sec, __u32 nsec)
 {
-	return sec > 0 ? (__u64)sec * 1000000000ULL + nsec : 0;
+	return sec > 0 ? (__u64)sec * 1000000000ULL + (nsec & NSEC_MASK) : 0;
 }
 
 /* The executable's inode number, change/modification times, and flags: is it

@@ -192,3 +192,17 @@ def exe_overlay(ev):
 define("proc.is_exe_writable", "bool", safe(lambda ev, cx: bool(exe_flag(ev, EXE_WRITABLE))),
        desc="true if the executable file is writable by the user running it (its owner, group or "
             "other write bit for the process's fsuid/fsgid, or CAP_DAC_OVERRIDE).")
+
+
+def _parent_start(ev, cx):
+    pt = cx.proctable if cx is not None else None
+    ppid = ev.ppid or (ev.proc.ppid if ev.proc is not None else 0)
+    pp = pt.get(ppid) if pt is not None and ppid else None
+    return (pp.start_time or None) if pp is not None else None
+
+
+define("proc.ppid.duration", "int",
+       safe(lambda ev, cx: (lambda s: None if s is None else ev.time - s)(_parent_start(ev, cx))),
+       desc="Nanoseconds since the parent process was created until this event.")
+define("proc.ppid.ts", "int", safe(_parent_start),
+       desc="When the parent process was created, ns since the epoch.")
