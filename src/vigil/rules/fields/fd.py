@@ -199,7 +199,7 @@ def _fd_nameraw(ev, cx):
 define("fd.nameraw", "str", safe(_fd_nameraw), inline={Kind.OPEN: "(ev.path_raw or ev.path)"})
 define("fd.directory", "str", safe(_fd_directory), fast={Kind.OPEN: _open_directory})
 define("fd.filename", "str", safe(_fd_filename), fast={Kind.OPEN: _open_filename})
-define("fd.num", "int", safe(_fd_num), inline={Kind.OPEN: "(ev.ret if ev.ret >= 0 else -1)"})
+define("fd.num", "int", safe(_fd_num), inline={Kind.OPEN: "(-1 if ev.ret is not None and ev.ret < 0 else ev.ret)"})
 define("fd.type", "str", safe(lambda ev, cx: fd_class(ev)))
 def _fd_typechar(ev, cx):
     c = fd_class(ev)
