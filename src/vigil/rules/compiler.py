@@ -28,7 +28,7 @@ from vigil.rules.kernel_filter import (OPEN_ANY, OPEN_READ, OPEN_WRITE, minimize
 from vigil.rules.definitions import Chunk, RuleDef
 from vigil.rules.errors import RulesError, RulesWarning
 from vigil.rules.fields.fd import IP_NAME_FIELDS
-from vigil.state.dnsnames import NAMES
+from vigil.state.dnsnames import NameCache
 from vigil.rules.loader import RuleSet
 from vigil.rules.output import OutputFormat
 from vigil.rules.parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
@@ -71,8 +71,9 @@ class CompiledRule:
 class Compiler:
     """Turns a RuleSet into CompiledRules (errors and warnings collected)."""
 
-    def __init__(self, rs: RuleSet, min_priority: str = "debug"):
+    def __init__(self, rs: RuleSet, min_priority: str = "debug", names: Optional[NameCache] = None):
         self.rs = rs
+        self.names = names if names is not None else NameCache()   # domains fd.*ip.name compare with
         self.min_rank = priority_rank(min_priority)
         self.errors = []
         self.warnings = []
@@ -191,7 +192,7 @@ class Compiler:
             if op not in ("=", "!=", "in") or isinstance(rhs, FieldValue):
                 raise src.error(node.pos, f"field '{ext.key}' can only be compared with =, != and in")
             names = self._list_values(rhs) if isinstance(rhs, ListValue) else [rhs.text]
-            NAMES.watch(names)
+            self.names.watch(names)
         if isinstance(rhs, FieldValue):
             other = self._ext(rhs.lhs)
             try:

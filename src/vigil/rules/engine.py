@@ -22,6 +22,7 @@ from vigil.rules.compiler import Compiler, CompiledRule
 from vigil.rules.kernel_filter import minimize_open_filter, minimize_prefixes, open_filter, path_prefixes
 from vigil.rules.fields.kinds import RULE_KINDS
 from vigil.rules.loader import RulesError, RuleSet
+from vigil.state.dnsnames import NameCache
 from vigil.state.fdtable import OBSERVED as _FD_KINDS, FdTable
 
 _NKINDS = max(int(k) for k in Kind) + 1
@@ -55,6 +56,7 @@ class RuleEngine:
         self.rule_matching = rule_matching
         self.evnum = 0
         self.fds = FdTable()            # socket state for fd.connected / fd.name_changed
+        self.names = NameCache()        # rule domain names, resolved, for fd.*ip.name
         self.ruleset = RuleSet()
         self.rules: List[CompiledRule] = []
         self.skipped: list = []
@@ -93,11 +95,13 @@ class RuleEngine:
     def _finish(self) -> None:
         rs = self.ruleset
         rs.raise_if_errors()
-        comp = Compiler(rs, self.min_priority)
+        names = NameCache()
+        comp = Compiler(rs, self.min_priority, names)
         rules = comp.compile()
         if comp.errors:
             raise RulesError.first_of(comp.errors)
         self.rules = rules
+        self.names = names
         self.skipped = comp.skipped + [(n, f"source {s}") for n, s in rs.skipped_sources.items()]
         self.warnings = list(rs.warnings) + comp.warnings
         self._build()

@@ -5,12 +5,18 @@ reverse DNS): the domain names written in rules are resolved (getaddrinfo,
 so /etc/hosts and the system's resolvers answer), in the background, again
 every ``refresh`` seconds, and a field asks which of those names currently
 resolve to an fd's IP.
+
+Each rules engine has its own cache (the names of its rules).  The background
+thread runs only while the cache is asked: it stops when nobody looked for
+``idle`` seconds or the cache is gone, and the next lookup starts it again.
 """
 from __future__ import annotations
 
 import logging
 import socket
 import threading
+import time
+import weakref
 
 log = logging.getLogger("vigil.state.dnsnames")
 
@@ -24,8 +30,11 @@ def _resolve(name):
 
 
 class NameCache:
-    def __init__(self, refresh: float = 10.0, resolve=_resolve, workers: int = 8):
+    def __init__(self, refresh: float = 10.0, resolve=_resolve, workers: int = 8,
+                 idle: float = 60.0):
         self.refresh = refresh
+        self.idle = idle
+        self._asked = 0.0            # monotonic time of the last lookup
         self.resolve = resolve
         self.workers = workers
         self._names: set = set()
@@ -48,15 +57,17 @@ class NameCache:
     def names_for(self, ip) -> tuple:
         """The watched names resolving to ip.  The first call starts the
         background resolver (so loading rules alone never resolves anything)."""
+        self._asked = time.monotonic()
         if self._thread is None:
             self.start()
         return self._by_ip.get(ip, ())
 
     def start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._thread is not None or not self._names:
                 return
-            self._thread = threading.Thread(target=self._run, name="vigil-dnsnames", daemon=True)
+            self._thread = threading.Thread(target=_run, args=(weakref.ref(self),),
+                                            name="vigil-dnsnames", daemon=True)
         self._thread.start()
 
     def refresh_now(self) -> None:
@@ -88,14 +99,27 @@ class NameCache:
                 by_ip.setdefault(a, []).append(name)
         self._by_ip = {ip: tuple(sorted(ns)) for ip, ns in by_ip.items()}
 
-    def _run(self):
-        while True:
-            try:
-                self.refresh_now()
-            except Exception:      # never let the resolver thread die
-                log.exception("resolving rule domain names failed")
-            self._wake.wait(self.refresh)
-            self._wake.clear()
+    def _round(self) -> bool:
+        """One background round; False when the thread should end."""
+        if time.monotonic() - self._asked > self.idle:
+            with self._lock:
+                self._thread = None
+            return False
+        try:
+            self.refresh_now()
+        except Exception:      # never let the resolver thread die
+            log.exception("resolving rule domain names failed")
+        return True
 
 
-NAMES = NameCache()
+def _run(ref) -> None:
+    """The background loop; holds the cache only weakly, so a dropped engine's
+    cache (and its thread) go away."""
+    while True:
+        cache = ref()
+        if cache is None or not cache._round():
+            return
+        wake, refresh = cache._wake, cache.refresh
+        del cache
+        wake.wait(refresh)
+        wake.clear()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 from vigil.events import Kind
-from vigil.state.dnsnames import NAMES
 from vigil.state.fdtable import connected_by
 from vigil.rules.fields.base import define, safe
 from vigil.rules.fields.flags import O_DIR_MASK, O_DIRECTORY
@@ -245,15 +244,16 @@ def _fd_name_changed(ev, cx):
 
 
 def _ip_name(which):
-    """fd.{c,s,l,r}ip.name: the rule domain names (NAMES) that resolve to the
+    """fd.{c,s,l,r}ip.name: the rule domain names (the engine's ``names``) that resolve to the
     IP, for a socket with a connection tuple (not a listening one)."""
     ip_of = _ip_part(which) if which in (0, 2) else _local_remote(which - 1)
 
     def fn(ev, cx):
         if ev.kind is Kind.LISTEN or ev.kind is Kind.BIND:
             return []
+        names = getattr(cx, "names", None)
         ip = ip_of(ev, cx)
-        return list(NAMES.names_for(ip)) if ip is not None else []
+        return list(names.names_for(ip)) if ip is not None and names is not None else []
     return safe(fn)
 
 
