@@ -7,7 +7,10 @@ alone) while a second, background load of opens keeps the agent busy.
 Latency = time the alert line is read here - the event's kernel timestamp
 (the alert's `time`, wall clock).  Reports p50/p90/p99/max in ms.
 
-    .venv/bin/python bench/bench_alert_latency.py [--count 300] [--load]
+    .venv/bin/python bench/bench_alert_latency.py [--count 300] [--load] [--with RULES.yaml]
+
+``--with`` loads a ruleset (e.g. Falco's falco_rules.yaml) before the marker
+rule, so the latency is the one an alert has with that ruleset running.
 """
 from __future__ import annotations
 
@@ -57,19 +60,29 @@ def main() -> int:
     ap.add_argument("--load-rate", type=int, default=50000,
                     help="opens per second the load makes (0 = as fast as it can)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--with", dest="with_rules", action="append", default=[],
+                    help="rules file loaded before the marker rule (repeatable)")
     a = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="vigil-lat-")
     rules = os.path.join(tmp, "rules.yaml")
     with open(rules, "w") as f:
         f.write(RULES)
-    agent = subprocess.Popen([VIGIL, "run", "-r", rules, "--output", "json", "--no-store"],
+    extra = [x for r in a.with_rules for x in ("-r", r)]
+    agent = subprocess.Popen([VIGIL, "run", *extra, "-r", rules, "--output", "json", "--no-store"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     # wait for "running with"
-    line = agent.stderr.readline()
-    if "running with" not in line:
-        print("agent did not start:", line, agent.stderr.read(), file=sys.stderr)
-        return 1
+    # (warnings, e.g. about tracepoints this kernel lacks, may come first)
+    seen = []
+    while True:
+        line = agent.stderr.readline()
+        seen.append(line)
+        if "running with" in line:
+            break
+        if not line or len(seen) > 200:
+            agent.kill()
+            print("agent did not start:", "".join(seen), file=sys.stderr)
+            return 1
     load = None
     if a.load:
         os.makedirs("/tmp/vigil-latency-load", exist_ok=True)
@@ -118,7 +131,9 @@ def main() -> int:
         agent.wait(10)
     res = {
         "command": "python bench/bench_alert_latency.py"
-                   + (f" --load --load-rate {a.load_rate}" if a.load else "") + f" --count {a.count}",
+                   + (f" --load --load-rate {a.load_rate}" if a.load else "") + f" --count {a.count}"
+                   + "".join(f" --with {r}" for r in a.with_rules),
+        "rules": a.with_rules,
         "load_rate": a.load_rate if a.load else 0,
         "count": a.count, "measured": len(lat), "missing": missing, "load": a.load,
         "p50_ms": round(pct(lat, 50), 3), "p90_ms": round(pct(lat, 90), 3),
@@ -127,6 +142,9 @@ def main() -> int:
     print(json.dumps(res, indent=2))
     os.makedirs(a.out, exist_ok=True)
     name = f"alert_latency_load{a.load_rate}.json" if a.load else "alert_latency.json"
+    if a.with_rules:
+        name = name.replace(".json", "_with_" + "_".join(
+            os.path.basename(r).rsplit(".", 1)[0] for r in a.with_rules) + ".json")
     with open(os.path.join(a.out, name), "w") as f:
         json.dump(res, f, indent=2)
     return 0

@@ -315,6 +315,34 @@ def test_execution_from_dev_shm(agent, tmp_path):
     agent.assert_quiet(**{"proc.pid": quiet})
 
 
+def test_script_from_dev_shm(agent, tmp_path):
+    """A script kept in /dev/shm, run directly (its interpreter's binary runs)
+    or handed to a shell, is caught; a shell reading a script elsewhere and a
+    program merely reading a file in /dev/shm are not."""
+    m = mark()
+    shm = f"/dev/shm/{m}.sh"
+    with open(shm, "w") as f:
+        f.write("#!/bin/sh\ntrue\n")
+    os.chmod(shm, 0o755)
+    ok = tmp_path / f"{m}.sh"
+    shutil.copy(shm, ok)
+    try:
+        try:
+            direct = started([shm])
+        except PermissionError:
+            pytest.skip("/dev/shm is mounted noexec here")
+        handed = started(["sh", shm])
+        quiet = started(["sh", str(ok)])
+        reader = started(["cat", shm])
+    finally:
+        os.unlink(shm)
+    for pid in (direct, handed):
+        a = agent.wait_for("Execution from /dev/shm", **{"proc.pid": pid})
+        assert shm in a["output_fields"]["proc.cmdline"]
+    agent.assert_quiet("Execution from /dev/shm", **{"proc.pid": quiet})
+    agent.assert_quiet("Execution from /dev/shm", **{"proc.pid": reader})
+
+
 def test_fileless_exec_via_memfd(agent):
     code = ("fd = os.memfd_create(sys.argv[1], 0)\n"
             "os.write(fd, open('/bin/true', 'rb').read())\n"

@@ -146,7 +146,7 @@ def test_process_fields(pt):
         "proc.pexepath": "/bin/bash", "proc.aname[0]": "cat", "proc.aname[1]": "bash",
         "proc.aname[2]": "containerd-shim", "proc.aname[3]": "systemd", "proc.aname[4]": None,
         "proc.apid[2]": 10, "proc.aexepath[3]": "/usr/lib/systemd/systemd", "proc.aexe[3]": "/sbin/init",
-        "proc.acmdline[1]": "bash -i", "proc.cwd": "/root", "proc.tty": 0, "thread.tid": 200,
+        "proc.acmdline[1]": "bash -i", "proc.cwd": "/root/", "proc.tty": 0, "thread.tid": 200,
         "user.uid": 0, "user.name": "root", "user.loginuid": 1000, "group.gid": 0, "group.name": "root",
         "proc.env": None, "proc.vpid": None, "proc.is_exe_from_memfd": False,
         "proc.is_exe_upper_layer": False, "proc.loginshellid": 100, "proc.cmdnargs": 1,

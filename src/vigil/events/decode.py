@@ -54,6 +54,13 @@ class _Names(dict):
 
 _SYSCALL_NAMES = _Names(SYSCALL_NAMES)
 FAMILIES = _Names({1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6"})
+# socket(2) domains by number (linux), as Falco names them
+SOCKET_DOMAINS = _Names({0: "AF_UNSPEC", 1: "AF_UNIX", 2: "AF_INET", 3: "AF_AX25", 4: "AF_IPX",
+                         5: "AF_APPLETALK", 6: "AF_NETROM", 7: "AF_BRIDGE", 8: "AF_ATMPVC",
+                         9: "AF_X25", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET",
+                         29: "AF_CAN", 31: "AF_BLUETOOTH", 38: "AF_ALG", 40: "AF_VSOCK",
+                         44: "AF_XDP"})
+_SOCK_TYPE_PROTO = {1: "tcp", 2: "udp", 3: "raw"}   # SOCK_STREAM / DGRAM / RAW, protocol 0
 PROTOS = _Names({6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 0: None})
 # inode type (mode >> 12) -> Falco-ish fd type
 FD_TYPES = {0o1: "pipe", 0o2: "char", 0o4: "directory", 0o6: "block", 0o10: "file",
@@ -277,7 +284,10 @@ class Decoder:
         # open_by_handle_at) is named by the file it reached
         if real and (trunc or unres or not given):
             given = real
-        d["path"] = _norm(given)
+        norm = _norm(given)
+        d["path"] = norm
+        if norm != given:
+            d["path_raw"] = given      # fd.nameraw: before normalisation
         if ret >= 0 and kdev:
             d["dev"] = stat_dev(kdev)
             d["ino"] = ino
@@ -427,6 +437,41 @@ class Decoder:
         d["old_name"] = _s(v[11])
         d["new_name"] = _s(v[12])
         d["syscall"] = "prctl"
+        return e
+
+    @_reads(S.EvSys)
+    def _sysx(self, raw, kind, label, off=0):
+        """The sysx sensor's kinds (socket, setns, unshare, bpf, userfaultfd, fchmod)."""
+        v = _SYS.unpack_from(raw, off)
+        e = self._hdr(v, kind, label)
+        ret, a0, a1, sc, family, fd_type, sport, dport, proto, saddr, daddr, path = v[9:]
+        d = e.__dict__
+        d["ret"] = ret
+        d["syscall"] = _SYSCALL_NAMES[sc]
+        if kind == Kind.SOCKET:
+            d["family"] = SOCKET_DOMAINS[family]
+            d["sock_type"] = a1
+            if family in (2, 10):
+                d["proto"] = PROTOS[proto] if proto else _SOCK_TYPE_PROTO.get(a1 & 0xF)
+            if ret >= 0:
+                d["fd"] = ret
+        elif kind == Kind.SETNS or kind == Kind.FCHMOD:
+            d["fd"] = a0
+            p = _s(path)
+            if p and kind == Kind.FCHMOD:   # a namespace file's path says nothing
+                d["path"] = p
+            if fd_type:
+                d["fd_type"] = FD_TYPES.get(fd_type, "unknown")
+            if kind == Kind.SETNS:
+                d["nstype"] = a1
+            else:
+                d["mode"] = a1 & 0o7777
+        elif kind == Kind.BPF:
+            d["cmd"] = a0
+        else:                       # unshare, userfaultfd
+            d["flags"] = a0
+            if kind == Kind.USERFAULTFD and ret >= 0:
+                d["fd"] = ret
         return e
 
     @_reads(S.EvCgroup)

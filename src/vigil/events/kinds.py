@@ -69,6 +69,10 @@ SYSCALLS_FROM_100 = (
 )
 # number -> name of every ev_syscall value
 SYSCALL_NAMES = {**dict(enumerate(SYSCALLS)), **dict(enumerate(SYSCALLS_FROM_100, 100))}
+# enum ev_syscall members of sysx.bpf.c, given explicit values in events.h (= 120 ...)
+SYSCALLS_AT = {120: "socket", 121: "setns", 122: "unshare", 123: "bpf", 124: "userfaultfd",
+               125: "fchmod"}
+SYSCALL_NAMES.update(SYSCALLS_AT)
 
 # enum open_via and enum open_watched in kernel/bpf/events.h (value = index):
 # how an open was made (ev_open.via; None: an open syscall) and whether the
@@ -179,6 +183,11 @@ def _enforce(name, value, sensor, layout, category):
                     json=("verdict", "policy", "ident", "direction"), detail=_verdict_detail)
 
 
+def _sysx(name, value, types, category, json, detail):
+    return KindSpec(name, value, "sysx", S.EvSys, "_sysx", types, category, trace=(),
+                    json=json, detail=detail)
+
+
 def _cgroup(name, value):
     return KindSpec(name, value, "cgroup", S.EvCgroup, "_cgroup", bookkeeping="cgroup")
 
@@ -217,7 +226,7 @@ KINDS = (
     _fsop("link", 13, ("linkat", "link"), _two_paths_detail),
     _fsop("symlink", 14, ("symlinkat", "symlink"), _two_paths_detail),
     _fsop("mkdir", 15, ("mkdirat", "mkdir"), _path_mode_detail, json=_PATH2_JSON + ("mode",)),
-    _fsop("chmod", 16, ("fchmodat", "chmod", "fchmod"), _path_mode_detail,
+    _fsop("chmod", 16, ("fchmodat", "chmod"), _path_mode_detail,
           json=_PATH2_JSON + ("mode",)),
     # Falco rules look at the exit ("<") of most syscalls but at the enter (">")
     # of ptrace: a vigil event is a whole syscall, so it answers to both
@@ -257,6 +266,19 @@ KINDS = (
     KindSpec("execfail", 43, "proc", S.EvExecfail, "_execfail", (), "process",
              json=("syscall", "path", "args", "args_truncated", "ret"),
              detail=lambda e: f"{e.path} {args_text(e)} ret={ret_text(e.ret)}"),
+    # kernel/bpf/sysx.bpf.c: syscalls only Falco's rules ask about
+    _sysx("socket", 48, ("socket",), "net", ("domain=family", "sock_type", "proto", "ret"),
+          lambda e: f"domain={e.family} type={e.sock_type} proto={e.proto} ret={ret_text(e.ret)}"),
+    _sysx("setns", 49, ("setns",), "process", ("fd", "nstype", "path?", "ret"),
+          lambda e: f"fd={e.fd}({e.path or '?'}) nstype={e.nstype} ret={ret_text(e.ret)}"),
+    _sysx("unshare", 50, ("unshare",), "process", ("flags", "ret"),
+          lambda e: f"flags={e.flags:#x} ret={ret_text(e.ret)}"),
+    _sysx("bpf", 51, ("bpf",), "other", ("cmd", "ret"),
+          lambda e: f"cmd={e.cmd} ret={ret_text(e.ret)}"),
+    _sysx("userfaultfd", 52, ("userfaultfd",), "memory", ("flags", "ret"),
+          lambda e: f"flags={e.flags:#x} ret={ret_text(e.ret)}"),
+    _sysx("fchmod", 53, ("fchmod",), "file", ("fd", "path?", "mode", "ret"),
+          lambda e: f"fd={e.fd}({e.path or '?'}) mode={e.mode:#o} ret={ret_text(e.ret)}"),
     # 60-63: enforcement verdicts (vigil.enforce); no enum ev_syscall values
     _enforce("net_verdict", 60, "enforce_net", S.EvNetVerdict, "net"),
     _enforce("exec_verdict", 61, "enforce_exec", S.EvExecVerdict, "process"),

@@ -57,6 +57,10 @@ FIELDS = (
     "entries",
     # prctl (a rename): the names before and after
     "old_name", "new_name",
+    # socket / setns / bpf extras (flags and mode above serve unshare, userfaultfd, fchmod)
+    "sock_type", "nstype", "cmd",
+    # open: the path before normalisation, when it differs (fd.nameraw)
+    "path_raw",
 )
 # kinds read by the generic decoder bring their layouts' member names
 FIELDS += tuple(f for f in generic_fields() if f not in FIELDS)

@@ -27,10 +27,12 @@ from vigil.rules.kernel_filter import (OPEN_ANY, OPEN_READ, OPEN_WRITE, minimize
                                        minimize_prefixes, open_filter, path_prefixes)
 from vigil.rules.definitions import Chunk, RuleDef
 from vigil.rules.errors import RulesError, RulesWarning
+from vigil.rules.fields.fd import IP_NAME_FIELDS
+from vigil.state.dnsnames import NameCache
 from vigil.rules.loader import RuleSet
 from vigil.rules.output import OutputFormat
 from vigil.rules.parser import (And, Compare, ConditionSyntaxError, Const, FieldValue, ListValue, MacroRef, Not,
-                                Or, quote_value)
+                                Or, list_item_text, quote_value)
 from vigil.rules.predicates import coerce, make_pmatch, make_pred2
 from vigil.rules.regex import compile_regex
 
@@ -70,8 +72,9 @@ class CompiledRule:
 class Compiler:
     """Turns a RuleSet into CompiledRules (errors and warnings collected)."""
 
-    def __init__(self, rs: RuleSet, min_priority: str = "debug"):
+    def __init__(self, rs: RuleSet, min_priority: str = "debug", names: Optional[NameCache] = None):
         self.rs = rs
+        self.names = names if names is not None else NameCache()   # domains fd.*ip.name compare with
         self.min_rank = priority_rank(min_priority)
         self.errors = []
         self.warnings = []
@@ -100,7 +103,7 @@ class Compiler:
                 elif it == name:
                     raise RulesError(f"list '{name}' contains itself", d.file, d.line)
                 else:
-                    items.append(it)
+                    items.append(list_item_text(it))
             out[name] = items
             return items
         for name in lists:
@@ -168,6 +171,17 @@ class Compiler:
             return self._cmp(node)
         raise TypeError(node)
 
+    def _list_values(self, rhs: ListValue) -> list:
+        """The values of a (...) list, list names expanded."""
+        raws = []
+        for v in rhs.items:
+            if not v.quoted and v.text in self.lists:
+                self.rs.lists[v.text].used = True
+                raws.extend(self.lists[v.text])
+            else:
+                raws.append(v.text)
+        return raws
+
     def _cmp(self, node: Compare):
         ext = self._ext(node.lhs)
         op = node.op
@@ -175,6 +189,11 @@ class Compiler:
         if op == "exists":
             return Cmp(ext, op)
         rhs = node.rhs
+        if ext.key in IP_NAME_FIELDS:
+            if op not in ("=", "!=", "in") or isinstance(rhs, FieldValue):
+                raise src.error(node.pos, f"field '{ext.key}' can only be compared with =, != and in")
+            names = self._list_values(rhs) if isinstance(rhs, ListValue) else [rhs.text]
+            self.names.watch(names)
         if isinstance(rhs, FieldValue):
             other = self._ext(rhs.lhs)
             try:
@@ -184,13 +203,7 @@ class Compiler:
             return Cmp(ext, op, rhs=other)
         try:
             if isinstance(rhs, ListValue):
-                raws = []
-                for v in rhs.items:
-                    if not v.quoted and v.text in self.lists:
-                        self.rs.lists[v.text].used = True
-                        raws.extend(self.lists[v.text])
-                    else:
-                        raws.append(v.text)
+                raws = self._list_values(rhs)
                 if op == "pmatch":
                     return Cmp(ext, op, make_pmatch(raws), raw=tuple(raws))
                 if ext.type == "ipnet":

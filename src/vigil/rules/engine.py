@@ -23,8 +23,24 @@ from vigil.rules.kernel_filter import (minimize_open_filter, minimize_prefixes, 
                                        path_prefixes, success_only)
 from vigil.rules.fields.kinds import RULE_KINDS
 from vigil.rules.loader import RULES_MAX_BYTES, RulesError, RuleSet
+from vigil.state.dnsnames import NameCache
+from vigil.state.fdtable import OBSERVED as _FD_KINDS, FdTable
 
 _NKINDS = max(int(k) for k in Kind) + 1
+_FD_STATE_FIELDS = frozenset(("fd.connected", "fd.name_changed"))
+
+
+def _uses(node, names) -> bool:
+    """Whether a compiled condition reads one of the fields `names`."""
+    ext = getattr(node, "ext", None)
+    if ext is not None:
+        return ext.key in names or (getattr(node, "rhs", None) is not None
+                                    and getattr(node.rhs, "key", None) in names)
+    items = getattr(node, "items", None)
+    if items is not None:
+        return any(_uses(c, names) for c in items)
+    item = getattr(node, "item", None)
+    return item is not None and _uses(item, names)
 
 
 class RuleEngine:
@@ -40,6 +56,8 @@ class RuleEngine:
         self.written_paths = written_paths
         self.rule_matching = rule_matching
         self.evnum = 0
+        self.fds = FdTable()            # socket state for fd.connected / fd.name_changed
+        self.names = NameCache()        # rule domain names, resolved, for fd.*ip.name
         self.ruleset = RuleSet(max_file_bytes)
         self.rules: List[CompiledRule] = []
         self.skipped: list = []
@@ -48,6 +66,7 @@ class RuleEngine:
         self.matches: dict = {}         # rule name -> alerts produced
         self._matchers = [None] * _NKINDS
         self._kind_rules = [()] * _NKINDS
+        self._track_fds = False
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -76,7 +95,8 @@ class RuleEngine:
 
     def _finish(self) -> None:
         rs = self.ruleset
-        comp = Compiler(rs, self.min_priority)
+        names = NameCache()
+        comp = Compiler(rs, self.min_priority, names)
         try:
             rules = comp.compile()
         except RecursionError:
@@ -86,6 +106,7 @@ class RuleEngine:
             # (items the loader refused are not compiled), by file and line
             raise RulesError.first_of(_in_file_order(rs.files, rs.errors + comp.errors))
         self.rules = rules
+        self.names = names
         self.skipped = comp.skipped + [(n, f"source {s}") for n, s in rs.skipped_sources.items()]
         self.warnings = list(rs.warnings) + comp.warnings
         self._build()
@@ -106,6 +127,8 @@ class RuleEngine:
             kind_rules[int(k)] = tuple(rs)
         self._matchers = matchers
         self._kind_rules = kind_rules
+        # the fd table costs a little per socket event: kept only when a rule asks
+        self._track_fds = any(_uses(r.ir, _FD_STATE_FIELDS) for r in self.rules if r.enabled)
 
     def _error_hook(self, rules):
         errs = self.rule_errors
@@ -191,6 +214,8 @@ class RuleEngine:
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, ev: Event) -> list:
+        if self._track_fds and ev.kind in _FD_KINDS:
+            self.fds.observe(ev)
         fn = self._matchers[ev.kind]
         if fn is None:
             return []

@@ -496,6 +496,22 @@ def quote_value(v) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def list_item_text(item: str) -> str:
+    """A list item as the condition sees it.  Falco pastes list items into the
+    condition text, so an item written in quotes (``'"10.0.0.0/8"'``) is a
+    quoted string there: its quotes go, escapes are read.  Anything else is
+    taken as written."""
+    if len(item) >= 2 and item[0] in ('"', "'") and item[-1] == item[0]:
+        p = _Parser(item)
+        try:
+            text = p.quoted(item[0])
+        except ConditionSyntaxError:
+            return item
+        if p.i == p.n:
+            return text
+    return item
+
+
 def scalar_text(v) -> str:
     """A YAML scalar as condition text: booleans as true/false, null as empty."""
     if isinstance(v, bool):
@@ -507,4 +523,4 @@ def scalar_text(v) -> str:
 
 __all__ = ["parse_condition", "parse_lhs", "ConditionSyntaxError", "And", "Or", "Not", "Const",
            "MacroRef", "FieldRef", "Transform", "Value", "ListValue", "FieldValue", "Compare",
-           "BINARY_OPS", "LIST_OPS", "TRANSFORMERS", "line_col", "quote_value"]
+           "BINARY_OPS", "LIST_OPS", "TRANSFORMERS", "line_col", "quote_value", "list_item_text"]

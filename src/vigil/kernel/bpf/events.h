@@ -49,6 +49,13 @@ enum ev_kind {
 	EV_SETID = 41,
 	EV_SESSION = 42,
 	EV_EXECFAIL = 43,
+	/* sysx.bpf.c */
+	EV_SOCKET = 48,
+	EV_SETNS = 49,
+	EV_UNSHARE = 50,
+	EV_BPF = 51,
+	EV_USERFAULTFD = 52,
+	EV_FCHMOD = 53,
 	/* 60-63: enforcement verdicts (enforce_net.bpf.c, enforce_exec.bpf.c) */
 	EV_NET_VERDICT = 60,
 	EV_EXEC_VERDICT = 61,
@@ -73,6 +80,13 @@ enum ev_syscall {
 	SC_SETGID = 100, SC_SETREUID, SC_SETREGID, SC_SETRESUID, SC_SETRESGID,
 	SC_SETFSUID, SC_SETFSGID, SC_CAPSET, SC_SETSID, SC_SETPGID,
 	SC_EXECVE, SC_EXECVEAT,
+	/* sysx.bpf.c */
+	SC_SOCKET = 120,
+	SC_SETNS = 121,
+	SC_UNSHARE = 122,
+	SC_BPF = 123,
+	SC_USERFAULTFD = 124,
+	SC_FCHMOD = 125,
 };
 
 /* ev_open.via: how the open was made */
@@ -231,7 +245,7 @@ struct ev_dns {
 	__u8 payload[DNS_LEN];
 };
 
-/* ptrace, module load, dup, memfd_create */
+/* ptrace, module load, dup, memfd_create; and sysx.bpf.c's */
 struct ev_sys {
 	struct ev_hdr h;
 	__s64 ret;

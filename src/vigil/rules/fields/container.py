@@ -1,6 +1,9 @@
 """container.* and k8s.* fields."""
 from __future__ import annotations
 
+import fnmatch
+import re
+
 from vigil.rules.fields.base import define, safe
 from vigil.rules.fields.evt import render_time
 
@@ -52,7 +55,38 @@ define("container.info", "str", safe(_container_info))
 define("container.healthcheck", "str", lambda ev, cx: None)
 define("container.liveness_probe", "str", lambda ev, cx: None)
 define("container.readiness_probe", "str", lambda ev, cx: None)
-define("container.mounts", "str", lambda ev, cx: None)
+def _mounts_text(c):
+    """Falco's container.mounts: source:dest:mode:rdwr:propagation, comma-joined."""
+    return ",".join(f"{src}:{dst}:{mode}:{'true' if rw else 'false'}:{prop}"
+                    for src, dst, mode, rw, prop in c.mounts) or None
+
+
+def _mount_lookup(arg, by, give):
+    """container.mount.dest[X] (X = a mount's source) / container.mount.source[X]
+    (X = its destination): X is a glob or an index; "<NA>" when no mount fits,
+    as Falco's rules expect (`not ... in ("<NA>","N/A")`)."""
+    a = arg.strip()
+    if a.isdigit():
+        i = int(a)
+        return _cont(lambda c: c.mounts[i][give] if i < len(c.mounts) else "<NA>")
+    match = re.compile(fnmatch.translate(a), re.S).match
+
+    def get(c):
+        for m in c.mounts:
+            if match(m[by]):
+                return m[give]
+        return "<NA>"
+    return _cont(get)
+
+
+define("container.mounts", "str", _cont(_mounts_text))
+define("container.mount.dest", "str", None, make=lambda a: _mount_lookup(a, 0, 1), arg="required")
+define("container.mount.source", "str", None, make=lambda a: _mount_lookup(a, 1, 0), arg="required")
+define("container.mount.mode", "str", None, make=lambda a: _mount_lookup(a, 0, 2), arg="required")
+define("container.mount.rdwr", "str", None,
+       make=lambda a: _mount_lookup(a, 0, 3), arg="required")
+define("container.mount.propagation", "str", None, make=lambda a: _mount_lookup(a, 0, 4),
+       arg="required")
 define("container.label", "str", None, make=lambda a: _label(a), arg="required")
 define("k8s.ns.name", "str", _cont(lambda c: c.namespace or None))
 define("k8s.pod.name", "str", _cont(lambda c: c.pod_name or None))

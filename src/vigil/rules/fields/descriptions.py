@@ -9,6 +9,17 @@ registry are the same set of names, each with a description.
 from __future__ import annotations
 
 DESCRIPTIONS = {
+    "fd.connected": "True for a socket that is connected: a connect that returned 0 or EINPROGRESS (Falco's default), or an accepted socket.",
+    "fd.name_changed": "True when this event changed the socket's address pair (and so fd.name), e.g. a connect or bind.",
+    "fd.cip.name": "The domain names written in the rules that resolve to the client IP (resolved forward in the background, no reverse DNS); compared with =, != and in.",
+    "fd.sip.name": "The domain names written in the rules that resolve to the server IP (resolved forward in the background, no reverse DNS); compared with =, != and in.",
+    "fd.lip.name": "The domain names written in the rules that resolve to the local IP; compared with =, != and in.",
+    "fd.rip.name": "The domain names written in the rules that resolve to the remote IP; compared with =, != and in.",
+    "container.mount.dest": "Destination (path in the container) of the mount whose source matches the argument (a host path, glob allowed) or of the mount with that index; <NA> when none.",
+    "container.mount.source": "Source (host path) of the mount whose source matches the argument or of the mount with that index; <NA> when none.",
+    "container.mount.mode": "Mode (ro/rw options) of the mount whose source matches the argument or of the mount with that index; <NA> when none.",
+    "container.mount.rdwr": "True when the mount whose source matches the argument (or with that index) is read-write; <NA> when none.",
+    "container.mount.propagation": "Propagation (private, rslave, rshared ...) of the mount whose source matches the argument or of the mount with that index; <NA> when none.",
     # --- evt.*: the event itself
     "evt.num": "Number of the event, counted from the start of the agent.",
     "evt.time": "Time of the event, in nanoseconds since the epoch (rendered as a time of day in outputs).",

@@ -9,8 +9,10 @@ from vigil.alerts.alert import HOSTNAME
 from vigil.events import Kind
 from vigil.rules.fields.base import FAMILIES, Extractor, define, safe
 from vigil.rules.fields.fd import fd_class, sock_name
-from vigil.rules.fields.flags import (O_ACCMODE, O_CREAT, O_CREATES, O_RDWR, O_TRUNC, O_WRONLY,
-                                      PTRACE_REQUESTS, render_open_flags)
+from vigil.rules.fields.flags import (BPF_COMMANDS, CHMOD_MODES, CLONE_FLAGS, O_ACCMODE, O_CREAT,
+                                      O_CREATES, O_RDWR, O_TRUNC, O_WRONLY, PTRACE_REQUESTS,
+                                      UFFD_FLAGS, render_bits, render_open_flags)
+from vigil.rules.fields.user import user_name
 from vigil.rules.fields.kinds import CATEGORY, KIND_TYPES
 
 
@@ -152,19 +154,59 @@ _ARG_NUM = {  # evt.rawarg gives the number; evt.arg renders it (_ARG_SHOWN, els
     else None,
     "uid": lambda ev, cx: ev.new_uid,
     "status": lambda ev, cx: ev.exit_code,
+    "domain": lambda ev, cx: ev.family if ev.kind is Kind.SOCKET else None,
+    "type": lambda ev, cx: ev.sock_type,
+    "cmd": lambda ev, cx: ev.cmd,
+    "nstype": lambda ev, cx: ev.nstype,
 }
+
+# kinds whose mode argument is a chmod mode (Falco renders its bits by name)
+_CHMOD_KINDS = (Kind.CHMOD, Kind.FCHMOD)
 
 
 def _arg_flags_text(ev, cx):
-    if ev.kind is Kind.OPEN:
+    k = ev.kind
+    if k is Kind.OPEN:
         return render_open_flags(_open_flags(ev))
     f = ev.flags
-    return None if f is None else str(f)
+    if f is None:
+        return None
+    if k is Kind.UNSHARE:
+        return render_bits(f, CLONE_FLAGS)
+    if k is Kind.USERFAULTFD:
+        return render_bits(f, UFFD_FLAGS)
+    return str(f)
 
 
 def _arg_mode_text(ev, cx):
     m = ev.mode
-    return None if m is None else "0%o" % m
+    if m is None:
+        return None
+    if ev.kind in _CHMOD_KINDS:
+        return render_bits(m, CHMOD_MODES)
+    return "0%o" % m
+
+
+def _arg_cmd_text(ev, cx):
+    c = ev.cmd
+    return None if c is None else BPF_COMMANDS.get(c, str(c))
+
+
+def _arg_nstype_text(ev, cx):
+    n = ev.nstype
+    if n is None:
+        return None
+    return render_bits(n, CLONE_FLAGS) if n else "0"
+
+
+def _arg_uid(ev, cx):
+    """setuid's uid as Falco shows it, the user's name; its number matches too
+    (vigil's own rules compare it with numbers)."""
+    u = ev.new_uid
+    if u is None:
+        return None
+    name = user_name(ev, u)
+    return [name, str(u)] if name else [str(u)]
 
 
 def _arg_request_text(ev, cx):
@@ -172,7 +214,8 @@ def _arg_request_text(ev, cx):
     return None if r is None else PTRACE_REQUESTS.get(r, str(r))
 
 
-_ARG_SHOWN = {"flags": _arg_flags_text, "mode": _arg_mode_text, "request": _arg_request_text}
+_ARG_SHOWN = {"flags": _arg_flags_text, "mode": _arg_mode_text, "request": _arg_request_text,
+              "cmd": _arg_cmd_text, "nstype": _arg_nstype_text}
 
 
 def _make_evt_arg(sub, raw):
@@ -211,7 +254,10 @@ def _evt_args(ev, cx):
                       ("tuple", sock_name(ev, fd_class(ev)) if ev.family else None),
                       ("query", ev.query), ("request", _arg_request_text(ev, cx)),
                       ("pid", ev.target_pid), ("uid", ev.new_uid), ("exe", ev.exe),
-                      ("status", ev.exit_code)):
+                      ("status", ev.exit_code),
+                      ("domain", ev.family if ev.kind is Kind.SOCKET else None),
+                      ("type", ev.sock_type), ("cmd", _arg_cmd_text(ev, cx)),
+                      ("nstype", _arg_nstype_text(ev, cx))):
         if val is not None:
             parts.append(f"{name}={val}")
     return " ".join(parts)
@@ -273,7 +319,13 @@ define("evt.buflen", "int", lambda ev, cx: None)
 define("evt.latency", "int", lambda ev, cx: None)
 define("evt.pluginname", "str", lambda ev, cx: None)
 
-FAMILIES["evt.arg."] = lambda name, sub: Extractor(name, "str", _make_evt_arg(sub, raw=False))
+def _evt_arg(name, sub):
+    if sub == "uid":
+        return Extractor(name, "str", safe(_arg_uid), multi=True)
+    return Extractor(name, "str", _make_evt_arg(sub, raw=False))
+
+
+FAMILIES["evt.arg."] = _evt_arg
 FAMILIES["evt.rawarg."] = lambda name, sub: Extractor(name, "rawarg", _make_evt_arg(sub, raw=True))
 
 # vigil extras (DNS events have no Falco equivalent)

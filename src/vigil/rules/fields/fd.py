@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from vigil.events import Kind
+from vigil.state.fdtable import connected_by
 from vigil.rules.fields.base import define, safe
 from vigil.rules.fields.flags import O_DIR_MASK, O_DIRECTORY
 
@@ -115,11 +116,14 @@ def _fd_filename(ev, cx):
 
 
 def _fd_num(ev, cx):
+    """The fd the event works on; -1 when the syscall that was to create one
+    failed (Falco keeps no fd for it)."""
     if ev.fd is not None:
         return ev.fd
     k = ev.kind
-    if k is Kind.OPEN or k is Kind.ACCEPT or k is Kind.MEMFD:
-        return ev.ret
+    if k is Kind.OPEN or k is Kind.ACCEPT or k is Kind.MEMFD or k is Kind.SOCKET:
+        r = ev.ret
+        return None if r is None else r if r >= 0 else -1
     return None
 
 
@@ -184,10 +188,17 @@ def _open_filename(ev, cx):
 
 
 define("fd.name", "str", safe(_fd_name), inline={Kind.OPEN: "ev.path"})
-define("fd.nameraw", "str", safe(_fd_name))
+def _fd_nameraw(ev, cx):
+    """The path as the syscall was given it, before '..' and '//' are
+    collapsed (a relative path has the base directory in front)."""
+    raw = ev.path_raw
+    return raw if raw is not None and fd_class(ev) in ("file", "directory") else _fd_name(ev, cx)
+
+
+define("fd.nameraw", "str", safe(_fd_nameraw), inline={Kind.OPEN: "(ev.path_raw or ev.path)"})
 define("fd.directory", "str", safe(_fd_directory), fast={Kind.OPEN: _open_directory})
 define("fd.filename", "str", safe(_fd_filename), fast={Kind.OPEN: _open_filename})
-define("fd.num", "int", safe(_fd_num), inline={Kind.OPEN: "ev.ret"})
+define("fd.num", "int", safe(_fd_num), inline={Kind.OPEN: "(-1 if ev.ret is not None and ev.ret < 0 else ev.ret)"})
 define("fd.type", "str", safe(lambda ev, cx: fd_class(ev)))
 def _fd_typechar(ev, cx):
     c = fd_class(ev)
@@ -215,6 +226,45 @@ define("fd.cnet", "ipnet", _ip_part(0))
 define("fd.snet", "ipnet", _ip_part(2))
 define("fd.lnet", "ipnet", _local_remote(0))
 define("fd.rnet", "ipnet", _local_remote(2))
+def _fd_connected(ev, cx):
+    v = getattr(ev, "fd_connected", None)
+    if v is not None:
+        return v
+    if not (_is_inet(fd_class(ev)) or fd_class(ev) == "unix"):
+        return None
+    v = connected_by(ev)
+    return False if v is None else v
+
+
+def _fd_name_changed(ev, cx):
+    v = getattr(ev, "fd_name_changed", None)
+    if v is not None:
+        return v
+    return None if fd_class(ev) is None else False
+
+
+def _ip_name(which):
+    """fd.{c,s,l,r}ip.name: the rule domain names (the engine's ``names``) that resolve to the
+    IP, for a socket with a connection tuple (not a listening one)."""
+    ip_of = _ip_part(which) if which in (0, 2) else _local_remote(which - 1)
+
+    def fn(ev, cx):
+        if ev.kind is Kind.LISTEN or ev.kind is Kind.BIND:
+            return []
+        names = getattr(cx, "names", None)
+        ip = ip_of(ev, cx)
+        return list(names.names_for(ip)) if ip is not None and names is not None else []
+    return safe(fn)
+
+
+# compared with =, != and in only: the values are the names to resolve
+IP_NAME_FIELDS = ("fd.cip.name", "fd.sip.name", "fd.lip.name", "fd.rip.name")
+for _name, _which in zip(IP_NAME_FIELDS, (0, 2, 1, 3)):
+    define(_name, "str", _ip_name(_which), multi=True)
+
+define("fd.connected", "bool", safe(_fd_connected))
+define("fd.name_changed", "bool", safe(_fd_name_changed))
+
 def _realpath(ev, cx):
     """The opened file's own path: for a file recognised by identity, the
     rules' path for it (a hardlink to /etc/shadow opened anywhere is

@@ -128,8 +128,15 @@ define("proc.vpid", "int", safe(lambda ev, cx: (ev.vpid if ev.kind is Kind.EXEC 
 define("proc.pvpid", "int", safe(lambda ev, cx: _vpid(_parent(ev, cx))))
 define("thread.tid", "int", lambda ev, cx: ev.tid, inline={None: "ev.tid"})
 define("thread.vtid", "int", lambda ev, cx: None)
-define("proc.cwd", "str", safe(lambda ev, cx: (ev.cwd if ev.kind is Kind.EXEC and ev.cwd else
-                                             (ev.proc.cwd or None) if ev.proc is not None else None)))
+def _cwd(ev, cx):
+    """The working directory, ending in '/' as Falco keeps it."""
+    c = ev.cwd if ev.kind is Kind.EXEC and ev.cwd else (ev.proc.cwd or None) if ev.proc is not None else None
+    if c is None:
+        return None
+    return c if c.endswith("/") else c + "/"
+
+
+define("proc.cwd", "str", safe(_cwd))
 define("proc.tty", "int", safe(lambda ev, cx: _tty_nr(ev.tty if ev.kind is Kind.EXEC and ev.tty is not None
                                                    else ev.proc.tty if ev.proc is not None else None)))
 define("proc.env", "str", lambda ev, cx: None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import grp
 import pwd
+import time
 
 from vigil.events import Kind
 from vigil.rules.fields.base import define, safe
@@ -36,12 +37,53 @@ def _in_container(ev):
     return c is not None and not c.is_host
 
 
-def _uname(ev, uid):
+# container id -> (time read, {uid: name}) from the container's own /etc/passwd
+_CONTAINER_USERS: dict = {}
+_REREAD_S = 30.0
+
+
+def _read_passwd(path):
+    users = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.split(":")
+            if len(parts) >= 3 and parts[2].isdigit():
+                users.setdefault(int(parts[2]), parts[0])
+    return users
+
+
+def _container_user(ev, uid):
+    """A container user's name, from the container's /etc/passwd (read through
+    the process's root, cached per container, read again when a uid is not in
+    it and the copy is old); "<NA>" when it has none, as Falco shows it."""
+    cid = ev.container.id
+    now = time.monotonic()
+    cached = _CONTAINER_USERS.get(cid)
+    if cached is None or (uid not in cached[1] and now - cached[0] > _REREAD_S):
+        try:
+            users = _read_passwd(f"/proc/{ev.pid}/root/etc/passwd")
+        except OSError:
+            users = cached[1] if cached is not None else {}
+        if len(_CONTAINER_USERS) > 4096:
+            _CONTAINER_USERS.clear()
+        _CONTAINER_USERS[cid] = cached = (now, users)
+    name = cached[1].get(uid)
+    if name is None:
+        return "root" if uid == 0 else "<NA>"
+    return name
+
+
+def user_name(ev, uid):
+    """The name of user `uid` as the event's process sees it: the host's user
+    database, or the container's."""
     if uid is None:
         return None
     if _in_container(ev):
-        return "root" if uid == 0 else None
+        return _container_user(ev, uid)
     return _user_name(uid)
+
+
+_uname = user_name
 
 
 def _loginuid(ev):

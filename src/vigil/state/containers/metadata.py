@@ -58,6 +58,8 @@ def merge_into(dst: dict, src: dict) -> None:
             dst[k] = v
     if dst.get("privileged") is None and isinstance(src.get("privileged"), bool):
         dst["privileged"] = src["privileged"]
+    if src.get("mounts") and not dst.get("mounts"):
+        dst["mounts"] = tuple(src["mounts"])
     for k in ("labels", "pod_labels"):
         v = src.get(k)
         if isinstance(v, dict) and v:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from vigil.state.containers.metadata_values import (CRI, CRIO, K8S_FIELDS, drop_empty, json_dict, parse_time_ns,
+from vigil.state.containers.metadata_values import (CRI, CRIO, K8S_FIELDS, drop_empty, json_dict, oci_mounts, parse_time_ns,
                                                      pod_labels_from, read_json, str_dict, truthy)
 
 # (runtime, path template); {id} is the container id, {ns} a containerd namespace
@@ -109,6 +109,9 @@ def parse_oci_config(spec: dict, runtime_hint: str = "") -> dict:
             out["privileged"] = p
     if labels:
         out["labels"] = labels
+    mounts = oci_mounts(spec.get("mounts"))
+    if mounts:
+        out["mounts"] = mounts
     out["runtime"] = runtime
     out["annotations"] = ann
     return drop_empty(out)

@@ -10,7 +10,7 @@ import socket
 from typing import Iterable, Optional
 from urllib.parse import quote
 
-from vigil.state.containers.metadata_values import (DIGEST_RE, K8S_DOCKER_TYPE, K8S_FIELDS, K8S_SANDBOX_ID,
+from vigil.state.containers.metadata_values import (DIGEST_RE, K8S_DOCKER_TYPE, K8S_FIELDS, K8S_SANDBOX_ID, inspect_mounts,
                                                      drop_empty, parse_time_ns, pod_labels_from, split_image,
                                                      str_dict)
 
@@ -96,6 +96,9 @@ def parse_docker_inspect(d: dict) -> dict:
         out["pod_labels"] = pod_labels_from(labels)
     elif labels.get(K8S_DOCKER_TYPE) == "container":
         out["container_type"] = "container"
+    mounts = inspect_mounts(d.get("Mounts"))
+    if mounts:
+        out["mounts"] = mounts
     image_id = d.get("Image")
     if isinstance(image_id, str) and DIGEST_RE.match(image_id):
         out["_image_id"] = image_id

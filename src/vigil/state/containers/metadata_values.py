@@ -120,3 +120,33 @@ def read_json(path: str) -> Optional[dict]:
 def drop_empty(fields: dict) -> dict:
     """`fields` without the ones a source left empty ("" or None)."""
     return {k: v for k, v in fields.items() if v not in ("", None)}
+
+
+def mount_entry(source, dest, mode="", rw=True, propagation="") -> tuple:
+    """One mount as ContainerInfo.mounts keeps it."""
+    return (str(source or ""), str(dest or ""), str(mode or ""), bool(rw), str(propagation or ""))
+
+
+def oci_mounts(spec_mounts) -> tuple:
+    """ContainerInfo.mounts from an OCI config's ``mounts`` (host-path sources only:
+    proc, tmpfs, cgroup ... have none)."""
+    out = []
+    for m in spec_mounts if isinstance(spec_mounts, list) else ():
+        if not isinstance(m, dict) or not str(m.get("source", "")).startswith("/"):
+            continue
+        opts = [str(o) for o in m.get("options") or ()]
+        prop = next((o for o in opts if o.endswith("private") or o.endswith("shared")
+                     or o.endswith("slave")), "")
+        out.append(mount_entry(m["source"], m.get("destination"), "ro" if "ro" in opts else "",
+                               "ro" not in opts, prop))
+    return tuple(out)
+
+
+def inspect_mounts(mounts) -> tuple:
+    """ContainerInfo.mounts from docker/podman inspect ``Mounts``."""
+    out = []
+    for m in mounts if isinstance(mounts, list) else ():
+        if isinstance(m, dict) and m.get("Source"):
+            out.append(mount_entry(m["Source"], m.get("Destination"), m.get("Mode"),
+                                   m.get("RW", True), m.get("Propagation")))
+    return tuple(out)

@@ -29,6 +29,8 @@ class ContainerInfo:
     owner_name: str = ""
     cgroup_path: str = ""            # cgroup path relative to the hierarchy root
     cgroup_id: int = 0               # cgroup v2 id of the container's cgroup, if known
+    # the runtime's mounts: (source on the host, destination inside, mode, read-write, propagation)
+    mounts: tuple = ()
     sources: tuple = ()              # metadata sources that contributed (oci-bundle, docker-api ...)
     complete: bool = True            # False while metadata is still being fetched
 
@@ -51,6 +53,8 @@ class ContainerInfo:
     @classmethod
     def from_dict(cls, d: dict) -> "ContainerInfo":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "mounts" in known:
+            known["mounts"] = tuple(tuple(m) for m in known["mounts"] or ())
         return cls(**known)
 
 

@@ -1,0 +1,79 @@
+"""Fields Falco's rules need, with libsinsp's meaning (engine level, real
+resolver: `localhost` comes from /etc/hosts)."""
+from __future__ import annotations
+
+import errno
+import time
+
+from vigil.events import Event, Kind
+from vigil.rules.engine import RuleEngine
+from vigil.state.containers.metadata_bundle import parse_oci_config
+from vigil.state.containers.model import ContainerInfo
+
+
+def rule(cond: str) -> str:
+    return f"- rule: R\n  desc: d\n  condition: {cond}\n  output: o %fd.sip.name\n  priority: WARNING\n"
+
+
+def conn(daddr, ret=0, fd=3, pid=1, kind=Kind.CONNECT, proto="udp", dport=53):
+    return Event(kind, pid=pid, comm="x", family="AF_INET", proto=proto, saddr="10.9.9.9",
+                 sport=40000, daddr=daddr, dport=dport, ret=ret, fd=fd, syscall="connect")
+
+
+def test_sip_name_matches_the_ips_a_rule_domain_resolves_to():
+    eng = RuleEngine.from_text(rule("evt.type=connect and fd.sip.name=localhost"))
+    eng.evaluate(conn("192.0.2.1"))        # the first lookup starts the resolver
+    deadline = time.monotonic() + 10
+    while eng.names.rounds == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert eng.evaluate(conn("127.0.0.1"))
+    assert not eng.evaluate(conn("192.0.2.1"))
+    a = eng.evaluate(conn("127.0.0.1", fd=4))[0]
+    assert a.output == "o localhost"
+
+
+def test_ip_name_fields_only_take_equality_and_in():
+    import pytest
+    from vigil.rules.loader import RulesError
+    with pytest.raises(RulesError, match="can only be compared with"):
+        RuleEngine.from_text(rule("evt.type=connect and fd.sip.name startswith local"))
+
+
+def test_connected_and_name_changed():
+    eng = RuleEngine.from_text(
+        rule("evt.type=connect and fd.connected=true and fd.name_changed=true"))
+    assert eng.evaluate(conn("192.0.2.1", ret=0))
+    assert eng.evaluate(conn("192.0.2.2", ret=-errno.EINPROGRESS, fd=5))   # in progress counts
+    assert not eng.evaluate(conn("192.0.2.3", ret=-errno.ECONNREFUSED, fd=6))
+    assert not eng.evaluate(conn("192.0.2.1", ret=0))                        # same tuple again
+
+
+def test_chmod_mode_names_and_failed_open_fd():
+    eng = RuleEngine.from_text(rule('evt.type=fchmodat and evt.arg.mode contains "S_ISUID"') +
+                               rule("evt.type=openat and fd.num=-1").replace("R\n", "O\n", 1),
+                               )
+    ch = Event(Kind.CHMOD, pid=1, comm="chmod", syscall="fchmodat", path="/tmp/x", mode=0o4755, ret=0)
+    assert [a.rule for a in eng.evaluate(ch)] == ["R"]
+    assert not eng.evaluate(Event(Kind.CHMOD, pid=1, comm="chmod", syscall="fchmodat", path="/tmp/x",
+                                  mode=0o755, ret=0))
+    op = Event(Kind.OPEN, pid=1, comm="cat", syscall="openat", path="/nope", flags=0, ret=-2)
+    assert [a.rule for a in eng.evaluate(op)] == ["O"]
+
+
+def test_mount_dest_by_source_glob():
+    spec = {"mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                       {"destination": "/hetc", "type": "bind", "source": "/etc",
+                        "options": ["rbind", "ro", "rprivate"]}],
+            "annotations": {"io.container.manager": "libpod"}}
+    fields = parse_oci_config(spec)
+    c = ContainerInfo(id="a" * 64, mounts=fields["mounts"])
+    eng = RuleEngine.from_text(
+        rule('evt.type=execve and not container.mount.dest[/etc] in ("<NA>","N/A") '
+             'and container.mount.dest[/proc*] = "<NA>"'))
+    ex = Event(Kind.EXEC, pid=1, comm="sh", exe="/bin/sh", args=["sh"])
+    ex.container = c
+    assert eng.evaluate(ex)
+    ex2 = Event(Kind.EXEC, pid=1, comm="sh", exe="/bin/sh", args=["sh"])
+    ex2.container = ContainerInfo(id="b" * 64)
+    assert not eng.evaluate(ex2)
+    assert c.mounts == (("/etc", "/hetc", "ro", False, "rprivate"),)
