@@ -9,6 +9,8 @@ BPF_OUT := $(BPF_SRC)/build
 # every kernel/bpf/<sensor>.bpf.c is a sensor; every object depends on every header
 BPF_OBJS := $(patsubst $(BPF_SRC)/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(wildcard $(BPF_SRC)/*.bpf.c))
 BPF_HDRS := $(wildcard $(BPF_SRC)/*.h)
+# vigil doctor's hook probes (not a sensor: no .bpf.o suffix, the sensor glob skips it)
+PROBES_OBJ := $(BPF_OUT)/probes.o
 BPF_CFLAGS := -target bpf -g -O2 -D__TARGET_ARCH_x86 -Wall -Werror -I$(BPF_SRC)
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc containerd busybox-static bpftrace strace \
             iproute2 util-linux
@@ -35,7 +37,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-bpf: $(BPF_OBJS)
+bpf: $(BPF_OBJS) $(PROBES_OBJ)
+$(PROBES_OBJ): $(BPF_SRC)/probes/probes.bpf.c $(BPF_SRC)/vmlinux.h
+	@mkdir -p $(BPF_OUT)
+	clang $(BPF_CFLAGS) -c $< -o $@
 $(BPF_OUT)/%.bpf.o: $(BPF_SRC)/%.bpf.c $(BPF_HDRS)
 	@mkdir -p $(BPF_OUT)
 	clang $(BPF_CFLAGS) -c $< -o $@
