@@ -43,6 +43,7 @@ DEFAULTS: dict = {
     "json_include_output_fields_property": True,
     "json_include_tags_property": True,
     "json_include_message_property": False,
+    "watch_config_files": True,  # reload when the config, rules or policy files change
     "policies": [],              # NetworkPolicy / VigilPolicy files or directories (vigil.enforce)
     "enforce": {"protected": ["kubelet", "containerd", "runc", "crio", "conmon", "sshd"],
                 "persist": False},
@@ -146,7 +147,7 @@ class Config:
         if normalize_priority(str(d.get("min_priority"))) is None:
             raise ConfigError(f"unknown priority {d.get('min_priority')!r}", key=("min_priority",))
         top.choice("rule_matching", ("first", "all"))
-        for k in JSON_INCLUDE_KEYS:
+        for k in JSON_INCLUDE_KEYS + ("watch_config_files",):
             top.bool(k)
 
         s = sec["sensors"]
