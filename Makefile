@@ -16,7 +16,13 @@ APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc containerd bu
             iproute2 util-linux
 STAMP := .venv/.installed
 
-.PHONY: all setup deps venv bpf run test bench clean
+# the container image (podman), both stages from a Debian 12 base made locally from Debian
+# packages when missing (no image registry needed); BASE_IMAGE=docker.io/library/debian:12-slim
+# uses the public one instead
+IMAGE ?= localhost/vigil:latest
+BASE_IMAGE ?= localhost/vigil-base:12
+
+.PHONY: all setup deps venv bpf run test bench clean image wheel
 
 all: setup
 
@@ -44,6 +50,15 @@ $(PROBES_OBJ): $(BPF_SRC)/probes/probes.bpf.c $(BPF_SRC)/vmlinux.h
 $(BPF_OUT)/%.bpf.o: $(BPF_SRC)/%.bpf.c $(BPF_HDRS)
 	@mkdir -p $(BPF_OUT)
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+image:
+	@case "$(BASE_IMAGE)" in localhost/*) bash scripts/base-image.sh $(BASE_IMAGE);; esac
+	podman build --build-arg BASE=$(BASE_IMAGE) $(if $(PIP_CERT),--volume $(PIP_CERT):/run/host-ca.crt:ro) \
+	  -t $(IMAGE) -f Containerfile .
+
+# the wheel carries the compiled CO-RE objects: pip install elsewhere needs no clang
+wheel: setup
+	$(VENV)/bin/pip wheel -q --no-deps -w dist .
 
 run: setup
 	$(VENV)/bin/vigil run

@@ -12,6 +12,7 @@ import copy
 import os
 from typing import Optional
 
+from vigil.config.envsubst import expand as expand_env
 from vigil.config.errors import ConfigError
 from vigil.config.overrides import SOURCE as OVERRIDE_SOURCE, overrides_tree
 from vigil.config.section import Section
@@ -221,6 +222,10 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None,
             line = raw[:e.start].count(b"\n") + 1
             raise ConfigError(f"not UTF-8 text (byte {e.start}: {e.reason})", path, line) from None
         data, lines = parse_with_lines(text, path)
+        try:        # ${NAME} / ${NAME:-default} from the environment
+            data = expand_env(data)
+        except ConfigError as e:
+            raise e.located(path, line_of(lines, e.at)) from None
         used = path
     merged = _merge(DEFAULTS, data)
     # environment (DaemonSet friendly)
