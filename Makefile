@@ -21,6 +21,7 @@ STAMP := .venv/.installed
 # uses the public one instead
 IMAGE ?= localhost/vigil:latest
 BASE_IMAGE ?= localhost/vigil-base:12
+BUILD_FLAGS ?=
 
 .PHONY: all setup deps venv bpf run test bench clean image wheel
 
@@ -53,7 +54,7 @@ $(BPF_OUT)/%.bpf.o: $(BPF_SRC)/%.bpf.c $(BPF_HDRS)
 
 image:
 	@case "$(BASE_IMAGE)" in localhost/*) bash scripts/base-image.sh $(BASE_IMAGE);; esac
-	podman build --build-arg BASE=$(BASE_IMAGE) $(if $(PIP_CERT),--volume $(PIP_CERT):/run/host-ca.crt:ro) \
+	podman build $(BUILD_FLAGS) --build-arg BASE=$(BASE_IMAGE) $(if $(PIP_CERT),--volume $(PIP_CERT):/run/host-ca.crt:ro) \
 	  -t $(IMAGE) -f Containerfile .
 
 # the wheel carries the compiled CO-RE objects: pip install elsewhere needs no clang
