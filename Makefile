@@ -9,12 +9,21 @@ BPF_OUT := $(BPF_SRC)/build
 # every kernel/bpf/<sensor>.bpf.c is a sensor; every object depends on every header
 BPF_OBJS := $(patsubst $(BPF_SRC)/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(wildcard $(BPF_SRC)/*.bpf.c))
 BPF_HDRS := $(wildcard $(BPF_SRC)/*.h)
+# vigil doctor's hook probes (not a sensor: no .bpf.o suffix, the sensor glob skips it)
+PROBES_OBJ := $(BPF_OUT)/probes.o
 BPF_CFLAGS := -target bpf -g -O2 -D__TARGET_ARCH_x86 -Wall -Werror -I$(BPF_SRC)
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc containerd busybox-static bpftrace strace \
             iproute2 util-linux
 STAMP := .venv/.installed
 
-.PHONY: all setup deps venv bpf run test bench clean
+# the container image (podman), both stages from a Debian 12 base made locally from Debian
+# packages when missing (no image registry needed); BASE_IMAGE=docker.io/library/debian:12-slim
+# uses the public one instead
+IMAGE ?= localhost/vigil:latest
+BASE_IMAGE ?= localhost/vigil-base:12
+BUILD_FLAGS ?=
+
+.PHONY: all setup deps venv bpf run test bench clean image wheel
 
 all: setup
 
@@ -35,10 +44,22 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-bpf: $(BPF_OBJS)
+bpf: $(BPF_OBJS) $(PROBES_OBJ)
+$(PROBES_OBJ): $(BPF_SRC)/probes/probes.bpf.c $(BPF_SRC)/vmlinux.h
+	@mkdir -p $(BPF_OUT)
+	clang $(BPF_CFLAGS) -c $< -o $@
 $(BPF_OUT)/%.bpf.o: $(BPF_SRC)/%.bpf.c $(BPF_HDRS)
 	@mkdir -p $(BPF_OUT)
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+image:
+	@case "$(BASE_IMAGE)" in localhost/*) bash scripts/base-image.sh $(BASE_IMAGE);; esac
+	podman build $(BUILD_FLAGS) --build-arg BASE=$(BASE_IMAGE) $(if $(PIP_CERT),--volume $(PIP_CERT):/run/host-ca.crt:ro) \
+	  -t $(IMAGE) -f Containerfile .
+
+# the wheel carries the compiled CO-RE objects: pip install elsewhere needs no clang
+wheel: setup
+	$(VENV)/bin/pip wheel -q --no-deps -w dist .
 
 run: setup
 	$(VENV)/bin/vigil run

@@ -40,6 +40,10 @@ VIGIL = str(Path(sys.executable).parent / "vigil")
 
 def _objects_stale() -> bool:
     headers = sorted(BPF_SRC.glob("*.h"))
+    probes = BPF_BUILD / "probes.o"       # vigil doctor's hook probes
+    if not probes.exists() or (BPF_SRC / "probes" / "probes.bpf.c").stat().st_mtime > \
+            probes.stat().st_mtime:
+        return True
     for s in SENSOR_NAMES:
         obj = BPF_BUILD / f"{s}.bpf.o"
         if not obj.exists():

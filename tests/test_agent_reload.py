@@ -24,8 +24,10 @@ def agent(tmp_path_factory):
         rule("Reload A", f"evt.type in (open, openat) and fd.name startswith {d}/a-",
              "A (file=%fd.name pid=%proc.pid)"),
     ])
+    # SIGHUP alone: the file watcher (tests/test_config_watch.py) would reload too
     cfg = write_config(d / "vigil.yaml", {"rate_limit": {"window": 0}, "store": {"enabled": False},
-                                          "outputs": {"stdout": {"format": "json"}}})
+                                          "outputs": {"stdout": {"format": "json"}},
+                                          "watch_config_files": False})
     for n in ("a-1", "c-1"):
         (d / n).write_text("x")
     a = AgentProc(["run", "-c", cfg, "-r", rules, "-v"], d, ready="vigil: running with")

@@ -3,8 +3,9 @@
 The rules decide what the kernel sends up: the event kinds some enabled rule
 can match, (when every open rule names path prefixes) the open prefixes, and
 the kinds whose failed results no rule can match.  Events the kernel lost
-are alerts (vigil.alerts.drops).  SIGHUP reloads the rules; a reload that
-fails keeps the last good rules.
+are alerts (vigil.alerts.drops).  SIGHUP, or a change of the watched files
+(vigil.config.watch), reloads the configuration, rules and policies; a reload
+that fails keeps the last good set and says so by an alert.
 """
 from __future__ import annotations
 
@@ -114,8 +115,11 @@ def replay(cfg: Config, path: str, stream=None, selection=None) -> int:
 
 class Agent:
     def __init__(self, cfg: Config, *, stream=None, extra_handlers=(), selection=None,
-                 notify=None):
+                 notify=None, config_loader=None):
         self.cfg = cfg
+        # reads the configuration again at a reload (None: the rules files only)
+        self.config_loader = config_loader
+        self.watcher = None         # vigil.config.watch.ConfigWatcher
         self.selection = selection      # -T/-t/-D, applied at every (re)load
         # where "rules reloaded" and the like go (the CLI prints them)
         self.notify = notify or log.info
@@ -143,8 +147,8 @@ class Agent:
 
     # --- rules ---
 
-    def _build_engine(self, files: list):
-        eng = load_engine(self.cfg, self.proctable, files, self.selection)
+    def _build_engine(self, files: list, cfg: Optional[Config] = None):
+        eng = load_engine(cfg or self.cfg, self.proctable, files, self.selection)
         for w in eng.warnings:
             log.warning("%s", w)
         return eng
@@ -177,22 +181,42 @@ class Agent:
         from the event loop, never in the middle of reading the ring)."""
         self._reload_requested = True
 
+    def _reload_failed(self, what: str, error: str) -> bool:
+        from vigil.config.watch import reload_failed_alert
+        self.reload_errors += 1
+        log.error("%s reload failed, keeping the last good %s: %s", what, what, error)
+        if self.alerts is not None:
+            self.alerts.emit(reload_failed_alert(what, error))
+        return False
+
+    def watched_paths(self) -> list:
+        """The files a reload reads: the configuration, rules and policies."""
+        cfg = self.cfg
+        return [p for p in ([cfg.path] if cfg.path and self.config_loader else [])
+                + list(cfg["rules"]) + list(cfg["policies"]) if p]
+
     def reload(self) -> bool:
-        """Reload the rules files; on any error keep the running rules."""
+        """Reload the configuration (with a config_loader), then the rules files,
+        then the policies; on any error keep the running set."""
         from vigil.rules.loader import RulesError
-        files = rules_files(self.cfg)
+        cfg = self.cfg
+        if self.config_loader is not None:
+            try:
+                cfg = self.config_loader()
+            except ConfigError as e:
+                return self._reload_failed("configuration", str(e))
+        files = rules_files(cfg)
         try:
-            eng = self._build_engine(files)
+            eng = self._build_engine(files, cfg)
         except (RulesError, OSError) as e:
-            self.reload_errors += 1
-            log.error("rules reload failed, keeping the last good rules: %s", e)
-            return False
+            return self._reload_failed("rules", str(e))
+        self.cfg = cfg
         self._count_matches(self.engine)
         self.engine = eng
         self.rules_files = files
         self.reloads += 1
-        if self.enforcer is not None:
-            self.enforcer.reload()      # policies reload with the rules
+        if self.enforcer is not None and not self.enforcer.reload():   # with the rules
+            self._reload_failed("policies", getattr(self.enforcer, "reload_error", ""))
         p = self.pipeline
         if p is not None:
             f = p.filters
@@ -262,6 +286,9 @@ class Agent:
                 self.pipeline.add_handler(self.enforcer.on_event)
                 self.pipeline.add_ticker(self.enforcer.tick)
             self._setup_namespace_scope()
+            if cfg["watch_config_files"]:
+                from vigil.config.watch import ConfigWatcher
+                self.watcher = ConfigWatcher(self.watched_paths, self.request_reload).start()
         except BaseException:
             self.stop()
             raise
@@ -338,6 +365,9 @@ class Agent:
             self.pipeline.request_stop()
 
     def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
         if self.enforcer is not None:
             self.enforcer.stop()
             self.enforcer = None
@@ -366,6 +396,8 @@ class Agent:
             out["containers"] = self.resolver.stats()
         if self.enforcer is not None:
             out["enforce"] = self.enforcer.stats()
+        if self.watcher is not None:
+            out["watch"] = self.watcher.stats()
         return out
 
 

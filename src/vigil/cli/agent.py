@@ -133,8 +133,8 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
     (events, kernel drops, alerts by priority and rule)."""
     setup_logging(verbose)
     selection = _selection(disable_tags, only_tags, disable_names)
-    cfg = _load(config, _overrides(rules, store, no_store, output, min_priority, policies,
-                                   persist), settings)
+    overrides = _overrides(rules, store, no_store, output, min_priority, policies, persist)
+    cfg = _load(config, overrides, settings)
     from vigil.agent import Agent
     from vigil.rules.loader import RulesError
 
@@ -151,7 +151,8 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
             writer = CaptureWriter(capture_path)
         except CaptureError as e:
             fail(str(e), 1)
-    agent = Agent(cfg, selection=selection, notify=lambda m: click.echo(f"vigil: {m}", err=True))
+    agent = Agent(cfg, selection=selection, notify=lambda m: click.echo(f"vigil: {m}", err=True),
+                  config_loader=lambda: load_config(cfg.path or None, overrides, settings))
     if writer is not None:
         agent.extra_handlers.append(writer)
     # before start(): a SIGHUP while the sensors load must not kill the agent

@@ -12,6 +12,7 @@ import copy
 import os
 from typing import Optional
 
+from vigil.config.envsubst import expand as expand_env
 from vigil.config.errors import ConfigError
 from vigil.config.overrides import SOURCE as OVERRIDE_SOURCE, overrides_tree
 from vigil.config.section import Section
@@ -49,6 +50,7 @@ DEFAULTS: dict = {
     "json_include_output_fields_property": True,
     "json_include_tags_property": True,
     "json_include_message_property": False,
+    "watch_config_files": True,  # reload when the config, rules or policy files change
     "policies": [],              # NetworkPolicy / VigilPolicy files or directories (vigil.enforce)
     "enforce": {"protected": ["kubelet", "containerd", "runc", "crio", "conmon", "sshd"],
                 "persist": False},
@@ -156,7 +158,7 @@ class Config:
         if normalize_priority(str(d.get("min_priority"))) is None:
             raise ConfigError(f"unknown priority {d.get('min_priority')!r}", key=("min_priority",))
         top.choice("rule_matching", ("first", "all"))
-        for k in JSON_INCLUDE_KEYS:
+        for k in JSON_INCLUDE_KEYS + ("watch_config_files",):
             top.bool(k)
 
         s = sec["sensors"]
@@ -244,6 +246,10 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None,
             line = raw[:e.start].count(b"\n") + 1
             raise ConfigError(f"not UTF-8 text (byte {e.start}: {e.reason})", path, line) from None
         data, lines = parse_with_lines(text, path)
+        try:        # ${NAME} / ${NAME:-default} from the environment
+            data = expand_env(data)
+        except ConfigError as e:
+            raise e.located(path, line_of(lines, e.at)) from None
         used = path
     merged = _merge(DEFAULTS, data)
     # environment (DaemonSet friendly)

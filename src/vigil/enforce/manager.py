@@ -188,6 +188,7 @@ class Enforcer:
         try:
             policies = load_policies(self.paths)
         except PolicyError as e:
+            self.reload_error = str(e)
             log.error("policy reload failed, keeping the last good policies: %s", e)
             return False
         self.policies = policies

@@ -18,11 +18,12 @@ from typing import Optional
 
 from vigil.enforce.model import PROTOCOLS, Workload
 from vigil.state.containers.metadata_values import pod_labels_from
+from vigil.host_paths import proc_path
 
 
 def _ns_inode(pid) -> Optional[int]:
     try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
+        return os.stat(proc_path(pid, "ns", "net")).st_ino
     except OSError:
         return None
 
@@ -39,7 +40,7 @@ def netns_addresses(pid: int) -> tuple:
     """The non-loopback local addresses of a process's network namespace."""
     out = set()
     try:
-        with open(f"/proc/{pid}/net/fib_trie") as f:
+        with open(proc_path(pid, "net", "fib_trie")) as f:
             lines = f.read().splitlines()
         for prev, line in zip(lines, lines[1:]):
             if "/32 host LOCAL" in line:
@@ -48,7 +49,7 @@ def netns_addresses(pid: int) -> tuple:
     except (OSError, ValueError):
         pass
     try:
-        with open(f"/proc/{pid}/net/if_inet6") as f:
+        with open(proc_path(pid, "net", "if_inet6")) as f:
             for line in f:
                 parts = line.split()
                 if parts:

@@ -91,6 +91,10 @@ def lib():
     _sig(L.bpf_program__attach, c_void_p, c_void_p)
     _sig(L.bpf_program__attach_perf_event, c_void_p, c_void_p, c_int)
     _sig(L.bpf_program__attach_cgroup, c_void_p, c_void_p, c_int)
+    _sig(L.bpf_program__attach_uprobe_opts, c_void_p, c_void_p, c_int, c_char_p, c_size_t,
+         c_void_p)
+    _sig(L.bpf_map__set_autocreate, c_int, c_void_p, ctypes.c_bool)
+    _sig(L.libbpf_version_string, c_char_p)
     _sig(L.bpf_program__fd, c_int, c_void_p)
     _sig(L.bpf_link__destroy, c_int, c_void_p)
     _sig(L.bpf_link__pin, c_int, c_void_p, c_char_p)
@@ -300,6 +304,16 @@ class Program:
             raise _err(f"attach {self.name} ({self.section}) to a cgroup")
         return Link(ptr, self.name)
 
+    def attach_uprobe(self, binary: str, func: str, pid: int = -1) -> "Link":
+        """Attach a uprobe at the entry of ``func`` (a symbol of ``binary``),
+        in process ``pid`` only (-1: every process)."""
+        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), func_name=func.encode())
+        ptr = lib().bpf_program__attach_uprobe_opts(self.ptr, pid, binary.encode(), 0,
+                                                     ctypes.byref(opts))
+        if not ptr:
+            raise _err(f"attach {self.name} ({self.section}) to {binary}:{func}")
+        return Link(ptr, self.name)
+
     def attach_tracepoint(self, tracefs: str, category: str, event: str) -> "Link":
         """Attach to a tracepoint whose id is read from *our* tracefs mount
         (libbpf only looks at /sys/kernel/tracing or /sys/kernel/debug/tracing)."""
@@ -355,6 +369,17 @@ class _BtfType(ctypes.Structure):
 class _BtfVarSecinfo(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32),
                 ("size", ctypes.c_uint32)]
+
+
+class _UprobeOpts(ctypes.Structure):
+    """struct bpf_uprobe_opts (libbpf 1.x)."""
+    _fields_ = [("sz", c_size_t), ("ref_ctr_offset", c_size_t), ("bpf_cookie", ctypes.c_uint64),
+                ("retprobe", ctypes.c_bool), ("func_name", c_char_p)]
+
+
+def version() -> str:
+    """libbpf's version ("v1.1")."""
+    return lib().libbpf_version_string().decode()
 
 
 class Link:
@@ -427,6 +452,12 @@ class BpfObject:
         rc = lib().bpf_map__reuse_fd(self._map_ptr(name), fd)
         if rc < 0:
             raise _err(f"reuse map {name}", rc)
+
+    def set_autocreate(self, name: str, on: bool) -> None:
+        """Whether load creates map ``name`` (off: no program using it may load)."""
+        rc = lib().bpf_map__set_autocreate(self._map_ptr(name), bool(on))
+        if rc < 0:
+            raise _err(f"autocreate map {name}", rc)
 
     def set_max_entries(self, name: str, n: int) -> None:
         rc = lib().bpf_map__set_max_entries(self._map_ptr(name), n)

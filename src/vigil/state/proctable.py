@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 
 from vigil.events import Event, Kind, boot_offset_ns
 from vigil.events.structs import EXE_FROM_MEMFD
+from vigil.host_paths import proc_path
 
 EXIT_GRACE_NS = 5 * 1_000_000_000
 
@@ -105,7 +106,7 @@ def _tty_name(tty_nr: int) -> str:
 
 def read_proc(pid: int) -> Optional[ProcInfo]:
     """Read one process from /proc; None when it is gone or unreadable."""
-    stat = _read(f"/proc/{pid}/stat")
+    stat = _read(proc_path(pid, "stat"))
     if stat is None:
         return None
     try:
@@ -118,19 +119,19 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
         start_ticks = int(rest[19])
     except (ValueError, IndexError):
         return None
-    cmd = _read(f"/proc/{pid}/cmdline") or b""
+    cmd = _read(proc_path(pid, "cmdline")) or b""
     args = [a.decode(errors="replace") for a in cmd.split(b"\0")[:-1]] if cmd else []
     try:
-        exe = os.readlink(f"/proc/{pid}/exe")
+        exe = os.readlink(proc_path(pid, "exe"))
     except OSError:
         exe = ""
     try:
-        cwd = os.readlink(f"/proc/{pid}/cwd")
+        cwd = os.readlink(proc_path(pid, "cwd"))
     except OSError:
         cwd = ""
     uid = gid = vpid = vpgid = 0
     caps = {}
-    status = _read(f"/proc/{pid}/status") or b""
+    status = _read(proc_path(pid, "status")) or b""
     for line in status.split(b"\n"):
         if line.startswith(b"Uid:"):
             uid = int(line.split()[1])
@@ -144,7 +145,7 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
             sid = int(line.split()[-1])    # as its own pid namespace sees it
         elif line.startswith((b"CapInh:", b"CapPrm:", b"CapEff:")):
             caps[line[:6]] = int(line.split()[1], 16)
-    lu = _read(f"/proc/{pid}/loginuid")
+    lu = _read(proc_path(pid, "loginuid"))
     loginuid = -1
     if lu:
         try:
@@ -163,7 +164,7 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
     if exe.startswith("/memfd:"):
         p.exe_from_memfd = True
     try:
-        st = os.stat(f"/proc/{pid}/exe")
+        st = os.stat(proc_path(pid, "exe"))
         p.exe_ctime = int(st.st_ctime)
         p.exe_ctime_ns, p.exe_mtime_ns, p.exe_ino = st.st_ctime_ns, st.st_mtime_ns, st.st_ino
     except OSError:
@@ -203,7 +204,7 @@ class ProcessTable:
 
     def seed_from_proc(self) -> int:
         n = 0
-        for name in os.listdir("/proc"):
+        for name in os.listdir(proc_path()):
             if name.isdigit():
                 p = read_proc(int(name))
                 if p is not None:

@@ -174,7 +174,7 @@ class Receiver:
     ``Receiver(start=False)`` reserves the port (bound, not listening: a
     connection is refused) until ``start()``."""
 
-    def __init__(self, start: bool = True, status: int = 200):
+    def __init__(self, start: bool = True, status: int = 200, host: str = "127.0.0.1"):
         self.bodies: list = []
         self.paths: list = []
         self.headers: list = []
@@ -182,7 +182,7 @@ class Receiver:
         self._lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
         self.server = None
@@ -208,7 +208,7 @@ class Receiver:
             def log_message(self, *a):
                 pass
 
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler,
+        srv = http.server.ThreadingHTTPServer(self.sock.getsockname()[:2], Handler,
                                               bind_and_activate=False)
         srv.socket.close()
         srv.socket = self.sock

@@ -13,8 +13,9 @@ import time
 from typing import Iterator, Optional
 
 from vigil.state.containers.cgroup import normalize_path, pick_path
+from vigil.host_paths import proc_path
 
-DEFAULT_PROC = "/proc"
+DEFAULT_PROC = None     # the host's procfs: vigil.host_paths.proc_path()
 
 
 def find_v2_mount(mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
@@ -61,9 +62,9 @@ def _unescape(s: str) -> str:
     return "".join(out)
 
 
-def read_proc_cgroup(pid: int, proc: str = DEFAULT_PROC) -> Optional[str]:
+def read_proc_cgroup(pid: int, proc: Optional[str] = DEFAULT_PROC) -> Optional[str]:
     try:
-        with open(f"{proc}/{int(pid)}/cgroup") as f:
+        with open(f"{proc or proc_path()}/{int(pid)}/cgroup") as f:
             return f.read()
     except (OSError, ValueError, TypeError):
         return None
@@ -73,7 +74,7 @@ class CgroupFS:
     """The cgroup v2 hierarchy: inode (cgroup id) -> path relative to the mount."""
 
     def __init__(self, root: Optional[str] = None, refresh_interval: float = 0.5,
-                 proc: str = DEFAULT_PROC, clock=time.monotonic):
+                 proc: Optional[str] = DEFAULT_PROC, clock=time.monotonic):
         self.root = root if root is not None else find_v2_mount()
         self.refresh_interval = refresh_interval
         self.proc = proc

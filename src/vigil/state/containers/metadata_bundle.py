@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from vigil.host_paths import host_path
 from vigil.state.containers.metadata_values import (CRI, CRIO, K8S_FIELDS, drop_empty, json_dict, oci_mounts, parse_time_ns,
                                                      pod_labels_from, read_json, str_dict, truthy)
 
@@ -131,9 +132,10 @@ class BundleSource:
     name = "oci-bundle"
 
     def __init__(self, templates=BUNDLE_TEMPLATES, containerd_dirs=None):
-        self.templates = tuple(templates)
-        self.containerd_dirs = containerd_task_dirs() if containerd_dirs is None \
-            else tuple(containerd_dirs)
+        # host paths, as this process reaches them (VIGIL_HOST_ROOT)
+        self.templates = tuple((rt, host_path(t)) for rt, t in templates)
+        self.containerd_dirs = tuple(host_path(d) for d in (
+            containerd_task_dirs() if containerd_dirs is None else containerd_dirs))
 
     def find(self, cid: str, runtime: str = "") -> Optional[tuple]:
         """(runtime, path) of the container's config.json, or None."""

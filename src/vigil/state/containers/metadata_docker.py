@@ -10,6 +10,7 @@ import socket
 from typing import Iterable, Optional
 from urllib.parse import quote
 
+from vigil.host_paths import host_path
 from vigil.state.containers.metadata_values import (DIGEST_RE, K8S_DOCKER_TYPE, K8S_FIELDS, K8S_SANDBOX_ID, inspect_mounts,
                                                      drop_empty, parse_time_ns, pod_labels_from, split_image,
                                                      str_dict)
@@ -28,7 +29,7 @@ def api_sockets(env=None) -> tuple:
         v = env.get(var) or ""
         if v.startswith("unix://") and len(v) > len("unix://"):
             out.append(v[len("unix://"):])
-    for s in DOCKER_SOCKETS:
+    for s in map(host_path, DOCKER_SOCKETS):     # the host's, as VIGIL_HOST_ROOT says
         if s not in out:
             out.append(s)
     return tuple(out)

@@ -7,6 +7,7 @@ import os
 from typing import Optional
 
 from vigil.state.containers.metadata_values import json_dict
+from vigil.host_paths import host_path
 
 STORAGE_FILES = (
     "/var/lib/containers/storage/overlay-containers/containers.json",
@@ -19,7 +20,7 @@ class StorageSource:
     name = "containers-storage"
 
     def __init__(self, files=STORAGE_FILES):
-        self.files = tuple(files)
+        self.files = tuple(host_path(f) for f in files)   # as VIGIL_HOST_ROOT says
         self._cache: dict = {}          # path -> (mtime_ns, size, {id: entry})
 
     def _load(self, path: str) -> dict:

@@ -44,7 +44,7 @@ class ContainerResolver:
     def __init__(self, cgroupfs: Optional[CgroupFS] = None,
                  fetcher: Optional[MetadataFetcher] = None,
                  grace: float = DEFAULT_GRACE, hold: float = DEFAULT_HOLD,
-                 proc: str = "/proc", unknown_ttl: float = UNKNOWN_TTL,
+                 proc: Optional[str] = None, unknown_ttl: float = UNKNOWN_TTL,
                  retry_delays=RETRY_DELAYS, clock=time.monotonic, start: bool = True):
         self.cgfs = cgroupfs if cgroupfs is not None else CgroupFS(proc=proc)
         self.fetcher = fetcher if fetcher is not None else MetadataFetcher()
