@@ -47,6 +47,7 @@ class RuleEngine:
         self.matches: dict = {}         # rule name -> alerts produced
         self._matchers = [None] * _NKINDS
         self._kind_rules = [()] * _NKINDS
+        self.kill_rules = frozenset()   # names of the rules with enforce: kill
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -85,6 +86,7 @@ class RuleEngine:
             # (items the loader refused are not compiled), by file and line
             raise RulesError.first_of(_in_file_order(rs.files, rs.errors + comp.errors))
         self.rules = rules
+        self.kill_rules = frozenset(r.name for r in rules if r.enforce == "kill")
         self.skipped = comp.skipped + [(n, f"source {s}") for n, s in rs.skipped_sources.items()]
         self.warnings = list(rs.warnings) + comp.warnings
         self._build()
