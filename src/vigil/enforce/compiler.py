@@ -205,10 +205,11 @@ class Compiler:
             if deny:
                 flags |= F_NET_DENY
             for proc, grants in deny.items():
+                # an except's entry has no ports: it must stay, or the longer block's
+                # lookup would fall through to the denied block around it
                 for net, rs in lpm_entries(grants, f"{wl.label} {direction} deny").items():
-                    if rs:
-                        entry = (d, DENY, net.version, net.network_address.packed, net.prefixlen)
-                        (proc_nets.append(((proc, entry), rs)) if proc else nets.append((entry, rs)))
+                    entry = (d, DENY, net.version, net.network_address.packed, net.prefixlen)
+                    (proc_nets.append(((proc, entry), rs)) if proc else nets.append((entry, rs)))
         if proc_nets:
             flags |= F_PROC
         execs = {}
