@@ -233,3 +233,12 @@ def test_validate_ok_and_directories(tmp_path):
     (tmp_path / "b.yml").write_text(np("b"))
     r = subprocess.run([VIGIL, "policy", "validate", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0 and "2 policies OK" in r.stdout, r.stderr
+
+
+def test_a_deny_lists_except_is_kept_so_the_block_inside_is_not_denied(tmp_path):
+    p = tmp_path / "d.yaml"
+    p.write_text("apiVersion: vigil.dev/v1\nkind: VigilPolicy\nmetadata: {name: d}\nspec:\n"
+                 "  selector: {host: true}\n  egress:\n"
+                 "    deny: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16], ports: [\"80\"]}]\n")
+    e, _ = Compiler(load_policies([str(p)]), [HOST_WORKLOAD], PolicyIndex()).compile()["host"]
+    assert nets(e, 1, DENY) == {"10.0.0.0/8": ((80, 80, 6, 0),), "10.1.0.0/16": ()}

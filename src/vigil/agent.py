@@ -135,6 +135,7 @@ class Agent:
         self.scope_tracker = None
         self.scope_policy = None
         self.enforcer = None        # vigil.enforce.Enforcer when policies are configured
+        self.killer = None          # vigil.enforce.rulekill.RuleKiller: rules with enforce: kill
         self.reloads = 0
         self.reload_errors = 0
         self._past_matches: dict = {}   # (rule, priority) -> alerts of engines reloaded away
@@ -331,7 +332,17 @@ class Agent:
             self.scope_dropped += 1
             return
         for alert in self.engine.evaluate(ev):
+            kill = (self._killer().kill(ev, alert)
+                    if alert.rule in self.engine.kill_rules else None)
             self.alerts.emit(alert)
+            if kill is not None:
+                self.alerts.emit(kill)
+
+    def _killer(self):
+        if self.killer is None:
+            from vigil.enforce.rulekill import RuleKiller
+            self.killer = RuleKiller(self.cfg["enforce"]["protected"])
+        return self.killer
 
     def _tick(self, now: float) -> None:
         if self._reload_requested:
@@ -398,6 +409,8 @@ class Agent:
             out["enforce"] = self.enforcer.stats()
         if self.watcher is not None:
             out["watch"] = self.watcher.stats()
+        if self.killer is not None:
+            out.setdefault("enforce", {}).update(self.killer.stats())
         return out
 
 

@@ -71,6 +71,12 @@ def exit_summary(agent, st: dict, elapsed: float) -> list:
             rules[name] = rules.get(name, 0) + c
         lines.append(f"alerts by priority: {_counts(prio)}")
         lines.append(f"alerts by rule: {_counts(rules)}")
+    en = st.get("enforce") or {}
+    if en.get("rule_kills") or en.get("rule_kills_missed") or en.get("rule_kills_skipped"):
+        lines.append(f"rule kills: {en['rule_kills']} (delay median "
+                     f"{en['rule_kill_delay_ms_median']} ms, max {en['rule_kill_delay_ms_max']} ms), "
+                     f"{en['rule_kills_missed']} gone before the kill, "
+                     f"{en['rule_kills_skipped']} protected")
     return lines
 
 

@@ -20,7 +20,7 @@ from vigil.enforce.networkpolicy import namespace_labels
 RANGES_MAX = 16          # enforce.h ENF_RANGES
 ALLOW, DENY = 1, 2       # enforce.h ENF_LIST_*
 DIR_CODE = {EGRESS: 1, INGRESS: 2}
-F_DENY_EGRESS, F_DENY_INGRESS, F_NET_DENY, F_EXEC, F_EXEC_PATH = 1, 2, 4, 8, 16
+F_DENY_EGRESS, F_DENY_INGRESS, F_NET_DENY, F_EXEC, F_EXEC_PATH, F_PROC = 1, 2, 4, 8, 16, 32
 EXEC_NAME, EXEC_PATH = 1, 2
 COMM_MAX = 15
 
@@ -32,21 +32,41 @@ class PolicySet:
     execs: tuple       # ((what, text), policy)
     defaults: tuple    # ((dir, (policy keys ...)), ...): who made a direction default-deny
     policies: tuple    # the policy keys folded in
+    proc_nets: tuple = ()   # ((process class, net entry as in nets), ranges): process-limited
 
     def default_policies(self, direction: str) -> tuple:
         return dict(self.defaults).get(direction, ())
 
     @property
     def entries(self) -> int:
-        return len(self.nets) + len(self.execs)
+        return len(self.nets) + len(self.execs) + len(self.proc_nets)
+
+
+PROC_CLASSES_MAX = 255  # enforce.h enf_tag: one byte
 
 
 class PolicyIndex:
-    """Policy key <-> a small stable number (what the kernel reports)."""
+    """Policy key <-> a small stable number (what the kernel reports); and the
+    process classes of process selectors: (EXEC_NAME|EXEC_PATH, text) -> 1..255,
+    never reused while the agent runs (running processes keep their tags)."""
 
     def __init__(self):
         self._ids: dict = {}
         self.keys: list = []
+        self.procs: dict = {}
+
+    def proc_classes(self, procs) -> tuple:
+        out = []
+        for how, text in procs:
+            key = (EXEC_PATH, text) if how == "path" else (EXEC_NAME, text[:COMM_MAX])
+            c = self.procs.get(key)
+            if c is None:
+                if len(self.procs) >= PROC_CLASSES_MAX:
+                    raise PolicyError(f"more than {PROC_CLASSES_MAX} distinct process names and "
+                                      "paths in process selectors")
+                c = self.procs[key] = len(self.procs) + 1
+            out.append(c)
+        return tuple(sorted(set(out)))
 
     def __call__(self, key: str) -> int:
         i = self._ids.get(key)
@@ -169,6 +189,7 @@ class Compiler:
             return None
         flags = 0
         nets = []
+        proc_nets = []
         defaults = []
         for direction in DIRECTIONS:
             d = DIR_CODE[direction]
@@ -176,21 +197,21 @@ class Compiler:
             if isolating:
                 flags |= F_DENY_EGRESS if direction == EGRESS else F_DENY_INGRESS
                 defaults.append((direction, tuple(p.key for p in isolating)))
-                grants = []
-                for p in isolating:
-                    grants += self._grants(wl, p.allow[direction], direction, self.index(p.key))
-                for net, rs in lpm_entries(grants, f"{wl.label} {direction} allow").items():
-                    nets.append(((d, ALLOW, net.version, net.network_address.packed,
-                                  net.prefixlen), rs))
-            deny = []
-            for p in sel:
-                deny += self._grants(wl, p.deny[direction], direction, self.index(p.key))
+                for proc, grants in self._by_class(wl, isolating, "allow", direction).items():
+                    for net, rs in lpm_entries(grants, f"{wl.label} {direction} allow").items():
+                        entry = (d, ALLOW, net.version, net.network_address.packed, net.prefixlen)
+                        (proc_nets.append(((proc, entry), rs)) if proc else nets.append((entry, rs)))
+            deny = self._by_class(wl, sel, "deny", direction)
             if deny:
                 flags |= F_NET_DENY
-                for net, rs in lpm_entries(deny, f"{wl.label} {direction} deny").items():
-                    if rs:
-                        nets.append(((d, DENY, net.version, net.network_address.packed,
-                                      net.prefixlen), rs))
+            for proc, grants in deny.items():
+                # an except's entry has no ports: it must stay, or the longer block's
+                # lookup would fall through to the denied block around it
+                for net, rs in lpm_entries(grants, f"{wl.label} {direction} deny").items():
+                    entry = (d, DENY, net.version, net.network_address.packed, net.prefixlen)
+                    (proc_nets.append(((proc, entry), rs)) if proc else nets.append((entry, rs)))
+        if proc_nets:
+            flags |= F_PROC
         execs = {}
         for p in sel:
             for how, text in p.exec_deny:
@@ -202,7 +223,18 @@ class Compiler:
                     key = (EXEC_NAME, text[:COMM_MAX])
                 execs.setdefault(key, self.index(p.key))
         return PolicySet(flags, tuple(sorted(nets)), tuple(sorted(execs.items())),
-                         tuple(defaults), tuple(p.key for p in sel))
+                         tuple(defaults), tuple(p.key for p in sel), tuple(sorted(proc_nets)))
+
+    def _by_class(self, wl, policies, lst: str, direction: str) -> dict:
+        """{process class (0 = any process): grants} of the policies' allow or deny list."""
+        out: dict = {}
+        for p in policies:
+            pid = self.index(p.key)
+            for rule in getattr(p, lst)[direction]:
+                grants = self._grants(wl, [rule], direction, pid)
+                for cls in self.index.proc_classes(rule.procs) or (0,):
+                    out.setdefault(cls, []).extend(grants)
+        return {c: g for c, g in out.items() if g}
 
     def compile(self) -> dict:
         """{workload key: (enforce set or None, audit set or None)}."""

@@ -55,18 +55,23 @@ def folded_event(key, repeats: int, container):
     return ev
 
 
-def alert_for(ev, policy_names: str, workload: str) -> Alert:
-    """The alert for a deny/audit/kill verdict (folded per policy, workload, peer:
-    the output names only those)."""
-    verdict = VERDICTS.get(ev.verdict, "")
-    proc = ev.comm or ""
-    fields = {"vigil.policy": policy_names, "vigil.workload": workload, "vigil.verdict": verdict,
-              "proc.name": proc or None, "proc.pid": ev.pid or None,
+def context_fields(ev) -> dict:
+    """Who an enforcement alert is about: the process and its container/pod (None = unknown)."""
+    fields = {"proc.name": ev.comm or None, "proc.pid": ev.pid or None,
               "container.id": getattr(ev.container, "short_id", None) if ev.container else None}
     c = ev.container
     if c is not None and c.is_container:
         fields["k8s.ns.name"] = c.namespace or None
         fields["k8s.pod.name"] = c.pod_name or None
+    return fields
+
+
+def alert_for(ev, policy_names: str, workload: str) -> Alert:
+    """The alert for a deny/audit/kill verdict (folded per policy, workload, peer:
+    the output names only those)."""
+    verdict = VERDICTS.get(ev.verdict, "")
+    fields = {"vigil.policy": policy_names, "vigil.workload": workload, "vigil.verdict": verdict,
+              **context_fields(ev)}
     if ev.type == "net_verdict":
         direction = DIRECTIONS.get(ev.direction, "egress")
         rule = (RULE_DENIED if verdict == "deny" else RULE_AUDIT)[direction]
@@ -89,4 +94,4 @@ def alert_for(ev, policy_names: str, workload: str) -> Alert:
                  event=ev, count=1 + (ev.repeats or 0))
 
 
-__all__ = ["describe", "alert_for", "peer_text", "VERDICTS", "RULE_DENIED", "RULE_KILLED"]
+__all__ = ["describe", "alert_for", "context_fields", "peer_text", "VERDICTS", "RULE_DENIED", "RULE_KILLED"]

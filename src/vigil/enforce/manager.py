@@ -147,6 +147,7 @@ class Enforcer:
         self._dirty = False
         workloads = self._workloads()
         compiled = Compiler(self.policies, workloads, self.index).compile()
+        self.tables.set_procs(self.index.procs)     # before any set naming a class
         assignments = {}
         for wl in workloads:
             for cg in wl.cgroup_ids:
@@ -166,6 +167,7 @@ class Enforcer:
         if info is not None and info.is_container:
             wl = self.source.workload(info, (cgid,))
             comp = Compiler(self.policies, [wl], self.index).compile()[wl.key]
+            self.tables.set_procs(self.index.procs)
             self._compiled[wl.key] = comp
             self._labels[wl.key] = wl.label
             self._cg_workload[cgid] = wl.key

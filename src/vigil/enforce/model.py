@@ -61,6 +61,7 @@ ALL_PEERS = (Peer(ANY_V4), Peer(ANY_V6))
 class NetRule:
     peers: tuple = ALL_PEERS      # () never happens: no peers given = every peer
     ports: tuple = ALL_PORTS
+    procs: tuple = ()             # (("name"|"path", text), ...): only these processes; () = any
 
 
 @dataclass

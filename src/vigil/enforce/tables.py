@@ -21,7 +21,7 @@ POLICY_DEFAULT = 0xFFFF
 
 class EnfState(ctypes.Structure):
     _fields_ = [("gen", c_uint32), ("vigil_tgid", c_uint32), ("hold_until", c_uint64),
-                ("host_ident", (c_uint32 * 2) * 2)]
+                ("host_ident", (c_uint32 * 2) * 2), ("procs", c_uint32), ("_pad", c_uint32)]
 
 
 class EnfCgroup(ctypes.Structure):
@@ -34,7 +34,7 @@ class EnfIdent(ctypes.Structure):
 
 class EnfNetKey(ctypes.Structure):
     _fields_ = [("prefixlen", c_uint32), ("ident", c_uint32), ("direction", c_uint8),
-                ("list", c_uint8), ("family", c_uint8), ("_pad", c_uint8),
+                ("list", c_uint8), ("family", c_uint8), ("proc", c_uint8),
                 ("addr", c_uint8 * 16)]
 
 
@@ -51,6 +51,10 @@ class EnfExecKey(ctypes.Structure):
     _fields_ = [("ident", c_uint32), ("what", c_uint32), ("s", c_char * PATH_LEN)]
 
 
+class EnfTag(ctypes.Structure):
+    _fields_ = [("name", c_uint8), ("path", c_uint8), ("_pad", c_uint8 * 6)]
+
+
 class EnfFlowKey(ctypes.Structure):
     _fields_ = [("cgroup", c_uint64), ("ident", c_uint32), ("port", c_uint16),
                 ("direction", c_uint8), ("verdict", c_uint8), ("family", c_uint8),
@@ -63,15 +67,17 @@ class EnfFlow(ctypes.Structure):
 
 MIRRORS = {"enf_state": EnfState, "enf_cgroup": EnfCgroup, "enf_ident": EnfIdent,
            "enf_net_key": EnfNetKey, "enf_range": EnfRange, "enf_ports": EnfPorts,
-           "enf_exec_key": EnfExecKey, "enf_flow_key": EnfFlowKey, "enf_flow": EnfFlow}
+           "enf_exec_key": EnfExecKey, "enf_flow_key": EnfFlowKey, "enf_flow": EnfFlow,
+           "enf_tag": EnfTag}
 MAPS = ("enf_state", "enf_cgroups", "enf_idents", "enf_nets", "enf_execs", "enf_protected",
-        "enf_held", "enf_flows", "enf_udp")
+        "enf_held", "enf_flows", "enf_udp", "enf_procs", "enf_tags")
 ZERO = struct.pack("<I", 0)
 
 
-def net_key(ident: int, entry) -> bytes:
+def net_key(ident: int, entry, proc: int = 0) -> bytes:
     (direction, lst, family, packed, plen) = entry
-    k = EnfNetKey(prefixlen=64 + plen, ident=ident, direction=direction, list=lst, family=family)
+    k = EnfNetKey(prefixlen=64 + plen, ident=ident, direction=direction, list=lst, family=family,
+                  proc=proc)
     ctypes.memmove(k.addr, packed, len(packed))
     return bytes(k)
 
@@ -117,6 +123,10 @@ class Tables:
         nets, execs = self.maps["enf_nets"], self.maps["enf_execs"]
         for entry, ranges in pset.nets:
             k = net_key(i, entry)
+            nets.update(k, ports_value(ranges))
+            written.append(("enf_nets", k))
+        for (proc, entry), ranges in pset.proc_nets:
+            k = net_key(i, entry, proc)
             nets.update(k, ports_value(ranges))
             written.append(("enf_nets", k))
         for (what, text), policy in pset.execs:
@@ -210,6 +220,18 @@ class Tables:
             self.cgroups = new
             self.host = new_host
             self._release_unused()
+
+    def set_procs(self, classes: dict) -> None:
+        """Process classes ({(EXEC_NAME|EXEC_PATH, text): class}) for the exec
+        tagging; written before any set that names them, never removed (a
+        class number is never reused: running processes keep their tags)."""
+        with self.lock:
+            m = self.maps["enf_procs"]
+            for (what, text), cls in classes.items():
+                m.update(exec_key(0, what, text), bytes([cls]))
+            if classes and not self.state.procs:
+                self.state.procs = 1
+                self.write_state()
 
     # --- protected process names, held processes ---
 

@@ -12,6 +12,7 @@ NetworkPolicy cannot say.  docs/POLICY.md documents the format; in short::
       egress:                           # and ingress: the same two lists
         deny:  [{cidr: 0.0.0.0/0, except: [...], ports: ["80", "8000-8099"], protocol: TCP}]
         allow: [...]                    # given: default deny, these are allowed
+      # an egress entry may add process: {paths: [...], names: [...]}: those processes only
 """
 from __future__ import annotations
 
@@ -70,9 +71,45 @@ def parse_ports(doc, key, v, proto, what) -> tuple:
     return tuple(out)
 
 
+def exec_identity(doc, key, how: str, text, what) -> tuple:
+    """("path"|"name", text) of an exec deny entry or a process selector, checked."""
+    if not isinstance(text, str) or not text:
+        raise doc.error(f"expected a {'path' if how == 'path' else 'process name'}", key, what)
+    if how == "path" and (not text.startswith("/") or len(text) > PATH_MAX):
+        raise doc.error(f"path {text!r}: expected an absolute path of at most {PATH_MAX} "
+                        "bytes", key, what)
+    if how == "name" and ("/" in text or len(text) > COMM_LEN):
+        raise doc.error(f"name {text!r}: expected a process name (no '/', at most "
+                        f"{COMM_LEN} characters, as the kernel keeps it)", key, what)
+    return how, text
+
+
+def _process(doc, key, v, what) -> tuple:
+    """process: {paths: [...], names: [...]} -> (("path", p), ("name", n), ...)."""
+    if key[1] != "egress":
+        raise doc.error("a process selector applies to egress only (when a connection comes "
+                        "in, the process that will accept it is not known yet)", key, what)
+    v = _mapping(doc, key, v, what)
+    _unknown(doc, key, v, ("paths", "names"), what)
+    out = []
+    for lk, how in (("paths", "path"), ("names", "name")):
+        items = v.get(lk)
+        if items is None:
+            continue
+        if isinstance(items, str):
+            items = [items]
+        if not isinstance(items, list):
+            raise doc.error(f"expected a list of {lk}", key + (lk,), what)
+        out += [exec_identity(doc, key + (lk, i), how, x, what) for i, x in enumerate(items)]
+    if not out:
+        raise doc.error("expected paths: [...] and/or names: [...]", key, what)
+    return tuple(sorted(set(out)))
+
+
 def _net_entry(doc, key, v, what) -> NetRule:
     v = _mapping(doc, key, v, what)
-    _unknown(doc, key, v, ("cidr", "except", "ports", "protocol"), what)
+    _unknown(doc, key, v, ("cidr", "except", "ports", "protocol", "process"), what)
+    procs = _process(doc, key + ("process",), v["process"], what) if "process" in v else ()
     proto_name = str(v.get("protocol", "TCP"))
     if proto_name.upper() == "ANY":
         proto = 0
@@ -85,7 +122,7 @@ def _net_entry(doc, key, v, what) -> NetRule:
     if v.get("cidr") is None:
         if v.get("except"):
             raise doc.error("except needs a cidr", key + ("except",), what)
-        return NetRule(ALL_PEERS, ports)
+        return NetRule(ALL_PEERS, ports, procs)
     cidrs = v["cidr"] if isinstance(v["cidr"], list) else [v["cidr"]]
     peers = []
     for j, c in enumerate(cidrs):
@@ -108,7 +145,7 @@ def _net_entry(doc, key, v, what) -> NetRule:
                     raise doc.error(f"{e} is not inside {net}", ek, what)
                 excepts.append(n)
         peers.append(Peer(net, tuple(excepts)))
-    return NetRule(tuple(peers), ports)
+    return NetRule(tuple(peers), ports, procs)
 
 
 def _selector(doc, v, what):
@@ -159,13 +196,7 @@ def parse_vigil_policy(doc) -> Policy:
                 or not isinstance(next(iter(e.values())), str) or not next(iter(e.values())):
             raise doc.error("expected {path: /absolute/path} or {name: process-name}", k, what)
         (how, text), = e.items()
-        if how == "path" and (not text.startswith("/") or len(text) > PATH_MAX):
-            raise doc.error(f"path {text!r}: expected an absolute path of at most {PATH_MAX} "
-                            "bytes", k + ("path",), what)
-        if how == "name" and ("/" in text or len(text) > COMM_LEN):
-            raise doc.error(f"name {text!r}: expected a process name (no '/', at most "
-                            f"{COMM_LEN} characters, as the kernel keeps it)", k + ("name",), what)
-        pol.exec_deny.append((how, text))
+        pol.exec_deny.append(exec_identity(doc, k + (how,), how, text, what))
     for direction in DIRECTIONS:
         sec = _mapping(doc, ("spec", direction), spec.get(direction), what)
         _unknown(doc, ("spec", direction), sec, ("allow", "deny"), what)

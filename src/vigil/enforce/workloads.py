@@ -3,8 +3,8 @@ IPs and named ports.
 
 Labels and namespace come from the Kubernetes API (via the container
 resolver's metadata) when it is enabled; otherwise the container's own labels
-stand in (kubelet's ``io.kubernetes.*`` bookkeeping keys dropped) and
-``io.kubernetes.pod.namespace`` gives the namespace.  A pod's IPs are its
+and OCI annotations stand in (kubelet's ``io.kubernetes.*`` bookkeeping keys
+dropped) and ``io.kubernetes.pod.namespace`` gives the namespace.  A pod's IPs are its
 ``status.podIPs`` from the API cache, else the addresses of the container's
 own network namespace; a container sharing the host's network namespace
 (``--network host``, ``hostNetwork: true``) has no pod IP of its own, so pod
@@ -85,6 +85,15 @@ def pod_ports(pod: dict) -> dict:
     return out
 
 
+def stand_in_labels(info) -> dict:
+    """Pod labels without the Kubernetes API: the container's labels, then its OCI
+    annotations (a label wins over an annotation of the same key), kubelet's
+    ``io.kubernetes.*`` bookkeeping keys dropped."""
+    merged = dict(getattr(info, "annotations", None) or {})
+    merged.update(info.labels or {})
+    return pod_labels_from(merged)
+
+
 class WorkloadSource:
     """ContainerInfo -> Workload, with the IPs looked up once per container."""
 
@@ -95,7 +104,7 @@ class WorkloadSource:
         self._ips: dict = {}      # container id -> ips
 
     def workload(self, info, cgroup_ids=()) -> Workload:
-        labels = dict(info.pod_labels) if info.pod_labels else pod_labels_from(info.labels)
+        labels = dict(info.pod_labels) if info.pod_labels else stand_in_labels(info)
         pod = self.kube.get(info.pod_uid) if self.kube is not None and info.pod_uid else None
         ips, ports = (), {}
         if pod is not None:
@@ -124,4 +133,4 @@ class WorkloadSource:
         self._ips.pop(container_id, None)
 
 
-__all__ = ["WorkloadSource", "netns_addresses", "pod_ips", "pod_ports"]
+__all__ = ["WorkloadSource", "stand_in_labels", "netns_addresses", "pod_ips", "pod_ports"]

@@ -20,6 +20,7 @@ from typing import Optional
 
 from vigil.alerts.alert import priority_rank
 from vigil.rules import fields as F
+from vigil.rules.enforce_hint import kernel_hint
 from vigil.rules.analysis import ALL_TYPES, evttype_warnings, evttypes, kind_conditions
 from vigil.rules.codegen import build_matcher, build_matcher_interp
 from vigil.rules.condition import Cmp, Source, resolve_lhs
@@ -47,7 +48,7 @@ class UnknownFieldError(RulesError):
 
 class CompiledRule:
     __slots__ = ("name", "priority", "rank", "desc", "tags", "enabled", "output", "file", "line",
-                 "ir", "evttypes", "kinds", "specialized", "source", "order")
+                 "ir", "evttypes", "kinds", "specialized", "source", "order", "enforce")
 
     def __init__(self, d: RuleDef):
         self.name = d.name
@@ -59,6 +60,7 @@ class CompiledRule:
         self.file, self.line = d.file, d.line
         self.source = "syscall"
         self.order = d.order
+        self.enforce = d.enforce
         self.output = None
         self.ir = None
         self.evttypes = ALL_TYPES
@@ -285,6 +287,9 @@ class Compiler:
                 self.skipped.append((d.name, "below minimum priority"))
                 continue
             self.warnings.extend(evttype_warnings(d, r.evttypes))
+            hint = kernel_hint(r) if r.enforce == "kill" else None
+            if hint is not None:
+                self.warnings.append(hint)
             rules.append(r)
         # macros: syntax-check the unused ones too
         for name, m in self.rs.macros.items():

@@ -45,7 +45,7 @@ class ExceptionDef:
 class RuleDef:
     __slots__ = ("name", "condition", "chunks", "output", "desc", "priority", "enabled", "tags",
                  "exceptions", "source", "skip_if_unknown_filter", "warn_evttypes", "file",
-                 "line", "output_line", "order")
+                 "line", "output_line", "order", "enforce", "enforce_line")
 
     def __init__(self, name, file, line):
         self.name, self.file, self.line = name, file, line
@@ -62,3 +62,5 @@ class RuleDef:
         self.warn_evttypes = True
         self.output_line = line
         self.order = 0
+        self.enforce = ""          # "kill": the matched process is killed (rules/enforce_hint.py)
+        self.enforce_line = line

@@ -67,6 +67,7 @@ class RuleEngine:
         self._matchers = [None] * _NKINDS
         self._kind_rules = [()] * _NKINDS
         self._track_fds = False
+        self.kill_rules = frozenset()   # names of the rules with enforce: kill
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -107,6 +108,7 @@ class RuleEngine:
             raise RulesError.first_of(_in_file_order(rs.files, rs.errors + comp.errors))
         self.rules = rules
         self.names = names
+        self.kill_rules = frozenset(r.name for r in rules if r.enforce == "kill")
         self.skipped = comp.skipped + [(n, f"source {s}") for n, s in rs.skipped_sources.items()]
         self.warnings = list(rs.warnings) + comp.warnings
         self._build()

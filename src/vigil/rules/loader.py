@@ -31,9 +31,10 @@ _BOOL_FALSE = {"false", "no", "off", "n"}
 
 _RULE_KEYS = {"rule", "condition", "output", "desc", "priority", "enabled", "tags", "exceptions",
               "source", "skip-if-unknown-filter", "warn_evttypes", "append", "override",
-              "capture", "capture_duration", "required_engine_version"}
+              "capture", "capture_duration", "required_engine_version", "enforce"}
 _RULE_APPEND = {"condition", "output", "desc", "tags", "exceptions"}
-_RULE_REPLACE = {"condition", "output", "desc", "priority", "tags", "exceptions", "enabled"}
+_RULE_REPLACE = {"condition", "output", "desc", "priority", "tags", "exceptions", "enabled", "enforce"}
+ENFORCE_ACTIONS = ("kill", "none")   # a rule's enforce: key (vigil's; "none" = alert only)
 _COMPS = set(BINARY_OPS) | set(UNARY_OPS)
 
 
@@ -355,6 +356,7 @@ class RuleSet:
         r.skip_if_unknown_filter = self._bool(item, "skip-if-unknown-filter", False)
         r.warn_evttypes = self._bool(item, "warn_evttypes", True)
         r.exceptions = self._exceptions(item, what, file, None)
+        self._enforce(r, item, what)
         if existing is not None:
             r.order = existing.order
         else:
@@ -370,6 +372,18 @@ class RuleSet:
                              "critical, error, warning, notice, informational, debug)",
                              item.line_of("priority"))
         return p
+
+    @staticmethod
+    def _enforce(r: RuleDef, item, what):
+        if "enforce" not in item:
+            return
+        v = item["enforce"]
+        if not isinstance(v, str) or v.strip().lower() not in ENFORCE_ACTIONS:
+            raise _ItemError(f"{what}: invalid enforce {_show(v)} (expected one of "
+                             f"{', '.join(ENFORCE_ACTIONS)})", item.line_of("enforce"))
+        v = v.strip().lower()
+        r.enforce = "" if v == "none" else v
+        r.enforce_line = item.line_of("enforce")
 
     def _tags(self, item, what):
         if "tags" not in item:
@@ -403,6 +417,8 @@ class RuleSet:
                 r.priority = self._priority(item, what)
             elif key == "enabled":
                 r.enabled = self._bool(item, "enabled")
+            elif key == "enforce":
+                self._enforce(r, item, what)
             elif key == "tags":
                 tags = self._tags(item, what)
                 if mode == "append":

@@ -44,6 +44,8 @@ struct enf_state {
 	__u32 vigil_tgid;          /* never judged */
 	__u64 hold_until;          /* boot ns: hold unresolved containers' first exec until then */
 	__u32 host_ident[2][2];    /* [gen][0 enforce, 1 audit] for cgroups not in enf_cgroups, outside containers */
+	__u32 procs;               /* 1: some network rule has a process selector: tag execs (enf_procs) */
+	__u32 _pad;
 };
 
 struct enf_cgroup {
@@ -56,6 +58,7 @@ struct enf_cgroup {
 #define ENF_HAS_NET_DENY 4
 #define ENF_HAS_EXEC 8
 #define ENF_HAS_EXEC_PATH 16
+#define ENF_HAS_PROC 32            /* some entry is limited to a process class (enf_net_key.proc) */
 #define ENF_HAS_NET (ENF_DEFAULT_DENY_EGRESS | ENF_DEFAULT_DENY_INGRESS | ENF_HAS_NET_DENY)
 
 struct enf_ident {
@@ -70,7 +73,7 @@ struct enf_net_key {
 	__u8 direction;            /* enum enf_dir */
 	__u8 list;                 /* ENF_LIST_ALLOW / ENF_LIST_DENY */
 	__u8 family;               /* 4 or 6 */
-	__u8 _pad;
+	__u8 proc;                 /* 0: any process; else the process class (enf_procs) it is limited to */
 	__u8 addr[16];
 };
 
@@ -91,6 +94,14 @@ struct enf_exec_key {
 	__u32 ident;
 	__u32 what;                /* ENF_EXEC_NAME / ENF_EXEC_PATH */
 	char s[PATH_LEN];
+};
+
+/* A task's process classes, set at exec from its exec-time name and its
+ * executable's path (enf_procs), copied to new tasks at fork. */
+struct enf_tag {
+	__u8 name;                 /* class of the exec-time name, 0 none */
+	__u8 path;                 /* class of the executable's path, 0 none */
+	__u8 _pad[6];
 };
 
 struct enf_flow_key {
@@ -148,6 +159,22 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } enf_execs SEC(".maps");
 
+/* process classes: {ident 0, ENF_EXEC_NAME|ENF_EXEC_PATH, text} -> class (1-255) */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512);
+	__type(key, struct enf_exec_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} enf_procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct enf_tag);
+} enf_tags SEC(".maps");
+
 /* process names never killed nor held (kubelet, containerd, runc ...) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -199,6 +226,7 @@ struct enf_btf {
 	struct enf_exec_key exec_key;
 	struct enf_flow_key flow_key;
 	struct enf_flow flow;
+	struct enf_tag tag;
 	enum enf_verdict verdict;
 	enum enf_dir dir;
 };
@@ -249,13 +277,14 @@ static __always_inline __u32 enf_ports_match(struct enf_ports *p, __u16 port, __
 }
 
 static __always_inline struct enf_ports *enf_lookup(__u32 ident, __u8 dir, __u8 list, __u8 family,
-						    const __u8 *addr)
+						    const __u8 *addr, __u8 proc)
 {
 	struct enf_net_key k = {};
 	k.ident = ident;
 	k.direction = dir;
 	k.list = list;
 	k.family = family;
+	k.proc = proc;
 	if (family == 4) {
 		__builtin_memcpy(k.addr, addr, 4);
 		k.prefixlen = 64 + 32;
@@ -266,23 +295,42 @@ static __always_inline struct enf_ports *enf_lookup(__u32 ident, __u8 dir, __u8 
 	return bpf_map_lookup_elem(&enf_nets, &k);
 }
 
+/* A list's entries for any process, then for the task's process classes. */
+static __always_inline __u32 enf_list_match(__u32 ident, __u8 dir, __u8 list, __u8 family,
+					    const __u8 *addr, __u16 port, __u8 proto,
+					    __u8 name_class, __u8 path_class)
+{
+	__u32 m = enf_ports_match(enf_lookup(ident, dir, list, family, addr, 0), port, proto);
+	if (!m && name_class)
+		m = enf_ports_match(enf_lookup(ident, dir, list, family, addr, name_class), port, proto);
+	if (!m && path_class)
+		m = enf_ports_match(enf_lookup(ident, dir, list, family, addr, path_class), port, proto);
+	return m;
+}
+
 /* The verdict of one policy set on a flow: 0 allowed, else the deciding
- * policy index + 1. */
+ * policy index + 1.  tag: the calling task's process classes (all 0: none, or
+ * no task, as at ingress). */
 static __always_inline __u32 enf_net_decide(__u32 ident, __u8 dir, __u8 family, const __u8 *addr,
-					    __u16 port, __u8 proto)
+					    __u16 port, __u8 proto, struct enf_tag tag)
 {
 	struct enf_ident *id = bpf_map_lookup_elem(&enf_idents, &ident);
 	if (!id || !(id->flags & ENF_HAS_NET))
 		return 0;
+	__u8 nc = 0, pc = 0;
+	if (id->flags & ENF_HAS_PROC) {
+		nc = tag.name;
+		pc = tag.path;
+	}
 	if (id->flags & ENF_HAS_NET_DENY) {
-		__u32 m = enf_ports_match(enf_lookup(ident, dir, ENF_LIST_DENY, family, addr), port, proto);
+		__u32 m = enf_list_match(ident, dir, ENF_LIST_DENY, family, addr, port, proto, nc, pc);
 		if (m)
 			return m;
 	}
 	__u32 dd = dir == ENF_EGRESS ? ENF_DEFAULT_DENY_EGRESS : ENF_DEFAULT_DENY_INGRESS;
 	if (!(id->flags & dd))
 		return 0;
-	if (enf_ports_match(enf_lookup(ident, dir, ENF_LIST_ALLOW, family, addr), port, proto))
+	if (enf_list_match(ident, dir, ENF_LIST_ALLOW, family, addr, port, proto, nc, pc))
 		return 0;
 	return (__u32)id->default_policy + 1;
 }

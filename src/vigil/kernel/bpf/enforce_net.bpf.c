@@ -67,15 +67,21 @@ static __always_inline int enf_judge(__u64 cg, __u8 dir, __u8 family, const __u8
 	enf_idents_of(st, cg, &ie, &ia);
 	if (!ie && !ia)
 		return 1;
+	struct enf_tag tag = {};
+	if (has_task && st->procs) {
+		struct enf_tag *t = bpf_task_storage_get(&enf_tags, bpf_get_current_task_btf(), 0, 0);
+		if (t)
+			tag = *t;
+	}
 	if (ie) {
-		__u32 m = enf_net_decide(ie, dir, family, addr, port, proto);
+		__u32 m = enf_net_decide(ie, dir, family, addr, port, proto, tag);
 		if (m) {
 			enf_net_event(cg, ie, m - 1, ENF_DENY, dir, family, addr, port, proto, has_task);
 			return 0;
 		}
 	}
 	if (ia) {
-		__u32 m = enf_net_decide(ia, dir, family, addr, port, proto);
+		__u32 m = enf_net_decide(ia, dir, family, addr, port, proto, tag);
 		if (m)
 			enf_net_event(cg, ia, m - 1, ENF_AUDIT, dir, family, addr, port, proto, has_task);
 	}

@@ -60,13 +60,32 @@ def merge_into(dst: dict, src: dict) -> None:
         dst["privileged"] = src["privileged"]
     if src.get("mounts") and not dst.get("mounts"):
         dst["mounts"] = tuple(src["mounts"])
-    for k in ("labels", "pod_labels"):
+    for k in ("labels", "pod_labels", "annotations"):
         v = src.get(k)
         if isinstance(v, dict) and v:
             cur = dict(dst.get(k) or {})
             for lk, lv in v.items():
                 cur.setdefault(lk, lv)
-            dst[k] = cur
+            dst[k] = bounded_annotations(cur) if k == "annotations" else cur
+
+
+ANNOTATIONS_MAX = 64           # kept per container
+ANNOTATION_KEY_MAX = 253
+ANNOTATION_VALUE_MAX = 1024
+
+
+def bounded_annotations(ann: dict) -> dict:
+    """The annotations a ContainerInfo keeps: at most ANNOTATIONS_MAX, keys of at most 253
+    characters and values of at most 1 KiB (longer ones, such as CRI-O's JSON blobs, are
+    dropped: nothing selects on them)."""
+    out = {}
+    for k, v in ann.items():
+        if len(out) >= ANNOTATIONS_MAX:
+            break
+        if isinstance(k, str) and isinstance(v, str) and len(k) <= ANNOTATION_KEY_MAX \
+                and len(v) <= ANNOTATION_VALUE_MAX:
+            out[k] = v
+    return out
 
 
 def finish(fields: dict) -> dict:

@@ -22,6 +22,7 @@ class ContainerInfo:
     k8s_container_name: str = ""
     labels: dict = field(default_factory=dict)        # runtime labels (docker/podman/CRI)
     pod_labels: dict = field(default_factory=dict)    # k8s pod labels, where known
+    annotations: dict = field(default_factory=dict)   # OCI annotations (bounded: metadata.py)
     sandbox_id: str = ""             # CRI pod sandbox id (pause container)
     container_type: str = ""         # CRI: "container" or "sandbox" (pause); "" if unknown
     qos: str = ""                    # k8s QoS class from the cgroup path (guaranteed/burstable/besteffort)
