@@ -11,7 +11,7 @@ BPF_OBJS := $(patsubst $(BPF_SRC)/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(wildcard $(BPF_SR
 BPF_HDRS := $(wildcard $(BPF_SRC)/*.h)
 BPF_CFLAGS := -target bpf -g -O2 -D__TARGET_ARCH_x86 -Wall -Werror -I$(BPF_SRC)
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc containerd busybox-static bpftrace strace \
-            iproute2 util-linux
+            iproute2 util-linux prometheus
 STAMP := .venv/.installed
 
 .PHONY: all setup deps venv bpf run test bench clean

@@ -128,6 +128,8 @@ class Agent:
         self.scope_tracker = None
         self.scope_policy = None
         self.enforcer = None        # vigil.enforce.Enforcer when policies are configured
+        self.metrics = None         # vigil.metrics.AgentMetrics unless metrics.address is ""
+        self._started = False
         self.reloads = 0
         self.reload_errors = 0
         self._past_matches: dict = {}   # (rule, priority) -> alerts of engines reloaded away
@@ -219,7 +221,13 @@ class Agent:
 
     def start(self) -> "Agent":
         cfg = self.cfg
-        self.load_rules()
+        from vigil.metrics import make_metrics
+        self.metrics = make_metrics(cfg, self)     # /healthz at once, /readyz once started
+        try:
+            self.load_rules()
+        except BaseException:
+            self.stop()
+            raise
         self.alerts = cfg.build_alert_pipeline(stream=self.stream)
         try:
             if cfg["containers"]["enabled"]:
@@ -250,10 +258,19 @@ class Agent:
                 self.pipeline.add_handler(self.enforcer.on_event)
                 self.pipeline.add_ticker(self.enforcer.tick)
             self._setup_namespace_scope()
+            if self.metrics is not None:
+                self.metrics.attach(self.resolver)
         except BaseException:
             self.stop()
             raise
+        self._started = True
         return self
+
+    def ready(self) -> bool:
+        """Sensors attached and rules loaded (the metrics endpoint's /readyz)."""
+        p = self.pipeline
+        return (self._started and not self._stopping and self.engine is not None
+                and p is not None and p.sensors is not None)
 
     def _start_kube(self) -> None:
         try:
@@ -291,7 +308,9 @@ class Agent:
             # kernel fails open) and were held until its metadata came: drop them here
             self.scope_dropped += 1
             return
-        for alert in self.engine.evaluate(ev):
+        timer = self.metrics.rule_timer if self.metrics is not None else None
+        alerts = self.engine.evaluate(ev) if timer is None else timer(self.engine.evaluate, ev)
+        for alert in alerts:
             self.alerts.emit(alert)
 
     def _tick(self, now: float) -> None:
@@ -332,6 +351,10 @@ class Agent:
             self.pipeline.request_stop()
 
     def stop(self) -> None:
+        self._started = False
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         if self.enforcer is not None:
             self.enforcer.stop()
             self.enforcer = None
