@@ -10,6 +10,9 @@ BPF_OUT := $(BPF_SRC)/build
 BPF_OBJS := $(patsubst $(BPF_SRC)/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(wildcard $(BPF_SRC)/*.bpf.c))
 BPF_HDRS := $(wildcard $(BPF_SRC)/*.h)
 BPF_CFLAGS := -target bpf -g -O2 -D__TARGET_ARCH_x86 -Wall -Werror -I$(BPF_SRC)
+# kernel/bpf/metrics/<name>.bpf.c: the aggregating programs of vigil.metrics (not sensors)
+METRICS_SRC := $(BPF_SRC)/metrics
+METRICS_OBJS := $(patsubst $(METRICS_SRC)/%.bpf.c,$(BPF_OUT)/metrics/%.bpf.o,$(wildcard $(METRICS_SRC)/*.bpf.c))
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc containerd busybox-static bpftrace strace \
             iproute2 util-linux prometheus
 STAMP := .venv/.installed
@@ -35,10 +38,13 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-bpf: $(BPF_OBJS)
+bpf: $(BPF_OBJS) $(METRICS_OBJS)
 $(BPF_OUT)/%.bpf.o: $(BPF_SRC)/%.bpf.c $(BPF_HDRS)
 	@mkdir -p $(BPF_OUT)
 	clang $(BPF_CFLAGS) -c $< -o $@
+$(BPF_OUT)/metrics/%.bpf.o: $(METRICS_SRC)/%.bpf.c $(BPF_HDRS) $(wildcard $(METRICS_SRC)/*.h)
+	@mkdir -p $(BPF_OUT)/metrics
+	clang $(BPF_CFLAGS) -I$(METRICS_SRC) -c $< -o $@
 
 run: setup
 	$(VENV)/bin/vigil run

@@ -259,7 +259,7 @@ class Agent:
                 self.pipeline.add_ticker(self.enforcer.tick)
             self._setup_namespace_scope()
             if self.metrics is not None:
-                self.metrics.attach(self.resolver)
+                self.metrics.attach(self.resolver, s["dns_ports"])
         except BaseException:
             self.stop()
             raise

@@ -41,16 +41,13 @@ class AgentMetrics:
             log.info("metrics on http://%s/metrics", self.server.address)
         return self
 
-    def attach(self, resolver) -> None:
+    def attach(self, resolver, dns_ports=(53,)) -> None:
         """The kernel's aggregates and the containers' resources, once the
         sensors run (a program the kernel refuses is left out with one line)."""
         from vigil.metrics.workloads import Workloads
         workloads = Workloads(resolver)
-        try:
-            from vigil.metrics.kernel import KernelMetrics
-        except ImportError:         # pragma: no cover - during development of the kernel side
-            return
-        self.kernel = KernelMetrics(self.settings, workloads).start()
+        from vigil.metrics.kernel import KernelMetrics
+        self.kernel = KernelMetrics(self.settings, workloads, dns_ports=dns_ports).start()
         self.registry.register(self.kernel.collector())
         if self.settings.get("resources"):
             from vigil.metrics.resources import ResourceCollector
