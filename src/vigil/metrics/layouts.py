@@ -29,7 +29,8 @@ class TcpDirKey(ctypes.Structure):
 
 class TcpSockInfo(ctypes.Structure):
     _fields_ = [("ts", c_uint64), ("established_ts", c_uint64), ("pid", c_uint32),
-                ("direction", c_uint32), ("counted", c_uint8), ("_pad", c_uint8 * 7),
+                ("direction", c_uint32), ("counted", c_uint8), ("_pad", c_uint8 * 3),
+                ("sport", c_uint16), ("dport", c_uint16),
                 ("comm", c_char * 16)]
 
 

@@ -36,7 +36,9 @@ struct tcp_sock_info {
 	__u32 pid;
 	__u32 direction;
 	__u8 counted;        /* counted in tcp_active */
-	__u8 _pad[7];
+	__u8 _pad[3];
+	__u16 sport;         /* kept at ESTABLISHED: gone from the socket when it closes */
+	__u16 dport;
 	char comm[16];
 };
 
@@ -104,6 +106,10 @@ static __always_inline void trace_out(const struct sock *sk, __u32 what, __u64 d
 	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	peer(sk, fam, t->daddr, t->saddr);
+	if (info && info->sport) {
+		t->sport = info->sport;
+		t->dport = info->dport;
+	}
 	if (info) {
 		t->pid = info->pid;
 		__builtin_memcpy(t->comm, info->comm, sizeof(t->comm));
@@ -174,6 +180,8 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 					hist_add(h, d / 1000, d, 1);
 				info->established_ts = now;
 				info->counted = 1;
+				info->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+				info->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 				active_add(cg, DIR_OUT, 1);
 				if (cfg_trace)
 					trace_out(sk, TRACE_CONNECT, d, info, TCP_OK, newstate);
@@ -181,6 +189,8 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 		} else if (oldstate == TCP_SYN_RECV) {
 			struct tcp_sock_info in = {.ts = now, .established_ts = now,
 						   .direction = DIR_IN, .counted = 1};
+			in.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+			in.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 			bpf_map_update_elem(&tcp_socks, &key, &in, BPF_ANY);
 			active_add(cg, DIR_IN, 1);
 		}
