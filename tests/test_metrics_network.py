@@ -13,12 +13,16 @@ import time
 import uuid
 from pathlib import Path
 
+import json
+import re
+
 import dns.message
+import yaml
 import dns.rcode
 import pytest
 
 from podman_env import V2
-from prom_env import PROMETHEUS, Prometheus, VigilAgent, free_port
+from prom_env import PROMETHEUS, PROMTOOL, Prometheus, VigilAgent, free_port
 
 pytestmark = pytest.mark.skipif(PROMETHEUS is None or V2 is None,
                                 reason="prometheus or cgroup v2 missing")
@@ -89,26 +93,39 @@ class Sink:
 def setup(bpf_objects, tmp_path_factory):
     dns_srv, sink = DnsServer(), Sink()
     rules = tmp_path_factory.mktemp("r") / "r.yaml"
-    rules.write_text("- rule: nothing\n  desc: x\n  condition: evt.type = execve and "
-                     "proc.name = nothing-at-all\n  output: x\n  priority: DEBUG\n")
+    rules.write_text("- rule: marker\n  desc: x\n  condition: evt.type = execve and "
+                     "proc.name = true and proc.args contains metrics-marker\n  output: x\n"
+                     "  priority: NOTICE\n")
     agent = VigilAgent(["-r", str(rules), "-o", f"sensors.dns_ports=[53,{dns_srv.port}]"])
     prom = Prometheus([agent.address])
     cid = uuid.uuid4().hex + uuid.uuid4().hex
     cg = Path(V2) / "vigiltest.slice" / f"docker-{cid}.scope"
-    cg.mkdir(parents=True)
+    cg.parent.mkdir(exist_ok=True)
+    try:            # the container's memory.current and cpu.stat
+        (cg.parent / "cgroup.subtree_control").write_text("+memory +cpu")
+    except OSError:
+        pass
+    cg.mkdir()
+    v1mem = Path("/sys/fs/cgroup/memory/vigiltest.slice") / cg.name     # hybrid hosts
+    if Path("/sys/fs/cgroup/memory").is_dir() and not (Path(V2) / "memory.stat").exists():
+        v1mem.mkdir(parents=True, exist_ok=True)
     closed = free_port()
     try:
         r = subprocess.run([sys.executable, str(WORKLOAD), str(cg), str(sink.port), str(closed),
                             str(dns_srv.port), str(N), str(M), ",".join(NAMES), str(BYTES)],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
+        for _ in range(3):
+            subprocess.run(["true", "metrics-marker"])
         yield {"prom": prom, "agent": agent, "cid": cid[:12], "sink": sink.port,
                "closed": closed, "dns": dns_srv, "received": sink.received}
     finally:
         prom.stop()
         agent.stop()
         dns_srv.close()
-        for d in (cg, cg.parent):
+        for d in (cg, cg.parent, v1mem, v1mem.parent):
+            if not d.exists():
+                continue
             for _ in range(50):
                 try:
                     d.rmdir()
@@ -193,3 +210,74 @@ def test_runqueue_latency_is_counted_per_workload(setup):
     v = p.wait_for('sum(vigil_runqueue_latency_seconds_count{container="host"})',
                    lambda x: x > 0)
     assert v > 0
+
+
+ROOT = Path(__file__).resolve().parent.parent
+METRIC = re.compile(r"\b((?:vigil|process)_[a-z0-9_]+)")
+
+
+def _dashboard_exprs():
+    d = json.loads((ROOT / "deploy/grafana/vigil.json").read_text())
+    exprs = [(p["title"], t["expr"]) for p in d["panels"] if p.get("type") != "row"
+             for t in p["targets"]]
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    return d, exprs, variables
+
+
+def _concrete(expr: str) -> str:
+    """As Grafana sends it with every namespace and pod selected."""
+    return (expr.replace("$__rate_interval", "30s").replace("$namespace", ".*")
+            .replace("$pod", ".*"))
+
+
+def test_dashboard_variables_and_datasource():
+    d, exprs, variables = _dashboard_exprs()
+    assert variables["datasource"]["type"] == "datasource"
+    assert {"namespace", "pod"} <= set(variables)
+    assert all(p["datasource"]["uid"] == "${datasource}" for p in d["panels"]
+               if p.get("type") != "row")
+    titles = " ".join(t for t, _ in exprs).lower()
+    for what in ("alerts", "lost", "tcp", "dns", "packets", "block i/o", "run-queue",
+                 "agent cpu", "agent rss"):
+        assert what in titles, what
+
+
+def test_every_dashboard_expression_returns_data(setup):
+    p = setup["prom"]
+    time.sleep(3)           # a few more scrapes: rate() over 30s wants two samples
+    _, exprs, variables = _dashboard_exprs()
+    empty = [(t, e) for t, e in exprs if not p.query(_concrete(e))]
+    assert not empty, empty
+    for name in ("namespace", "pod"):
+        q = variables[name]["query"]["query"]
+        metric = METRIC.search(q).group(1)
+        assert p.query(f"count({metric})"), q
+
+
+def _alert_rules():
+    doc = yaml.safe_load((ROOT / "deploy/prometheus/vigil-alerts.yaml").read_text())
+    return [r for g in doc["groups"] for r in g["rules"]]
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
+def test_alert_rules_pass_promtool():
+    r = subprocess.run([PROMTOOL, "check", "rules",
+                        str(ROOT / "deploy/prometheus/vigil-alerts.yaml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    names = {x["alert"] for x in _alert_rules()}
+    assert names == {"VigilEventsLost", "VigilAgentDown", "VigilHighConnectFailures"}
+
+
+def test_every_alert_expression_evaluates_on_exported_metrics(setup):
+    """Each alert's expression is valid PromQL on the live server, and every
+    metric it names has data (an alert on a metric vigil does not export
+    would never fire); without its threshold it returns data."""
+    p = setup["prom"]
+    for rule in _alert_rules():
+        expr = rule["expr"]
+        p.query(expr)                       # raises unless the server accepts it
+        for metric in set(METRIC.findall(expr)):
+            assert p.query(f"count({metric})"), (rule["alert"], metric)
+        base = re.split(r"\s(?:>|==)\s", expr)[0]
+        assert p.query(base), (rule["alert"], base)

@@ -1,5 +1,7 @@
-"""CPU and memory per container, from its cgroup v2 files when Prometheus
-scrapes (cpu.stat ``usage_usec``, memory.current)."""
+"""CPU and memory per container, from its cgroup files when Prometheus
+scrapes: cgroup v2 (cpu.stat ``usage_usec``, memory.current), else, on hybrid
+hosts whose controllers are v1, the same path in the v1 memory and cpuacct
+hierarchies (memory.usage_in_bytes, cpuacct.usage)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +12,18 @@ from vigil.metrics.workloads import WORKLOAD_LABELS, labels_of
 from vigil.state.containers.cgroupfs import find_v2_mount
 
 
-def cgroup_usage(path: str):
+V1_ROOT = "/sys/fs/cgroup"
+
+
+def _read_int(path: str):
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def cgroup_usage(path: str, rel: str = "", v1_root: str = V1_ROOT):
     """(CPU seconds, memory bytes) of one cgroup directory; None for what is missing."""
     cpu = mem = None
     try:
@@ -22,11 +35,12 @@ def cgroup_usage(path: str):
                     break
     except OSError:
         pass
-    try:
-        with open(os.path.join(path, "memory.current")) as f:
-            mem = int(f.read().strip())
-    except (OSError, ValueError):
-        pass
+    mem = _read_int(os.path.join(path, "memory.current"))
+    if rel and mem is None:
+        mem = _read_int(os.path.join(v1_root, "memory", rel, "memory.usage_in_bytes"))
+    if rel and cpu is None:
+        ns = _read_int(os.path.join(v1_root, "cpuacct", rel, "cpuacct.usage"))
+        cpu = ns / 1e9 if ns is not None else None
     return cpu, mem
 
 
@@ -51,7 +65,8 @@ class ResourceCollector:
             if not info.cgroup_path or info.id in seen:
                 continue
             seen.add(info.id)
-            c, m = cgroup_usage(os.path.join(self.root, info.cgroup_path.lstrip("/")))
+            rel = info.cgroup_path.lstrip("/")
+            c, m = cgroup_usage(os.path.join(self.root, rel), rel)
             labels = list(labels_of(info))
             if c is not None:
                 cpu.add_metric(labels, c)
