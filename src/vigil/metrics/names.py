@@ -65,6 +65,7 @@ def syscall_name(nr: int) -> str:
     return _syscalls().get(nr, f"syscall_{nr}")
 
 
+@lru_cache(maxsize=65536)
 def peer(family: int, raw: bytes, port: int) -> str:
     """IP:port ([v6]:port) of an address as the kernel stores it."""
     if family == socket.AF_INET:

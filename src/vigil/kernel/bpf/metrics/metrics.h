@@ -85,6 +85,17 @@ static __always_inline __u64 sock_cgroup_id(const struct sock *sk)
 	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }
 
+/* The same from a tp_btf argument: direct (BTF-checked) loads, no helper calls. */
+static __always_inline __u64 btf_sock_cgroup_id(const struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	struct cgroup *cg = sk->sk_cgrp_data.cgroup;
+	if (!cg)
+		return 0;
+	return cg->kn->id;
+}
+
 static __always_inline __u64 task_cgroup_id(struct task_struct *t)
 {
 	return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);

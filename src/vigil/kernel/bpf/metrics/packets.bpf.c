@@ -31,7 +31,7 @@ static __always_inline void pkt_count(const struct sk_buff *skb, __u32 ifindex, 
 				      __u32 len)
 {
 	struct pkt_key k = {.ifindex = ifindex, .direction = dir};
-	k.cgroup_id = sock_cgroup_id(BPF_CORE_READ(skb, sk));
+	k.cgroup_id = btf_sock_cgroup_id(skb->sk);
 	struct pkt_stats *s = bpf_map_lookup_elem(&pkt_counts, &k);
 	if (!s) {
 		struct pkt_stats zero = {};
@@ -47,13 +47,13 @@ static __always_inline void pkt_count(const struct sk_buff *skb, __u32 ifindex, 
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(packets__receive, struct sk_buff *skb)
 {
-	pkt_count(skb, BPF_CORE_READ(skb, dev, ifindex), PKT_RX, BPF_CORE_READ(skb, len));
+	pkt_count(skb, skb->dev->ifindex, PKT_RX, skb->len);
 	return 0;
 }
 
 SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(packets__xmit, const struct sk_buff *skb, const struct net_device *dev)
 {
-	pkt_count(skb, BPF_CORE_READ(dev, ifindex), PKT_TX, BPF_CORE_READ(skb, len));
+	pkt_count(skb, dev->ifindex, PKT_TX, skb->len);
 	return 0;
 }

@@ -151,14 +151,19 @@ static __always_inline void active_add(__u64 cg, __u32 dir, __s64 d)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 fam = sk->__sk_common.skc_family;
 	if (fam != AF_INET && fam != AF_INET6)
+		return 0;
+	/* the transitions counted: into SYN_SENT, into ESTABLISHED, out of
+	 * SYN_SENT or ESTABLISHED, into CLOSE; the others return here */
+	if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE &&
+	    oldstate != TCP_ESTABLISHED)
 		return 0;
 	__u64 key = (__u64)sk;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 cg = sock_cgroup_id(sk);
+	__u64 cg = btf_sock_cgroup_id(sk);
 
 	if (newstate == TCP_SYN_SENT) {
 		/* connect(): the process is current */
@@ -197,7 +202,7 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 		return 0;
 	}
 	if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE) {
-		int err = BPF_CORE_READ(sk, sk_err);
+		int err = sk->sk_err;
 		__u32 r = err == ECONNREFUSED ? TCP_REFUSED : err == ETIMEDOUT ? TCP_TIMEOUT : TCP_OTHER;
 		count_connect(sk, cg, r);
 		if (info && cfg_trace)
@@ -229,7 +234,7 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tcp__retransmit, const struct sock *sk, const struct sk_buff *skb, int err)
 {
-	__u64 cg = sock_cgroup_id(sk);
+	__u64 cg = btf_sock_cgroup_id(sk);
 	__u64 zero = 0;
 	__u64 *n = agg_get(&tcp_retrans, &cg, &zero);
 	if (n)
