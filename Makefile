@@ -12,8 +12,11 @@ BPF_HDRS := $(wildcard $(BPF_SRC)/*.h)
 # vigil doctor's hook probes (not a sensor: no .bpf.o suffix, the sensor glob skips it)
 PROBES_OBJ := $(BPF_OUT)/probes.o
 BPF_CFLAGS := -target bpf -g -O2 -D__TARGET_ARCH_x86 -Wall -Werror -I$(BPF_SRC)
+# kernel/bpf/metrics/<name>.bpf.c: the aggregating programs of vigil.metrics (not sensors)
+METRICS_SRC := $(BPF_SRC)/metrics
+METRICS_OBJS := $(patsubst $(METRICS_SRC)/%.bpf.c,$(BPF_OUT)/metrics/%.bpf.o,$(wildcard $(METRICS_SRC)/*.bpf.c))
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc containerd busybox-static bpftrace strace \
-            iproute2 util-linux
+            iproute2 util-linux prometheus
 STAMP := .venv/.installed
 
 # the container image (podman), both stages from a Debian 12 base made locally from Debian
@@ -44,13 +47,16 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-bpf: $(BPF_OBJS) $(PROBES_OBJ)
+bpf: $(BPF_OBJS) $(METRICS_OBJS) $(PROBES_OBJ)
 $(PROBES_OBJ): $(BPF_SRC)/probes/probes.bpf.c $(BPF_SRC)/vmlinux.h
 	@mkdir -p $(BPF_OUT)
 	clang $(BPF_CFLAGS) -c $< -o $@
 $(BPF_OUT)/%.bpf.o: $(BPF_SRC)/%.bpf.c $(BPF_HDRS)
 	@mkdir -p $(BPF_OUT)
 	clang $(BPF_CFLAGS) -c $< -o $@
+$(BPF_OUT)/metrics/%.bpf.o: $(METRICS_SRC)/%.bpf.c $(BPF_HDRS) $(wildcard $(METRICS_SRC)/*.h)
+	@mkdir -p $(BPF_OUT)/metrics
+	clang $(BPF_CFLAGS) -I$(METRICS_SRC) -c $< -o $@
 
 image:
 	@case "$(BASE_IMAGE)" in localhost/*) bash scripts/base-image.sh $(BASE_IMAGE);; esac

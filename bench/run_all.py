@@ -8,9 +8,10 @@ Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py,
 bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file),
 bench_alert_latency.py (idle and under a 50k events/s load), bench_enforce.py
 (connect latency with 1, 100, 10,000 policy entries vs none),
-bench_open_cost.py (BPF ns per open, from the kernel's run_time_ns) and
-bench_flood.py (budget, result filter, one flooder vs another process); each
-also leaves its own output in bench/results/.
+bench_open_cost.py (BPF ns per open, from the kernel's run_time_ns),
+bench_flood.py (budget, result filter, one flooder vs another process) and
+bench_metrics.py (BPF ns per connect and packet, agent CPU, scrape time, wrk
+with metrics on/off); each also leaves its own output in bench/results/.
 """
 from __future__ import annotations
 
@@ -56,6 +57,11 @@ def main():
     print("=== bench_flood", flush=True)
     subprocess.run([py, str(C.BENCH / "bench_flood.py")] + q, check=True, stdout=subprocess.DEVNULL)
     extra += _demote((C.RESULTS / "flood.md").read_text())
+    t = time.monotonic()
+    print(f"=== bench_metrics {' '.join(q)}", flush=True)
+    subprocess.run([py, str(C.BENCH / "bench_metrics.py")] + q, check=True)
+    timings["bench_metrics"] = round(time.monotonic() - t, 1)
+    extra += "\n" + _demote((C.RESULTS / "metrics.md").read_text()) + "\n"
     total = round(time.monotonic() - t0, 1)
 
     meta = C.machine()

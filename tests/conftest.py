@@ -30,6 +30,10 @@ from pathlib import Path
 
 import pytest
 
+# the agents tests start serve no metrics unless a test asks (by --metrics or
+# metrics.address): tests run side by side, and one port is one agent's
+os.environ.setdefault("VIGIL_METRICS_ADDRESS", "")
+
 ROOT = Path(__file__).resolve().parent.parent
 BPF_SRC = ROOT / "src" / "vigil" / "kernel" / "bpf"
 BPF_BUILD = BPF_SRC / "build"

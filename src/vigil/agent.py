@@ -136,6 +136,8 @@ class Agent:
         self.scope_policy = None
         self.enforcer = None        # vigil.enforce.Enforcer when policies are configured
         self.killer = None          # vigil.enforce.rulekill.RuleKiller: rules with enforce: kill
+        self.metrics = None         # vigil.metrics.AgentMetrics unless metrics.address is ""
+        self._started = False
         self.reloads = 0
         self.reload_errors = 0
         self._past_matches: dict = {}   # (rule, priority) -> alerts of engines reloaded away
@@ -249,7 +251,13 @@ class Agent:
 
     def start(self) -> "Agent":
         cfg = self.cfg
-        self.load_rules()
+        from vigil.metrics import make_metrics
+        self.metrics = make_metrics(cfg, self)     # /healthz at once, /readyz once started
+        try:
+            self.load_rules()
+        except BaseException:
+            self.stop()
+            raise
         self.alerts = cfg.build_alert_pipeline(stream=self.stream)
         try:
             if cfg["containers"]["enabled"]:
@@ -290,10 +298,19 @@ class Agent:
             if cfg["watch_config_files"]:
                 from vigil.config.watch import ConfigWatcher
                 self.watcher = ConfigWatcher(self.watched_paths, self.request_reload).start()
+            if self.metrics is not None:
+                self.metrics.attach(self.resolver, s["dns_ports"])
         except BaseException:
             self.stop()
             raise
+        self._started = True
         return self
+
+    def ready(self) -> bool:
+        """Sensors attached and rules loaded (the metrics endpoint's /readyz)."""
+        p = self.pipeline
+        return (self._started and not self._stopping and self.engine is not None
+                and p is not None and p.sensors is not None)
 
     def _start_kube(self) -> None:
         try:
@@ -331,7 +348,9 @@ class Agent:
             # kernel fails open) and were held until its metadata came: drop them here
             self.scope_dropped += 1
             return
-        for alert in self.engine.evaluate(ev):
+        timer = self.metrics.rule_timer if self.metrics is not None else None
+        alerts = self.engine.evaluate(ev) if timer is None else timer(self.engine.evaluate, ev)
+        for alert in alerts:
             kill = (self._killer().kill(ev, alert)
                     if alert.rule in self.engine.kill_rules else None)
             self.alerts.emit(alert)
@@ -379,6 +398,10 @@ class Agent:
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
+        self._started = False
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         if self.enforcer is not None:
             self.enforcer.stop()
             self.enforcer = None

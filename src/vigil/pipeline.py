@@ -61,6 +61,7 @@ class Pipeline:
         self.decoder.identity = self.filters.watched.name_of
         self.events = 0
         self.handler_errors = 0
+        self.failed_by_kind: dict = {}  # kind label -> events a handler failed on (metrics)
         self.scope_dropped = 0      # events out of scope caught in user space
         self._stop = False
         self._pause = False
@@ -289,6 +290,7 @@ class Pipeline:
 
     def _failed(self, ev: Event) -> None:
         self.handler_errors += 1
+        self.failed_by_kind[ev.type] = self.failed_by_kind.get(ev.type, 0) + 1
         if self.handler_errors <= 10 or self.handler_errors % 1000 == 0:
             log.exception("event %s from pid %s could not be handled (%d so far)",
                           ev.type, ev.pid, self.handler_errors)

@@ -13,8 +13,11 @@ from vigil.cli.common import (KERNEL_ERRORS, duration_option, exit_at_once, fail
 from vigil.config import ConfigError, load_config
 
 
-def _overrides(rules, store, no_store, output, min_priority, policies=(), persist=False) -> dict:
+def _overrides(rules, store, no_store, output, min_priority, policies=(), persist=False,
+               metrics=None) -> dict:
     o: dict = {}
+    if metrics is not None:
+        o["metrics"] = {"address": metrics}
     if policies:
         o["policies"] = list(policies)
     if persist:
@@ -127,8 +130,11 @@ def common(fn):
 @click.option("--persist", is_flag=True,
               help="Keep enforcing after vigil exits (pinned in /sys/fs/bpf/vigil; "
                    "`vigil policy remove --all` clears it).")
+@click.option("--metrics", "metrics", default=None, metavar="ADDR",
+              help="Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT "
+                   "(default metrics.address, 127.0.0.1:9476; \"\" turns them off).")
 def run(config, rules, output, min_priority, settings, disable_tags, only_tags, disable_names,
-        verbose, store, no_store, duration, capture_path, dry_run, policies, persist):
+        verbose, store, no_store, duration, capture_path, dry_run, policies, persist, metrics):
     """Run the agent: watch the node, judge events with the rules, send alerts.
 
     Alerts go to the embedded store first; file, syslog and webhook deliver
@@ -139,7 +145,8 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
     (events, kernel drops, alerts by priority and rule)."""
     setup_logging(verbose)
     selection = _selection(disable_tags, only_tags, disable_names)
-    overrides = _overrides(rules, store, no_store, output, min_priority, policies, persist)
+    overrides = _overrides(rules, store, no_store, output, min_priority, policies, persist,
+                          metrics)
     cfg = _load(config, overrides, settings)
     from vigil.agent import Agent
     from vigil.rules.loader import RulesError
@@ -191,6 +198,8 @@ def run(config, rules, output, min_priority, settings, disable_tags, only_tags, 
                f"{','.join(kinds)}" + (f" ({off} rules turned off)" if off else ""), err=True)
     if agent.enforcer is not None:
         click.echo(f"vigil: enforcing {len(agent.enforcer.policies)} policies", err=True)
+    if agent.metrics is not None and agent.metrics.address:
+        click.echo(f"vigil: metrics on http://{agent.metrics.address}/metrics", err=True)
     started = time.monotonic()
     try:
         agent.run(duration)

@@ -5,11 +5,12 @@ import click
 
 from vigil.cli.common import (Duration, duration_option, fail, setup_logging, start_or_fail,
                               verbose_option)
+from vigil.cli.trace_tools import TOOLS
 from vigil.cli.trace_views import TRACE_KINDS, TracePrinter
 
 
 @click.command("trace")
-@click.argument("view", type=click.Choice(sorted(TRACE_KINDS)), default="all")
+@click.argument("view", type=click.Choice(sorted(TRACE_KINDS) + sorted(TOOLS)), default="all")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--pid", "pids", type=int, multiple=True, help="Only this pid and its descendants. Repeatable.")
 @click.option("--comm", "comms", multiple=True, help="Only processes with this name. Repeatable.")
@@ -27,13 +28,23 @@ from vigil.cli.trace_views import TRACE_KINDS, TracePrinter
               help="UDP ports decoded as DNS (default 53). Repeatable.")
 @click.option("--args-max", type=click.IntRange(16, 4096), default=4096, show_default=True,
               help="Bytes of argv captured per exec.")
+@click.option("--interval", type=Duration(), default=None,
+              help="biolatency, runqlat, syscount: print (and start over) every interval "
+                   "(default: once, at the end).")
+@click.option("--disks", is_flag=True, help="biolatency: one histogram per disk.")
+@click.option("--latency", is_flag=True, help="syscount: also the time spent in each syscall.")
 @verbose_option()
 def trace(view, as_json, pids, comms, uids, duration, containers, hold, host_only, containers_only,
-          open_prefixes, dns_ports, args_max, verbose):
+          open_prefixes, dns_ports, args_max, interval, disks, latency, verbose):
     """Print events as they happen: VIEW is exec, open, connect, accept, dns,
     file, net or all (default).  Columns like execsnoop/opensnoop/tcpconnect,
-    or --json."""
+    or --json.  BCC's biolatency, runqlat, syscount, tcpconnlat, tcplife and
+    tcpretrans print what they print (log2 histograms as bars; --interval)."""
     setup_logging(verbose)
+    if view in TOOLS:
+        from vigil.cli.trace_tools import run_tool
+        run_tool(view, interval, duration, per_disk=disks, latency=latency)
+        return
     if host_only and containers_only:
         fail("--host-only and --containers-only exclude each other", 1)
     from vigil.kernel.filters import KernelFilters

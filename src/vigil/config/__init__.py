@@ -57,13 +57,17 @@ DEFAULTS: dict = {
     # Falco's: what to do when the kernel lost events (ignore, log, alert), at
     # most `rate` reports a second, `max_burst` at once
     "syscall_event_drops": {"actions": ["log", "alert"], "rate": 0.03333, "max_burst": 1},
+    # Prometheus metrics (vigil.metrics; docs/METRICS.md): "" turns the endpoint off
+    "metrics": {"address": "127.0.0.1:9476", "max_destinations": 100, "tcp": True,
+                "packets": True, "dns": True, "block_io": True, "runqueue": True,
+                "syscalls": False, "resources": True},
 }
 
 JSON_INCLUDE_KEYS = tuple(k for k in DEFAULTS if k.startswith("json_include_"))
 
 SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
             if k in ("sensors", "scope", "containers", "kubernetes", "enforce",
-                     "syscall_event_drops")}
+                     "syscall_event_drops", "metrics")}
 TOP_KEYS = set(DEFAULTS)
 PAGE_SIZE = 4096
 # the kernel's ring buffer size is a 32-bit number: 2 GiB is the largest power of two
@@ -94,6 +98,24 @@ def ringbuf_size(s: Section, key: str = "ringbuf_size") -> int:
         raise s.bad("ringbuf_size", f"{rb:,} bytes is more than the kernel's ring buffer can "
                     "be (at most 2GiB)")
     return rb
+
+
+def check_metrics(m: Section) -> None:
+    """The metrics section: an address (or "" for none), the destinations bound, switches."""
+    addr = m.get("address")
+    if addr is None:
+        m.raw["address"] = addr = ""
+    if not isinstance(addr, str):
+        raise m.bad("address", "expected HOST:PORT, or \"\" to turn the metrics off")
+    if addr:
+        from vigil.metrics.server import parse_address
+        try:
+            parse_address(addr)
+        except ValueError as e:
+            raise m.bad("address", str(e), quote=False) from None
+    m.int("max_destinations", 1, maximum=10000)
+    for k in ("tcp", "packets", "dns", "block_io", "runqueue", "syscalls", "resources"):
+        m.bool(k)
 
 
 class Config:
@@ -195,6 +217,8 @@ class Config:
         for k in ("hold", "grace"):
             d["containers"][k] = c.duration(k)
 
+        check_metrics(sec["metrics"])
+
         k8s = sec["kubernetes"]
         k8s.choice("enabled", (True, False, "auto"))
         nn = k8s.get("node_name")
@@ -258,6 +282,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None,
         merged["kubernetes"]["node_name"] = node
     if os.environ.get("VIGIL_MIN_PRIORITY"):
         merged["min_priority"] = os.environ["VIGIL_MIN_PRIORITY"]
+    if "VIGIL_METRICS_ADDRESS" in os.environ:       # "" turns the endpoint off
+        merged["metrics"]["address"] = os.environ["VIGIL_METRICS_ADDRESS"]
     for over in (tree, overrides):
         if over:
             merged = _merge(merged, over)

@@ -2,6 +2,7 @@
 /* DNS queries: UDP payloads sent to a DNS port (sendto, sendmsg, sendmmsg).
  * User space decodes the query name and type. */
 #include "vigil.h"
+#include "dns.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -30,14 +31,7 @@ static __always_inline int dns_send(__u16 sc, int fd, const void *uaddr, const v
 		return 0;
 	__u16 port = 0;
 	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	int fam = read_sockaddr(uaddr, e->daddr, &port, NULL);
-	if (!fam) {
-		__u16 proto = 0, sport = 0;
-		__u8 saddr[16];
-		__u16 f16 = 0;
-		struct file *f = fd_file(bpf_get_current_task_btf(), fd);
-		fam = sock_tuple(f, &f16, &proto, saddr, &sport, e->daddr, &port);
-	}
+	int fam = dgram_dest(fd, uaddr, e->daddr, &port);
 	if (fam != AF_INET && fam != AF_INET6)
 		return 0;
 	if (!bpf_map_lookup_elem(&dns_ports, &port))
