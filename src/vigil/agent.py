@@ -128,6 +128,7 @@ class Agent:
         self.scope_tracker = None
         self.scope_policy = None
         self.enforcer = None        # vigil.enforce.Enforcer when policies are configured
+        self.profiles = None        # vigil.profiles.manager.ProfileManager when enabled
         self.reloads = 0
         self.reload_errors = 0
         self._past_matches: dict = {}   # (rule, priority) -> alerts of engines reloaded away
@@ -146,6 +147,14 @@ class Agent:
         for w in eng.warnings:
             log.warning("%s", w)
         return eng
+
+    def _kernel_kinds(self, eng) -> set:
+        from vigil.profiles import kernel_kinds
+        return eng.required_kinds() | kernel_kinds(self.cfg)
+
+    def _open_prefixes(self, eng):
+        from vigil.profiles import open_prefixes
+        return open_prefixes(self.cfg, eng.open_path_filter())
 
     def load_rules(self) -> None:
         files = rules_files(self.cfg)
@@ -194,8 +203,8 @@ class Agent:
         p = self.pipeline
         if p is not None:
             f = p.filters
-            f.set_open_prefixes(eng.open_path_filter())
-            if f.set_kinds(eng.required_kinds()):
+            f.set_open_prefixes(self._open_prefixes(eng))
+            if f.set_kinds(self._kernel_kinds(eng)):
                 # programs for new kinds must be loaded: done by run() once the
                 # event loop has returned (the loop holds the current ring)
                 self._restart_pending = True
@@ -232,15 +241,23 @@ class Agent:
             if cfg["policies"]:
                 from vigil.enforce import make_enforcer
                 self.enforcer = make_enforcer(cfg, self.resolver, self.kube, self.alerts.emit)
+            if cfg["profiles"]["enabled"]:
+                from vigil.profiles import make_manager
+                self.profiles = make_manager(cfg, self.proctable, self.alerts.emit,
+                                             lambda: self.pipeline.dropped_total()
+                                             if self.pipeline is not None else 0)
             s = cfg["sensors"]
             filters = KernelFilters(
-                self.engine.required_kinds(), open_prefixes=self.engine.open_path_filter(),
+                self._kernel_kinds(self.engine), open_prefixes=self._open_prefixes(self.engine),
                 scope=cfg["scope"]["mode"], dns_ports=s["dns_ports"],
                 ignore_comms=s["ignore_comms"], ringbuf_size=s["ringbuf_size"],
                 args_max=s["args_max"])
             self.pipeline = Pipeline(filters, proctable=self.proctable,
                                      containers=self.resolver, ignore_children=True)
             self.pipeline.add_handler(self.on_event)
+            if self.profiles is not None:
+                self.pipeline.add_handler(self.profiles.on_event)
+                self.pipeline.add_ticker(self.profiles.tick)
             for h in self.extra_handlers:
                 self.pipeline.add_handler(h)
             self.pipeline.add_ticker(self._tick)
@@ -337,6 +354,9 @@ class Agent:
             self.enforcer = None
         if self.pipeline is not None:
             self.pipeline.stop()
+        if self.profiles is not None:
+            self.profiles.close()
+            self.profiles = None
         if self.alerts is not None:
             self.alerts.close(timeout=5.0)
             self.alerts = None
@@ -356,6 +376,8 @@ class Agent:
             out["containers"] = self.resolver.stats()
         if self.enforcer is not None:
             out["enforce"] = self.enforcer.stats()
+        if self.profiles is not None:
+            out["profiles"] = self.profiles.stats()
         return out
 
 

@@ -29,6 +29,7 @@ symlink at any of the three paths is refused (:mod:`vigil.safe_files`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -42,7 +43,7 @@ from vigil.safe_files import PRIVATE, FileMode, fix_mode, open_private, refuse_s
 
 DEFAULT_STORE_PATH = "/var/lib/vigil/alerts.db"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3      # 3: the behavioural profiles' tables (vigil.profiles.book)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -67,6 +68,25 @@ CREATE TABLE IF NOT EXISTS outbox (
     name           TEXT    PRIMARY KEY,       -- output type and target
     last_id        INTEGER NOT NULL,          -- the last alert delivered
     started        INTEGER NOT NULL           -- ns since the epoch, first start
+);
+-- vigil.profiles: one row per workload profile (a JSON document), the requests
+-- `vigil profiles lock|reset|learn|import` leave for the agent, and settings
+CREATE TABLE IF NOT EXISTS profiles (
+    workload       TEXT    PRIMARY KEY,
+    status         TEXT    NOT NULL,          -- learning | locked
+    doc            TEXT    NOT NULL,          -- JSON (vigil.profiles.profile.Profile.to_dict)
+    updated        INTEGER NOT NULL           -- ns since the epoch
+);
+CREATE TABLE IF NOT EXISTS profile_requests (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    time           INTEGER NOT NULL,
+    action         TEXT    NOT NULL,          -- lock | reset | learn | import
+    workload       TEXT    NOT NULL DEFAULT '',   -- '' = every profile
+    arg            TEXT    NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS profile_settings (
+    name           TEXT    PRIMARY KEY,
+    value          TEXT    NOT NULL           -- JSON
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time);
 CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time);
@@ -250,6 +270,27 @@ class AlertStore:
         # a schema-1 store (no agent has opened it since): alerts without ids
         self._columns = tuple(c if c in have else f"'' AS {c}" for c in COLUMNS)
         return conn
+
+    @contextlib.contextmanager
+    def sql(self, write: bool = False):
+        """The connection, under the store's lock, for the tables other parts of
+        vigil keep here (vigil.profiles); ``write``: in one committed transaction."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("alert store is closed")
+            if not write:
+                yield self._conn
+                return
+            if self.readonly:
+                raise StoreError("alert store opened read-only")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     # -- writing ----------------------------------------------------------------
     def add(self, alert: Alert) -> int:
