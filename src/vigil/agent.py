@@ -243,7 +243,7 @@ class Agent:
                 self.enforcer = make_enforcer(cfg, self.resolver, self.kube, self.alerts.emit)
             if cfg["profiles"]["enabled"]:
                 from vigil.profiles import make_manager
-                self.profiles = make_manager(cfg, self.proctable, self.alerts.emit,
+                self.profiles = make_manager(cfg, self.proctable, self.alerts,
                                              lambda: self.pipeline.dropped_total()
                                              if self.pipeline is not None else 0)
             s = cfg["sensors"]

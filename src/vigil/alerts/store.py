@@ -39,7 +39,7 @@ import urllib.parse
 from typing import Iterable, Optional
 
 from vigil.alerts.alert import Alert, normalize_priority, priority_rank
-from vigil.safe_files import PRIVATE, FileMode, fix_mode, open_private, refuse_symlink
+from vigil.safe_files import PRIVATE, FileMode, open_private, refuse_symlink, set_mode
 
 DEFAULT_STORE_PATH = "/var/lib/vigil/alerts.db"
 
@@ -194,8 +194,10 @@ class AlertStore:
         # made here first (no symlink followed, the mode set) and checked after
         for p in self._files():
             refuse_symlink(p)
-        for p in self._files():
-            os.close(open_private(p, os.O_RDWR, self.file_mode))
+        # the descriptors stay open as long as the connection: closing any
+        # descriptor of a file drops every POSIX lock this process holds on it,
+        # SQLite's included (another process could then delete the WAL under us)
+        self._fds = [open_private(p, os.O_RDWR, self.file_mode) for p in self._files()]
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
                                check_same_thread=False)
         try:
@@ -216,14 +218,25 @@ class AlertStore:
             conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
             if v < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            for p in self._files():
+            for i, p in enumerate(self._files()):
                 refuse_symlink(p)
-                if os.path.exists(p):
-                    fix_mode(p, self.file_mode)
+                if not os.path.exists(p):
+                    continue
+                if not os.path.samestat(os.fstat(self._fds[i]), os.lstat(p)):
+                    # SQLite made the file anew: hold that one (and set its mode)
+                    self._fds.append(open_private(p, os.O_RDONLY, self.file_mode))
+                else:
+                    set_mode(self._fds[i], self.file_mode)
         except BaseException:
             conn.close()
+            self._close_fds()
             raise
         return conn
+
+    def _close_fds(self) -> None:
+        for fd in getattr(self, "_fds", ()):
+            os.close(fd)
+        self._fds = []
 
     @staticmethod
     def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -511,6 +524,7 @@ class AlertStore:
                         pass
                 self._conn.close()
                 self._conn = None
+                self._close_fds()
 
     def __enter__(self) -> "AlertStore":
         return self

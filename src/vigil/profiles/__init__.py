@@ -30,11 +30,17 @@ def open_prefixes(cfg, rule_prefixes):
     return out
 
 
-def make_manager(cfg, proctable, emit, dropped=None):
-    """The agent's ProfileManager on the configured store file."""
+def make_manager(cfg, proctable, alerts, dropped=None):
+    """The agent's ProfileManager on the configured store file (through the
+    alert pipeline's store when it is that file)."""
+    import os
     from vigil.profiles.book import ProfileBook, default_book_path
     from vigil.profiles.manager import ProfileManager
-    book = ProfileBook(default_book_path(cfg))
+    path = default_book_path(cfg)
+    store = getattr(getattr(alerts, "dispatcher", None), "store", None)
+    same = store is not None and os.path.abspath(store.path) == os.path.abspath(path)
+    book = ProfileBook(path, store=store if same else None)
+    emit = alerts.emit
     return ProfileManager(cfg["profiles"], book, emit, proctable=proctable, dropped=dropped)
 
 

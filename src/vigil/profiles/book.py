@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import time
+from typing import Optional
 
 from vigil.alerts.store import AlertStore, StoreError
 from vigil.profiles.profile import LOCKED, Profile
@@ -27,10 +28,13 @@ ACTIONS = ("lock", "reset", "learn", "import")
 class ProfileBook:
     """The profile tables of one store file."""
 
-    def __init__(self, path: str, readonly: bool = False, file_mode=None):
-        kw = {"file_mode": file_mode} if file_mode is not None else {}
+    def __init__(self, path: str, readonly: bool = False, store: Optional[AlertStore] = None):
+        """``store``: the agent's own AlertStore of that file, shared (a second
+        one in the same process would drop the first one's POSIX locks on the
+        file when it closes its descriptors)."""
+        self.shared = store is not None
         try:
-            self.store = AlertStore(path, readonly=readonly, **kw)
+            self.store = store if store is not None else AlertStore(path, readonly=readonly)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot open the profile store {path}: {e}") from None
         self.path = path
@@ -44,7 +48,8 @@ class ProfileBook:
                                  "has used it)")
 
     def close(self) -> None:
-        self.store.close()
+        if not self.shared:
+            self.store.close()
 
     # --- profiles ---
 
@@ -125,19 +130,14 @@ class ProfileBook:
             return c.execute("SELECT 1 FROM profile_requests WHERE id = ?",
                              (request_id,)).fetchone() is not None
 
-    def take_requests(self, apply) -> list:
-        """Apply every pending request with ``apply(action, workload, arg)`` and
-        delete it, one transaction each (a request is applied once); returns
-        what ``apply`` said."""
-        out = []
-        while True:
-            with self.store.sql(write=True) as c:
-                row = c.execute("SELECT id, action, workload, arg FROM profile_requests "
-                                "ORDER BY id LIMIT 1").fetchone()
-                if row is None:
-                    return out
-                c.execute("DELETE FROM profile_requests WHERE id = ?", (row[0],))
-                out.append(apply(row[1], row[2], json.loads(row[3] or '""')))
+    def take_requests(self) -> list:
+        """Claim every pending request (deleted in the transaction that reads
+        it, so one side applies it once): [(action, workload, arg)], oldest first."""
+        with self.store.sql(write=True) as c:
+            rows = c.execute("SELECT id, action, workload, arg FROM profile_requests "
+                             "ORDER BY id").fetchall()
+            c.executemany("DELETE FROM profile_requests WHERE id = ?", [(r[0],) for r in rows])
+        return [(a, w, json.loads(x or '""')) for _i, a, w, x in rows]
 
 
 def apply_request(profiles: dict, action: str, workload: str, arg, now_ns: int,

@@ -182,9 +182,9 @@ class ProfileManager:
                 log.info("profile %s: %s", p.workload, p.history[-1][1])
         try:
             self.book.heartbeat()
-            for msg in self.book.take_requests(self._apply):
+            for req in self.book.take_requests():
                 self.stats_counts["requests"] += 1
-                log.info("profiles: %s", msg)
+                log.info("profiles: %s", self._apply(*req))
         except Exception as e:     # the store is busy or gone: try again next time
             log.warning("profile requests: %s", e)
 

@@ -89,6 +89,8 @@ def values(ev, file_prefixes: tuple) -> list:
     elif k == Kind.DNS:
         if ev.query:
             out.append(("dns", ev.query.rstrip(".").lower()))
+        if ev.daddr and ev.dport:     # the resolver is an egress peer too
+            out.append(("egress", (ev.daddr, int(ev.dport), "UDP")))
     elif k == Kind.LISTEN:
         if ev.family in _INET and ev.sport:
             out.append(("listen", (int(ev.sport), "TCP")))
