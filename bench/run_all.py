@@ -6,8 +6,9 @@
 
 Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py,
 bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file),
-bench_alert_latency.py (idle and under a 50k events/s load) and bench_enforce.py
-(connect latency with 1, 100, 10,000 policy entries vs none); each also
+bench_alert_latency.py (idle and under a 50k events/s load), bench_enforce.py
+(connect latency with 1, 100, 10,000 policy entries vs none) and bench_profiles.py
+(per-event profile check with 10, 1k, 50k learned entries); each also
 leaves its own output in bench/results/.
 """
 from __future__ import annotations
@@ -51,6 +52,11 @@ def main():
     subprocess.run([py, str(C.BENCH / "bench_enforce.py")] + q, check=True)
     timings["bench_enforce"] = round(time.monotonic() - t, 1)
     extra += "\n" + _demote((C.RESULTS / "enforce.md").read_text()) + "\n"
+    t = time.monotonic()
+    print(f"=== bench_profiles {' '.join(q)}", flush=True)
+    subprocess.run([py, str(C.BENCH / "bench_profiles.py")] + q, check=True)
+    timings["bench_profiles"] = round(time.monotonic() - t, 1)
+    extra += "\n" + _demote((C.RESULTS / "profiles.md").read_text()) + "\n"
     total = round(time.monotonic() - t0, 1)
 
     meta = C.machine()
