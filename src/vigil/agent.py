@@ -56,7 +56,8 @@ def dry_run(cfg: Config, selection=None) -> dict:
                 Section(("outputs", name), raw, t.defaults)
             except ConfigError as e:
                 raise cfg.locate(e) from None
-    kinds = engine.required_kinds()
+    from vigil.profiles import kernel_kinds
+    kinds = engine.required_kinds() | kernel_kinds(cfg)
     needed = kinds | LIFECYCLE | (CGROUP_KINDS if cfg["containers"]["enabled"] else set())
     sensors = sorted({SPECS[k].sensor for k in needed})
     missing = [s for s in sensors if not (bpf_dir() / f"{s}.bpf.o").exists()]
