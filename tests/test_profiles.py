@@ -46,8 +46,8 @@ def web(cid="a" * 64, start=None, **labels):
                          start_time=start if start is not None else time.time_ns())
 
 
-def ev(kind, c, **f):
-    e = Event(kind, time=time.time_ns(), pid=7, comm="web", **f)
+def ev(kind, c, comm="web", **f):
+    e = Event(kind, time=time.time_ns(), pid=7, comm=comm, **f)
     e.container = c
     return e
 
@@ -56,7 +56,8 @@ def manager(tmp_path, clock, drops=None, **over):
     settings = dict(DEFAULTS["profiles"], **over)
     book = ProfileBook(str(tmp_path / "p.db"))
     alerts = []
-    m = ProfileManager(settings, book, alerts.append, dropped=drops, clock=clock)
+    m = ProfileManager(settings, book, alerts.append, dropped=drops, clock=clock,
+                       runtimes=DEFAULTS["enforce"]["protected"])
     return m, alerts
 
 
@@ -147,6 +148,11 @@ def test_window_label_and_identity_fallbacks(tmp_path):
     assert {"/container/box", "n/image/reg/api:2"} <= set(m.profiles)
     m.on_event(ev(Kind.EXEC, ContainerInfo(), exe="/bin/ls", args=["ls"]))   # host: off
     assert not any(k.startswith("host/") for k in m.profiles)
+    # the runtime's own `runc init` in a container's cgroup is not the workload
+    rc = ContainerInfo(id="f" * 64, name="y", image="reg/db:3", namespace="n")
+    m.on_event(ev(Kind.EXEC, rc, comm="runc:[2:INIT]", exe="/", args=["runc", "init"]))
+    m.on_event(ev(Kind.EXEC, rc, comm="runc", exe="/", args=["runc", "init"]))
+    assert "n/image/reg/db:3" not in m.profiles
     m.close()
 
 

@@ -41,7 +41,8 @@ def make_manager(cfg, proctable, alerts, dropped=None):
     same = store is not None and os.path.abspath(store.path) == os.path.abspath(path)
     book = ProfileBook(path, store=store if same else None)
     emit = alerts.emit
-    return ProfileManager(cfg["profiles"], book, emit, proctable=proctable, dropped=dropped)
+    return ProfileManager(cfg["profiles"], book, emit, proctable=proctable, dropped=dropped,
+                          runtimes=cfg["enforce"]["protected"])
 
 
 __all__ = ["kernel_kinds", "open_prefixes", "make_manager"]

@@ -49,7 +49,7 @@ def value_text(category: str, value) -> str:
 class ProfileManager:
     def __init__(self, settings: dict, book: ProfileBook, emit: Callable[[Alert], None],
                  proctable=None, dropped: Optional[Callable[[], int]] = None,
-                 clock: Callable[[], int] = time.time_ns):
+                 clock: Callable[[], int] = time.time_ns, runtimes=()):
         self.settings = settings
         self.book = book
         self.emit = emit
@@ -63,6 +63,10 @@ class ProfileManager:
         self.cooldown = float(settings["cooldown"])
         self.flush_interval = float(settings["flush_interval"])
         self.host = bool(settings["host"])
+        # the container runtime's own processes in a container's cgroup (`runc init`,
+        # comm "runc:[2:INIT]"): not the workload (enforce.protected, as enforcement)
+        self.runtimes = frozenset(runtimes)
+        self._runtime_comm: dict = {}
         self.started_ns = clock()
         self.profiles: dict = book.load_all()
         for p in self.profiles.values():
@@ -83,6 +87,17 @@ class ProfileManager:
         if ev.kind not in KINDS:
             return
         self.stats_counts["events"] += 1
+        comm = ev.comm or ""
+        rt = self._runtime_comm.get(comm)
+        if rt is None:
+            rt = self._runtime_comm[comm] = comm.split(":", 1)[0] in self.runtimes
+            if len(self._runtime_comm) > 10_000:
+                self._runtime_comm.clear()
+        p = ev.proc
+        if rt or (p is not None and p.exe == "/") or (ev.kind == Kind.EXEC and ev.exe == "/"):
+            # "/": an executable outside the container's file system (`runc init`
+            # from the host), the runtime's, not the workload's
+            return
         c = ev.container
         if c is not None and c.is_container:
             hit = self._idents.get(c.id)
