@@ -9,9 +9,10 @@ bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file),
 bench_alert_latency.py (idle and under a 50k events/s load), bench_enforce.py
 (connect latency with 1, 100, 10,000 policy entries vs none),
 bench_open_cost.py (BPF ns per open, from the kernel's run_time_ns),
-bench_flood.py (budget, result filter, one flooder vs another process) and
+bench_flood.py (budget, result filter, one flooder vs another process),
 bench_metrics.py (BPF ns per connect and packet, agent CPU, scrape time, wrk
-with metrics on/off); each also leaves its own output in bench/results/.
+with metrics on/off) and bench_profiles.py (per-event profile check with 10,
+1k, 50k learned entries); each also leaves its own output in bench/results/.
 """
 from __future__ import annotations
 
@@ -62,6 +63,11 @@ def main():
     subprocess.run([py, str(C.BENCH / "bench_metrics.py")] + q, check=True)
     timings["bench_metrics"] = round(time.monotonic() - t, 1)
     extra += "\n" + _demote((C.RESULTS / "metrics.md").read_text()) + "\n"
+    t = time.monotonic()
+    print(f"=== bench_profiles {' '.join(q)}", flush=True)
+    subprocess.run([py, str(C.BENCH / "bench_profiles.py")] + q, check=True)
+    timings["bench_profiles"] = round(time.monotonic() - t, 1)
+    extra += "\n" + _demote((C.RESULTS / "profiles.md").read_text()) + "\n"
     total = round(time.monotonic() - t0, 1)
 
     meta = C.machine()

@@ -60,7 +60,8 @@ def dry_run(cfg: Config, selection=None) -> dict:
                 Section(("outputs", name), raw, t.defaults)
             except ConfigError as e:
                 raise cfg.locate(e) from None
-    kinds = engine.required_kinds()
+    from vigil.profiles import kernel_kinds
+    kinds = engine.required_kinds() | kernel_kinds(cfg)
     needed = kinds | LIFECYCLE | (CGROUP_KINDS if cfg["containers"]["enabled"] else set())
     sensors = sorted({SPECS[k].sensor for k in needed})
     missing = [s for s in sensors if not (bpf_dir() / f"{s}.bpf.o").exists()]
@@ -138,6 +139,7 @@ class Agent:
         self.killer = None          # vigil.enforce.rulekill.RuleKiller: rules with enforce: kill
         self.metrics = None         # vigil.metrics.AgentMetrics unless metrics.address is ""
         self._started = False
+        self.profiles = None        # vigil.profiles.manager.ProfileManager when enabled
         self.reloads = 0
         self.reload_errors = 0
         self._past_matches: dict = {}   # (rule, priority) -> alerts of engines reloaded away
@@ -155,6 +157,14 @@ class Agent:
         for w in eng.warnings:
             log.warning("%s", w)
         return eng
+
+    def _kernel_kinds(self, eng) -> set:
+        from vigil.profiles import kernel_kinds
+        return eng.required_kinds() | kernel_kinds(self.cfg)
+
+    def _open_prefixes(self, eng):
+        from vigil.profiles import open_prefixes
+        return open_prefixes(self.cfg, eng.open_path_filter())
 
     def load_rules(self) -> None:
         files = rules_files(self.cfg)
@@ -223,9 +233,9 @@ class Agent:
         p = self.pipeline
         if p is not None:
             f = p.filters
-            f.set_open_prefixes(eng.open_path_filter())
+            f.set_open_prefixes(self._open_prefixes(eng))
             f.set_ok_only(eng.ok_only_kinds())
-            if f.set_kinds(eng.required_kinds()):
+            if f.set_kinds(self._kernel_kinds(eng)):
                 # programs for new kinds must be loaded: done by run() once the
                 # event loop has returned (the loop holds the current ring)
                 self._restart_pending = True
@@ -270,9 +280,14 @@ class Agent:
             if cfg["policies"]:
                 from vigil.enforce import make_enforcer
                 self.enforcer = make_enforcer(cfg, self.resolver, self.kube, self.alerts.emit)
+            if cfg["profiles"]["enabled"]:
+                from vigil.profiles import make_manager
+                self.profiles = make_manager(cfg, self.proctable, self.alerts,
+                                             lambda: self.pipeline.dropped_total()
+                                             if self.pipeline is not None else 0)
             s = cfg["sensors"]
             filters = KernelFilters(
-                self.engine.required_kinds(), open_prefixes=self.engine.open_path_filter(),
+                self._kernel_kinds(self.engine), open_prefixes=self._open_prefixes(self.engine),
                 ok_only=self.engine.ok_only_kinds(),
                 budget=(s["budget"]["rate"], s["budget"]["burst"]),
                 scope=cfg["scope"]["mode"], dns_ports=s["dns_ports"],
@@ -286,6 +301,9 @@ class Agent:
                                       max_burst=d["max_burst"])
             p.loss_handlers.append(self.drops.on_record)
             self.pipeline.add_handler(self.on_event)
+            if self.profiles is not None:
+                self.pipeline.add_handler(self.profiles.on_event)
+                self.pipeline.add_ticker(self.profiles.tick)
             for h in self.extra_handlers:
                 self.pipeline.add_handler(h)
             self.pipeline.add_ticker(self._tick)
@@ -409,6 +427,9 @@ class Agent:
             if self.drops is not None:
                 self.drops.tick()        # what was lost last gets its report (rate permitting)
             self.pipeline.stop()
+        if self.profiles is not None:
+            self.profiles.close()
+            self.profiles = None
         if self.alerts is not None:
             self.alerts.close(timeout=5.0)
             self.alerts = None
@@ -434,6 +455,8 @@ class Agent:
             out["watch"] = self.watcher.stats()
         if self.killer is not None:
             out.setdefault("enforce", {}).update(self.killer.stats())
+        if self.profiles is not None:
+            out["profiles"] = self.profiles.stats()
         return out
 
 

@@ -29,6 +29,7 @@ symlink at any of the three paths is refused (:mod:`vigil.safe_files`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -38,11 +39,11 @@ import urllib.parse
 from typing import Iterable, Optional
 
 from vigil.alerts.alert import Alert, normalize_priority, priority_rank
-from vigil.safe_files import PRIVATE, FileMode, fix_mode, open_private, refuse_symlink
+from vigil.safe_files import PRIVATE, FileMode, open_private, refuse_symlink, set_mode
 
 DEFAULT_STORE_PATH = "/var/lib/vigil/alerts.db"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3      # 3: the behavioural profiles' tables (vigil.profiles.book)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -67,6 +68,25 @@ CREATE TABLE IF NOT EXISTS outbox (
     name           TEXT    PRIMARY KEY,       -- output type and target
     last_id        INTEGER NOT NULL,          -- the last alert delivered
     started        INTEGER NOT NULL           -- ns since the epoch, first start
+);
+-- vigil.profiles: one row per workload profile (a JSON document), the requests
+-- `vigil profiles lock|reset|learn|import` leave for the agent, and settings
+CREATE TABLE IF NOT EXISTS profiles (
+    workload       TEXT    PRIMARY KEY,
+    status         TEXT    NOT NULL,          -- learning | locked
+    doc            TEXT    NOT NULL,          -- JSON (vigil.profiles.profile.Profile.to_dict)
+    updated        INTEGER NOT NULL           -- ns since the epoch
+);
+CREATE TABLE IF NOT EXISTS profile_requests (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    time           INTEGER NOT NULL,
+    action         TEXT    NOT NULL,          -- lock | reset | learn | import
+    workload       TEXT    NOT NULL DEFAULT '',   -- '' = every profile
+    arg            TEXT    NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS profile_settings (
+    name           TEXT    PRIMARY KEY,
+    value          TEXT    NOT NULL           -- JSON
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts(time);
 CREATE INDEX IF NOT EXISTS alerts_rule_time ON alerts(rule, time);
@@ -174,8 +194,10 @@ class AlertStore:
         # made here first (no symlink followed, the mode set) and checked after
         for p in self._files():
             refuse_symlink(p)
-        for p in self._files():
-            os.close(open_private(p, os.O_RDWR, self.file_mode))
+        # the descriptors stay open as long as the connection: closing any
+        # descriptor of a file drops every POSIX lock this process holds on it,
+        # SQLite's included (another process could then delete the WAL under us)
+        self._fds = [open_private(p, os.O_RDWR, self.file_mode) for p in self._files()]
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
                                check_same_thread=False)
         try:
@@ -196,14 +218,25 @@ class AlertStore:
             conn.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
             if v < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            for p in self._files():
+            for i, p in enumerate(self._files()):
                 refuse_symlink(p)
-                if os.path.exists(p):
-                    fix_mode(p, self.file_mode)
+                if not os.path.exists(p):
+                    continue
+                if not os.path.samestat(os.fstat(self._fds[i]), os.lstat(p)):
+                    # SQLite made the file anew: hold that one (and set its mode)
+                    self._fds.append(open_private(p, os.O_RDONLY, self.file_mode))
+                else:
+                    set_mode(self._fds[i], self.file_mode)
         except BaseException:
             conn.close()
+            self._close_fds()
             raise
         return conn
+
+    def _close_fds(self) -> None:
+        for fd in getattr(self, "_fds", ()):
+            os.close(fd)
+        self._fds = []
 
     @staticmethod
     def _migrate_v1(conn: sqlite3.Connection) -> None:
@@ -250,6 +283,27 @@ class AlertStore:
         # a schema-1 store (no agent has opened it since): alerts without ids
         self._columns = tuple(c if c in have else f"'' AS {c}" for c in COLUMNS)
         return conn
+
+    @contextlib.contextmanager
+    def sql(self, write: bool = False):
+        """The connection, under the store's lock, for the tables other parts of
+        vigil keep here (vigil.profiles); ``write``: in one committed transaction."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("alert store is closed")
+            if not write:
+                yield self._conn
+                return
+            if self.readonly:
+                raise StoreError("alert store opened read-only")
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     # -- writing ----------------------------------------------------------------
     def add(self, alert: Alert) -> int:
@@ -470,6 +524,7 @@ class AlertStore:
                         pass
                 self._conn.close()
                 self._conn = None
+                self._close_fds()
 
     def __enter__(self) -> "AlertStore":
         return self

@@ -25,6 +25,7 @@ from vigil.cli.fields import fields as _fields; main.add_command(_fields)  # noq
 from vigil.cli.trace import trace as _trace; main.add_command(_trace)  # noqa: E402,E702
 from vigil.cli.policy import policy as _policy; main.add_command(_policy)  # noqa: E402,E702
 from vigil.cli.doctor import doctor as _doctor; main.add_command(_doctor)  # noqa: E402,E702
+from vigil.cli.profiles import profiles as _profiles; main.add_command(_profiles)  # noqa: E402,E702
 from vigil.cli.agent import run as _run, capture as _capture, replay as _replay  # noqa: E402
 main.add_command(_run)
 main.add_command(_capture)

@@ -61,13 +61,19 @@ DEFAULTS: dict = {
     "metrics": {"address": "127.0.0.1:9476", "max_destinations": 100, "tcp": True,
                 "packets": True, "dns": True, "block_io": True, "runqueue": True,
                 "syscalls": False, "resources": True},
+    # behavioural profiles (vigil.profiles, docs/PROFILES.md)
+    "profiles": {"enabled": False, "window": 86400.0, "host": False,
+                 "file_prefixes": ["/etc", "/bin", "/sbin", "/usr", "/lib", "/lib64", "/root",
+                                   "/home", "/var/run/secrets", "/run/secrets"],
+                 "fold_after": 16, "max_entries": 10000, "cooldown": 3600.0,
+                 "flush_interval": 5.0, "store": ""},
 }
 
 JSON_INCLUDE_KEYS = tuple(k for k in DEFAULTS if k.startswith("json_include_"))
 
 SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
             if k in ("sensors", "scope", "containers", "kubernetes", "enforce",
-                     "syscall_event_drops", "metrics")}
+                     "syscall_event_drops", "metrics", "profiles")}
 TOP_KEYS = set(DEFAULTS)
 PAGE_SIZE = 4096
 # the kernel's ring buffer size is a 32-bit number: 2 GiB is the largest power of two
@@ -218,6 +224,7 @@ class Config:
             d["containers"][k] = c.duration(k)
 
         check_metrics(sec["metrics"])
+        check_profiles(sec["profiles"], d["profiles"])
 
         k8s = sec["kubernetes"]
         k8s.choice("enabled", (True, False, "auto"))
@@ -245,6 +252,24 @@ class Config:
                                   stream=stream, clock=clock, json_shape=self.json_shape())
         except ConfigError as e:
             raise self.locate(e) from None
+
+
+def check_profiles(s: Section, d: dict) -> None:
+    """The profiles: section (durations in seconds after this)."""
+    s.bool("enabled")
+    s.bool("host")
+    for k in ("window", "cooldown", "flush_interval"):
+        d[k] = s.duration(k)
+        if d[k] <= 0:
+            raise s.bad(k, "expected a duration above 0")
+    s.int("fold_after", 2)
+    s.int("max_entries", 1)
+    prefixes = s.str_list("file_prefixes", "absolute path prefixes", allow_empty_items=False)
+    for p in prefixes:
+        if not p.startswith("/"):
+            raise s.bad("file_prefixes", f"{p!r} is not an absolute path")
+    if not isinstance(d.get("store") or "", str):
+        raise s.bad("store", "expected a path (empty: the alert store's file)")
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[dict] = None,

@@ -21,7 +21,8 @@ RANGES_MAX = 16          # enforce.h ENF_RANGES
 ALLOW, DENY = 1, 2       # enforce.h ENF_LIST_*
 DIR_CODE = {EGRESS: 1, INGRESS: 2}
 F_DENY_EGRESS, F_DENY_INGRESS, F_NET_DENY, F_EXEC, F_EXEC_PATH, F_PROC = 1, 2, 4, 8, 16, 32
-EXEC_NAME, EXEC_PATH = 1, 2
+F_EXEC_ALLOW = 64        # enforce.h ENF_HAS_EXEC_ALLOW: exec allow-list, everything else killed
+EXEC_NAME, EXEC_PATH, EXEC_ALLOW = 1, 2, 3
 COMM_MAX = 15
 
 
@@ -222,6 +223,13 @@ class Compiler:
                 else:
                     key = (EXEC_NAME, text[:COMM_MAX])
                 execs.setdefault(key, self.index(p.key))
+        allowing = [p for p in sel if p.exec_allow]
+        if allowing:
+            flags |= F_EXEC | F_EXEC_ALLOW
+            defaults.append(("exec", tuple(p.key for p in allowing)))
+            for p in allowing:
+                for path in p.exec_allow:
+                    execs.setdefault((EXEC_ALLOW, path), self.index(p.key))
         return PolicySet(flags, tuple(sorted(nets)), tuple(sorted(execs.items())),
                          tuple(defaults), tuple(p.key for p in sel), tuple(sorted(proc_nets)))
 

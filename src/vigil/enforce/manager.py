@@ -21,11 +21,12 @@ import signal
 import time
 from typing import Callable, Optional
 
-from vigil.enforce.compiler import Compiler, PolicyIndex, uses_peers, EXEC_NAME, EXEC_PATH
+from vigil.enforce.compiler import (Compiler, PolicyIndex, uses_peers, EXEC_ALLOW, EXEC_NAME,
+                                    EXEC_PATH, F_EXEC_ALLOW)
 from vigil.enforce.events import VERDICTS, alert_for
 from vigil.enforce.loader import load_policies
 from vigil.enforce.model import HOST_WORKLOAD
-from vigil.enforce.tables import Tables
+from vigil.enforce.tables import POLICY_DEFAULT, Tables
 from vigil.enforce.workloads import WorkloadSource
 from vigil.events import Kind
 
@@ -234,7 +235,7 @@ class Enforcer:
         if ev.policy != 0xFFFF:
             return self.index.name(ev.policy)
         pset = self.tables.sets.get(ev.ident) if self.tables else None
-        direction = {1: "egress", 2: "ingress"}.get(ev.direction, "")
+        direction = {1: "egress", 2: "ingress", 3: "exec"}.get(ev.direction, "")
         names = pset.default_policies(direction) if pset is not None else ()
         return ",".join(names) or "default deny"
 
@@ -315,6 +316,8 @@ def exec_match(pset, comm: str, exe: str):
     pol = execs.get((EXEC_NAME, comm[:15]))
     if pol is None:
         pol = execs.get((EXEC_PATH, exe))
+    if pol is None and pset.flags & F_EXEC_ALLOW and (EXEC_ALLOW, exe) not in execs:
+        pol = POLICY_DEFAULT      # not on the allow-list: the default deny of "exec"
     return pol
 
 

@@ -9,6 +9,7 @@ NetworkPolicy cannot say.  docs/POLICY.md documents the format; in short::
         host: false                     # true: host processes are selected too
       exec:
         deny: [{path: /usr/bin/nc}, {name: ncat}]
+        allow: [{path: /usr/bin/python3}]   # given: every other executable is killed
       egress:                           # and ingress: the same two lists
         deny:  [{cidr: 0.0.0.0/0, except: [...], ports: ["80", "8000-8099"], protocol: TCP}]
         allow: [...]                    # given: default deny, these are allowed
@@ -170,6 +171,33 @@ def _selector(doc, v, what):
     return select
 
 
+def _exec_allow(doc, ex, what) -> list:
+    """exec.allow: [{path: ...}] -- paths only (a process chooses its own name)."""
+    if "allow" not in ex:
+        return []
+    allow = ex["allow"]
+    key = ("spec", "exec", "allow")
+    if not isinstance(allow, list):
+        raise doc.error("expected a list of {path: /absolute/path}", key, what)
+    out = []
+    for i, e in enumerate(allow):
+        k = key + (i,)
+        if isinstance(e, dict) and set(e) == {"name"}:
+            raise doc.error("exec.allow takes paths only: a process picks its own name",
+                            k + ("name",), what)
+        if not isinstance(e, dict) or set(e) != {"path"} or not isinstance(e["path"], str):
+            raise doc.error("expected {path: /absolute/path}", k, what)
+        text = e["path"]
+        if not text.startswith("/") or len(text) > PATH_MAX:
+            raise doc.error(f"path {text!r}: expected an absolute path of at most {PATH_MAX} "
+                            "bytes", k + ("path",), what)
+        out.append(text)
+    if not out:
+        raise doc.error("an empty allow list would kill every exec; leave exec.allow out "
+                        "to allow every executable", key, what)
+    return out
+
+
 def parse_vigil_policy(doc) -> Policy:
     d = doc.data
     meta = _mapping(doc, ("metadata",), d.get("metadata"), "VigilPolicy")
@@ -185,7 +213,8 @@ def parse_vigil_policy(doc) -> Policy:
     pol = Policy("VigilPolicy", name, "", mode, doc.where())
     pol.select = _selector(doc, spec.get("selector"), what)
     ex = _mapping(doc, ("spec", "exec"), spec.get("exec"), what)
-    _unknown(doc, ("spec", "exec"), ex, ("deny",), what)
+    _unknown(doc, ("spec", "exec"), ex, ("deny", "allow"), what)
+    pol.exec_allow = _exec_allow(doc, ex, what)
     deny = ex.get("deny") or []
     if not isinstance(deny, list):
         raise doc.error("expected a list of {path: ...} or {name: ...}", ("spec", "exec", "deny"),

@@ -32,6 +32,7 @@ enum enf_dir {
 #define ENF_FOLD_NS 1000000000ULL   /* one event per flow and second; the rest are counted */
 #define ENF_EXEC_NAME 1
 #define ENF_EXEC_PATH 2
+#define ENF_EXEC_ALLOW 3           /* an exec allow-list entry (a path) */
 #define SIGKILL 9
 #define SIGSTOP 19
 #define IPPROTO_TCP 6
@@ -59,6 +60,7 @@ struct enf_cgroup {
 #define ENF_HAS_EXEC 8
 #define ENF_HAS_EXEC_PATH 16
 #define ENF_HAS_PROC 32            /* some entry is limited to a process class (enf_net_key.proc) */
+#define ENF_HAS_EXEC_ALLOW 64      /* an exec allow-list: any other executable is killed */
 #define ENF_HAS_NET (ENF_DEFAULT_DENY_EGRESS | ENF_DEFAULT_DENY_INGRESS | ENF_HAS_NET_DENY)
 
 struct enf_ident {

@@ -32,7 +32,9 @@ static __always_inline __u8 *enf_class_lookup(struct enf_exec_key *k, __u32 what
 	return bpf_map_lookup_elem(&enf_procs, k);
 }
 
-/* The policy index + 1 of the exec deny entry matching name or path, or 0. */
+/* The policy index + 1 of the exec deny entry matching name or path, or of
+ * the allow-list (default_policy) when there is one and the path is not on
+ * it; 0 when the exec may run. */
 static __always_inline __u32 enf_exec_decide(__u32 ident, const char *comm, const char *exe,
 					     struct enf_exec_key *k)
 {
@@ -46,6 +48,11 @@ static __always_inline __u32 enf_exec_decide(__u32 ident, const char *comm, cons
 		pol = enf_exec_lookup(k, ident, ENF_EXEC_PATH, exe, PATH_LEN);
 		if (pol)
 			return (__u32)*pol + 1;
+	}
+	if (id->flags & ENF_HAS_EXEC_ALLOW) {
+		if (exe[0] && enf_exec_lookup(k, ident, ENF_EXEC_ALLOW, exe, PATH_LEN))
+			return 0;
+		return (__u32)id->default_policy + 1;
 	}
 	return 0;
 }
