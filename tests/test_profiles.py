@@ -141,6 +141,12 @@ def test_window_label_and_identity_fallbacks(tmp_path):
     c = web(**{"vigil.dev/profile-learning-window": "10m"})
     m.on_event(ev(Kind.EXEC, c, exe="/usr/bin/web", args=["web"]))
     assert m.profiles["shop/deployment/web/app"].window == 600.0
+    # the same override as an OCI annotation (what CRI runtimes carry from the pod)
+    annotated = web(cid="b" * 64)
+    annotated.owner_name = "api"
+    annotated.annotations = {"vigil.dev/profile-learning-window": "20m"}
+    m.on_event(ev(Kind.EXEC, annotated, exe="/usr/bin/api", args=["api"]))
+    assert m.profiles["shop/deployment/api/app"].window == 1200.0
     bare = ContainerInfo(id="d" * 64, name="box", image="", namespace="")
     m.on_event(ev(Kind.EXEC, bare, exe="/bin/sh", args=["sh"]))
     img = ContainerInfo(id="e" * 64, name="x", image="reg/api:2@sha256:aa", namespace="n")

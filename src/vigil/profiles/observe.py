@@ -50,7 +50,8 @@ def container_identity(c) -> Optional[Identity]:
     ns = c.namespace or ""
     cname = c.k8s_container_name or ""
     labels = dict(c.pod_labels) if c.pod_labels else pod_labels_from(c.labels)
-    own = {**c.labels, **c.pod_labels}
+    # the container's OCI annotations (pod annotations on CRI runtimes), then its labels
+    own = {**(getattr(c, "annotations", None) or {}), **c.labels, **c.pod_labels}
     image = (c.image or "").split("@", 1)[0]
     explicit = own.get(PROFILE_LABEL)
     if explicit:
