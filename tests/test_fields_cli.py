@@ -19,12 +19,10 @@ from vigil.rules.parser import Compare, FieldRef, FieldValue, Transform, parse_c
 sys.path.insert(0, str(Path(__file__).parent / "data" / "e2e"))
 from e2e_harness import vigil  # noqa: E402
 
+from falco_files import falco_dir  # noqa: E402  (the one lookup of Falco's files)
+
 REPO = Path(__file__).resolve().parent.parent
-# VIGIL_FALCO_RULES_DIR, else ../shared/falco-rules beside the checkout (or
-# beside the directory of worktrees holding it)
-FALCO_DIR = Path(os.environ.get("VIGIL_FALCO_RULES_DIR") or next(
-    (d for d in (REPO.parent / "shared" / "falco-rules", REPO.parent.parent / "shared" / "falco-rules")
-     if d.is_dir()), REPO.parent / "shared" / "falco-rules"))
+FALCO_DIR = falco_dir() or REPO.parent / "shared" / "falco-rules"
 FALCO_FILES = ("falco_rules.yaml", "falco-incubating_rules.yaml", "falco-sandbox_rules.yaml")
 _OUT_FIELD = re.compile(r"%([A-Za-z_][A-Za-z0-9_.]*)(\[[^\]]*\])?")
 

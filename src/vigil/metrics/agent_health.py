@@ -31,8 +31,9 @@ class RuleTimer:
         self._n = 0
 
     def __call__(self, evaluate, ev):
-        self._n += 1
-        if self._n % RULE_SAMPLE_EVERY:
+        n = self._n
+        self._n = n + 1
+        if n % RULE_SAMPLE_EVERY:      # the first event is timed, then every Nth
             return evaluate(ev)
         t = time.perf_counter()
         out = evaluate(ev)
