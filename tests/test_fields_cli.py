@@ -4,7 +4,6 @@ files use that vigil supports is in it."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
