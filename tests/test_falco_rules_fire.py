@@ -423,8 +423,10 @@ def test_sandbox_rules_fire(work, tmp_path):
         cases.append(("Write below rpm database", m, q))
 
         m, q = mark(), mark()
-        # id typed at a pty's shell prompt leads its process group; inside sh -c it does not
-        run("script", "-qc", f"id {m}", "/dev/null")
+        # id typed at a pty's shell prompt leads its process group; inside sh -c it does not.
+        # `exec` so that id is the group leader whatever $SHELL script(1) starts (dash forks
+        # even for a single command; CI runs with SHELL unset, i.e. /bin/sh)
+        run("script", "-qc", f"exec id {m}", "/dev/null")
         run("script", "-qc", f"sh -c 'id {q}; true'", "/dev/null")
         cases.append(("Basic Interactive Reconnaissance", m, q))
 
