@@ -109,13 +109,17 @@ def main():
             after = {n: prog_stats(i) for n, i in ids.items()}
             per = {}
             for n in PROGS:
+                if n not in ids:       # no enter program (since the exit-only sensor)
+                    per[n] = None
+                    continue
                 dt = after[n][0] - before[n][0]
                 dc = after[n][1] - before[n][1]
                 per[n] = round(dt / dc, 1) if dc else None
             total = sum(v for v in per.values() if v)
             data["cases"].append({"case": title, "opens": opens, "ns_per_call": per,
                                   "total_ns": round(total, 1)})
-            rows.append([title, f"{opens / secs:,.0f}", per[PROGS[0]], per[PROGS[1]], round(total, 1)])
+            rows.append([title, f"{opens / secs:,.0f}", "-" if per[PROGS[0]] is None else per[PROGS[0]],
+                         per[PROGS[1]], round(total, 1)])
     finally:
         p.stop()
         Path(STATS).write_text(old_stats)
