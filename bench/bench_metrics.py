@@ -36,11 +36,20 @@ from bench_enforce import connectgen, free_port  # noqa: E402
 VIGIL = os.path.join(os.path.dirname(sys.executable), "vigil")
 
 
-def prog_stats(prefixes) -> dict:
+def own_prog_ids(km) -> set:
+    """Kernel ids of the programs this KernelMetrics loaded (other agents on
+    a shared machine run programs of the same names)."""
+    from bench_open_cost import prog_id
+    return {prog_id(p) for obj in km.objects.values() for p in obj.programs()}
+
+
+def prog_stats(prefixes, ids=None) -> dict:
     r = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
     out = {}
     for p in json.loads(r.stdout or "[]"):
         name = p.get("name", "")
+        if ids is not None and p.get("id") not in ids:
+            continue
         if name.startswith(prefixes):
             t, n = out.get(name, (0, 0))
             out[name] = (t + p.get("run_time_ns", 0), n + p.get("run_cnt", 0))
@@ -54,9 +63,10 @@ def bpf_cost(n: int) -> dict:
     open("/proc/sys/kernel/bpf_stats_enabled", "w").write("1")
     km = KernelMetrics({}, only=["tcp", "packets"]).start()
     try:
-        before = prog_stats(("tcp__", "packets__"))
+        ids = own_prog_ids(km)
+        before = prog_stats(("tcp__", "packets__"), ids)
         subprocess.run([gen, str(free_port()), str(n)], check=True, capture_output=True)
-        after = prog_stats(("tcp__", "packets__"))
+        after = prog_stats(("tcp__", "packets__"), ids)
     finally:
         km.stop()
         open("/proc/sys/kernel/bpf_stats_enabled", "w").write(old)

@@ -162,12 +162,11 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 	    oldstate != TCP_ESTABLISHED)
 		return 0;
 	__u64 key = (__u64)sk;
-	__u64 now = bpf_ktime_get_ns();
 	__u64 cg = btf_sock_cgroup_id(sk);
 
 	if (newstate == TCP_SYN_SENT) {
 		/* connect(): the process is current */
-		struct tcp_sock_info info = {.ts = now, .direction = DIR_OUT};
+		struct tcp_sock_info info = {.ts = bpf_ktime_get_ns(), .direction = DIR_OUT};
 		info.pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(info.comm, sizeof(info.comm));
 		bpf_map_update_elem(&tcp_socks, &key, &info, BPF_ANY);
@@ -178,6 +177,7 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 		if (oldstate == TCP_SYN_SENT) {
 			count_connect(sk, cg, TCP_OK);
 			if (info) {
+				__u64 now = bpf_ktime_get_ns();
 				__u64 d = now - info->ts;
 				struct hist zero = {};
 				struct hist *h = agg_get(&tcp_connlat, &cg, &zero);
@@ -192,6 +192,7 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 					trace_out(sk, TRACE_CONNECT, d, info, TCP_OK, newstate);
 			}
 		} else if (oldstate == TCP_SYN_RECV) {
+			__u64 now = bpf_ktime_get_ns();
 			struct tcp_sock_info in = {.ts = now, .established_ts = now,
 						   .direction = DIR_IN, .counted = 1};
 			in.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
@@ -206,7 +207,7 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 		__u32 r = err == ECONNREFUSED ? TCP_REFUSED : err == ETIMEDOUT ? TCP_TIMEOUT : TCP_OTHER;
 		count_connect(sk, cg, r);
 		if (info && cfg_trace)
-			trace_out(sk, TRACE_CONNECT, now - info->ts, info, r, newstate);
+			trace_out(sk, TRACE_CONNECT, bpf_ktime_get_ns() - info->ts, info, r, newstate);
 		bpf_map_delete_elem(&tcp_socks, &key);
 		return 0;
 	}
@@ -224,7 +225,7 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 				copy.pid = bpf_get_current_pid_tgid() >> 32;
 				bpf_get_current_comm(copy.comm, sizeof(copy.comm));
 			}
-			trace_out(sk, TRACE_LIFE, now - copy.ts, &copy, 0, oldstate);
+			trace_out(sk, TRACE_LIFE, bpf_ktime_get_ns() - copy.ts, &copy, 0, oldstate);
 		}
 		bpf_map_delete_elem(&tcp_socks, &key);
 	}
