@@ -267,13 +267,17 @@ def render(res: dict) -> str:
 | scrape of {s['series']:,} series (10,000 peers, max_destinations 10000) | median {s['scrape_ms_median']} ms, max {s['scrape_ms_max']} ms | < 100 ms |
 {wline}
 
-BPF time is `run_time_ns / run_cnt` of the programs with `kernel.bpf_stats_enabled=1`.
-A connect runs the tcp program about 10 times (every state change of both ends); the
-per-connect figure is over the target: the socket bookkeeping is a hash map keyed by
-the socket (update at SYN_SENT, delete at CLOSE) where socket-local storage would be
-cheaper. The scrape of 10k series is mostly prometheus_client's text exposition
-(vigil's map read and aggregation: ~45 ms of it).  wrk: `vigil run` (default rules)
-in both modes; on adds the metric programs (tcp, packets, dns, block I/O, run queue).
+BPF time is `run_time_ns / run_cnt` of the programs this bench loaded (by id: other agents
+on a shared machine run programs of the same names) with `kernel.bpf_stats_enabled=1`.
+A connect runs the tcp program about 10 times (every state change of both ends); an empty
+program costs ~55 ns a run here (the stats' clock reads), so 10 runs are ~550 ns before any
+work; the rest is map memory (the per-connection slot, the connect counter, the latency
+histogram, the active gauge: each a cache and TLB miss on this VM).  The scrape of 10k series
+is mostly prometheus_client's text exposition (per sample it validates and escapes every
+label name); vigil's map read and aggregation is the smaller part.  wrk: `vigil run` (default
+rules) in both modes; on adds the metric programs (tcp, packets, dns, block I/O, run queue).
+Side-by-side comparisons of builds: bench/bench_bpf_ab.py (BPF programs) and
+bench/bench_scrape_ab.py (the collector), in metrics.md below the table.
 """
     return md
 
