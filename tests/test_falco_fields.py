@@ -114,3 +114,15 @@ def test_env_fields_and_the_kernel_want():
         parent.wait()
     assert not RuleEngine.from_text(rule("evt.type=connect")).wants_env()
     assert RuleEngine.from_text(rule("evt.type=execve").replace("%fd.sip.name", "%proc.aenv")).wants_env()
+
+
+def test_rule_names_resolved_once_primed():
+    """The agent primes the cache when it takes the rules: the names resolve
+    before any event asks (else the first connect would see none)."""
+    eng = RuleEngine.from_text(rule("evt.type=connect and fd.sip.name=localhost"))
+    assert eng.names.rounds == 0            # loading alone resolves nothing
+    eng.names.prime()
+    deadline = time.monotonic() + 10
+    while eng.names.rounds == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert eng.evaluate(conn("127.0.0.1"))  # the very first lookup matches

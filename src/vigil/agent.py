@@ -227,6 +227,7 @@ class Agent:
         self.cfg = cfg
         self._count_matches(self.engine)
         self.engine = eng
+        eng.names.prime()          # the new rules' domain names (fd.sip.name ...)
         self.rules_files = files
         self.reloads += 1
         if self.enforcer is not None and not self.enforcer.reload():   # with the rules
@@ -270,6 +271,7 @@ class Agent:
         except BaseException:
             self.stop()
             raise
+        self.engine.names.prime()      # rule domain names resolved before the first connect
         self.alerts = cfg.build_alert_pipeline(stream=self.stream)
         try:
             if cfg["containers"]["enabled"]:
