@@ -6,6 +6,8 @@ benign look-alike for each rule that must stay quiet.  Each behaviour carries
 a marker that shows in its alert's output.
 
 * P: `--privileged`, the host's /proc mounted (a sensitive mount), no tty;
+  a link-local address on a veth pair inside its own network namespace (a
+  metadata-service connect under way that never leaves it);
 * N: plain (podman's default capabilities), `-t`, the host's /usr mounted
   read-only (a python for sockets; not a sensitive mount);
 * T: `--cap-add SYS_ADMIN`, its entry point is `tar` (what `kubectl cp` runs).
@@ -18,6 +20,7 @@ forward), so the node's own /etc/hosts is not touched.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -36,8 +39,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the agent and podman 
 
 K8S_API = "10.96.0.1"        # what the agent's /etc/hosts gives kubernetes.default.svc.cluster.local
 # busybox applets, and names busybox does not have (it says so, but the exec happened)
+META = ("import socket, sys; s = socket.socket(); s.setblocking(False); "
+        "s.connect_ex((sys.argv[1], 80))")
 TOOLS = ("sh", "cat", "ls", "cp", "mkdir", "echo", "true", "sleep", "nc", "mount", "unshare",
-         "tar", "wget", "base64", "apk", "scp", "kubectl", "debugfs")
+         "tar", "wget", "base64", "ip", "apk", "scp", "kubectl", "debugfs")
 
 
 def host_ip() -> str | None:
@@ -51,6 +56,19 @@ def host_ip() -> str | None:
     finally:
         s.close()
     return None if ip.startswith("127.") else ip
+
+
+TEST_NET = "198.51.100.7"      # TEST-NET-2: no host answers it
+
+
+def outbound_in_progress() -> bool:
+    """A TCP connect to a public address gets under way (a default route)."""
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        return s.connect_ex((TEST_NET, 4444)) in (0, errno.EINPROGRESS)
+    finally:
+        s.close()
 
 
 def start_agent_private_hosts(files, d: Path) -> FalcoAgent:
@@ -134,6 +152,13 @@ def build_rootfs(root: Path, m: dict) -> None:
         f"mkdir -p /mnt/{m['mount']}", f"/bin/mount -t tmpfs none /mnt/{m['mount']}",
         f"/bin/unshare -m true {m['unshare_q']}",                       # CAP_SYS_ADMIN: expected
         f"/bin/tar cf /dev/null /srv/{m['tar_q']}",                      # tar from a shell, not kubectl cp
+        # Contact EC2 Instance Metadata Service / cloud metadata service From Container:
+        # a link-local address on a veth pair whose both ends are in the container's
+        # network namespace (nothing leaves it): the connect is under way (EINPROGRESS)
+        "/bin/ip link add v0 type veth", "/bin/ip addr add 169.254.0.2/16 dev v0",
+        "/bin/ip link set v0 up",
+        f"/usr/bin/python3 -c '{META}' 169.254.169.254 {m['meta']}",
+        f"/usr/bin/python3 -c '{META}' 169.254.10.10 {m['meta_q']}",
     ]
     for name, lines in (("n.sh", n), ("p.sh", p)):
         (root / "t" / name).write_text("\n".join(f"{x} >/dev/null 2>&1" if ">" not in x else
@@ -149,7 +174,7 @@ def ctx():
     keys = ("N", "P", "T", "nc_e", "nc_q", "npm", "packet", "packet_q", "dup", "dup_q", "k8s",
             "k8s_q", "apk", "scp", "wget", "kubectl", "b64", "b64_q", "environ", "environ_q",
             "hostfs", "hostfs_q", "unshare", "unshare_q", "debugfs", "debugfs_q", "ra", "ra_q",
-            "mount", "mount_q", "drop", "drop_q", "tar_q")
+            "mount", "mount_q", "drop", "drop_q", "tar_q", "meta", "meta_q")
     m = {k: mark() for k in keys}
     # not below pytest's tmp dirs: other sessions on this machine rotate those away
     base = Path("/tmp") / ("vigil-falco-ct-" + uuid.uuid4().hex[:8])
@@ -160,7 +185,8 @@ def ctx():
     tag = uuid.uuid4().hex[:8]
     names = {k: f"vigil-falco-{k.lower()}-{tag}" for k in "NPT"}
     runs = {
-        "P": ["--privileged", "-v", "/proc:/hostproc:ro", "--rootfs", f"{root}:O",
+        "P": ["--privileged", "-v", "/proc:/hostproc:ro", "-v", "/usr:/usr:ro",
+              "--rootfs", f"{root}:O",
               "/bin/sh", "/t/p.sh", m["P"]],
         "N": ["-t", "-v", "/usr:/usr:ro", "--rootfs", f"{root}:O", "/bin/sh", "/t/n.sh", m["N"]],
         "T": ["--cap-add", "SYS_ADMIN", "--rootfs", f"{root}:O", "/bin/tar", "cf", "/dev/null",
@@ -218,13 +244,16 @@ def test_container_rules_fire(ctx, tmp_path):
         ("Detect release_agent File Container Escapes", m["ra"], m["ra_q"]),
         ("Mount Launched in Privileged Container", m["mount"], m["mount_q"]),
         ("Drop and execute new binary in container", m["drop"], m["drop_q"]),
+        ("Contact EC2 Instance Metadata Service From Container", m["meta"], m["meta_q"]),
+        ("Contact cloud metadata service from container", m["meta"], m["meta_q"]),
     ]
     check(agent, cases)
 
 
 def test_host_network_rules_fire(ctx):
     """System procs network activity (a shell connecting out) and Unexpected UDP
-    Traffic, to the node's own address (not loopback, which the rules leave out)."""
+    Traffic, to the node's own address (not loopback, which the rules leave
+    out); Disallowed SSH Connection Non Standard Port when the node has a route out."""
     agent, _m = ctx
     ip = host_ip()
     if ip is None:
@@ -233,6 +262,7 @@ def test_host_network_rules_fire(ctx):
     srv.bind((ip, 0))
     srv.listen(8)
     port = srv.getsockname()[1]
+    clients = []
     try:
         m, q = mark(), mark()
         bash = shutil.which("bash") or "/bin/bash"
@@ -244,6 +274,21 @@ def test_host_network_rules_fire(ctx):
         run(PY, "-c", udp, ip, "9999", m)
         run(PY, "-c", udp, ip, "53", q)
         cases.append(("Unexpected UDP Traffic", m, q))
+        ssh = shutil.which("ssh")
+        if ssh and outbound_in_progress():
+            # an ssh client to a documentation address (TEST-NET-2) on a port Falco
+            # calls non-standard for ssh: the connect is under way when the rule judges
+            # it; look-alike: the same to loopback, which the rule leaves out
+            m, q = mark(), mark()
+            opts = ["-o", "ConnectTimeout=1", "-o", "BatchMode=yes", "-o",
+                    "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-p", "4444"]
+            clients = [subprocess.Popen([ssh, *opts, f"{x}@{ip}"], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       for x, ip in ((m, TEST_NET), (q, "127.0.0.1"))]
+            cases.append(("Disallowed SSH Connection Non Standard Port", m, q))
         check(agent, cases)
+        for c in clients:
+            c.kill()
+            c.wait()
     finally:
         srv.close()
