@@ -294,8 +294,8 @@ def test_host_network_rules_fire(ctx):
                        for x, ip in ((m, TEST_NET), (q, "127.0.0.1"))]
             cases.append(("Disallowed SSH Connection Non Standard Port", m, q))
         check(agent, cases)
+    finally:
+        srv.close()
         for c in clients:
             c.kill()
             c.wait()
-    finally:
-        srv.close()
