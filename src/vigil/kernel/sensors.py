@@ -24,7 +24,7 @@ from vigil.kernel import libbpf
 from vigil.kernel.detach import detach_all, release_later
 from vigil.events import KIND_BY_NAME, Kind
 from vigil.events.kinds import ENFORCE_KINDS, SENSORS
-from vigil.events.structs import PrefixKey, VigilCfg
+from vigil.events.structs import ENV_LEN, PrefixKey, VigilCfg
 from vigil.kernel.filters import DEFAULT_RINGBUF, DEFAULT_RINGBUF_HI, open_filter_entries
 
 log = logging.getLogger("vigil.kernel.sensors")
@@ -396,6 +396,12 @@ class SensorManager:
         ``burst`` at once; 0 = no budget."""
         self._cfg.budget_rate = max(0, int(rate))
         self._cfg.budget_burst = max(1, int(burst)) if rate else 0
+        self._write_cfg()
+
+    def set_env_max(self, n: int) -> None:
+        """Each exec carries the first ``n`` bytes of the environment (at most
+        ENV_LEN); 0 = none (the shorter record)."""
+        self._cfg.env_max = max(0, min(int(n), ENV_LEN))
         self._write_cfg()
 
     def set_dns_ports(self, ports) -> None:

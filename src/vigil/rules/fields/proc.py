@@ -187,7 +187,6 @@ def _cwd(ev, cx):
 define("proc.cwd", "str", safe(_cwd))
 define("proc.tty", "int", safe(lambda ev, cx: _tty_nr(ev.tty if ev.kind is Kind.EXEC and ev.tty is not None
                                                    else ev.proc.tty if ev.proc is not None else None)))
-define("proc.env", "str", lambda ev, cx: None)
 define("proc.nthreads", "int", lambda ev, cx: None)
 define("proc.is_container_healthcheck", "bool", lambda ev, cx: False)
 define("proc.is_container_liveness_probe", "bool", lambda ev, cx: False)
