@@ -32,6 +32,9 @@ HOOKS = (
     Hook("kprobe", "probe__kprobe", "kprobes (kprobe/do_sys_openat2)", "auto"),
     Hook("fentry", "probe__fentry", "fentry trampolines (fentry/do_sys_openat2)", "auto"),
     Hook("lsm", "probe__lsm", "BPF LSM (lsm/file_open)", "auto"),
+    Hook("fentry_file", "probe__fentry_file", "fentry on security_file_open", "auto"),
+    Hook("fmod_ret", "probe__fmod_ret", "fmod_ret on security_file_open (return override)",
+         "auto"),
     Hook("cgroup_sock_addr", "probe__cgroup_sock_addr",
          "cgroup socket address hooks (cgroup/connect4) at the cgroup v2 root", "cgroup"),
     Hook("cgroup_skb", "probe__cgroup_skb", "cgroup packet hooks (cgroup_skb/ingress)", "cgroup"),
@@ -71,7 +74,28 @@ def _libc_path() -> str:
     raise FileNotFoundError("libc.so is not mapped")
 
 
-def _why(e: BaseException, stage: str) -> str:
+LSM_LIST = "/sys/kernel/security/lsm"
+
+
+def active_lsms() -> Optional[list]:
+    """The LSMs this kernel runs (securityfs), or None when it cannot be read."""
+    try:
+        with open(LSM_LIST) as f:
+            return [x for x in f.read().strip().split(",") if x]
+    except OSError:
+        return None
+
+
+def lsm_reason(lsms: Optional[list] = None) -> str:
+    """Why BPF LSM programs cannot work here, when the LSM list says it
+    ("" when bpf is active or the list cannot be read)."""
+    lsms = active_lsms() if lsms is None else lsms
+    if lsms is None or "bpf" in lsms:
+        return ""
+    return f"BPF LSM not enabled (lsm= lacks bpf; active: {','.join(lsms) or 'none'})"
+
+
+def explain_refusal(e: BaseException, stage: str) -> str:
     """One line: at which stage the kernel said no, and what it said."""
     if not isinstance(e, libbpf.BpfError):
         return f"{stage} failed: {e}"
@@ -82,6 +106,9 @@ def _why(e: BaseException, stage: str) -> str:
     if e.errno == errno.EPERM and stage == "load" and not detail:
         detail = "the kernel refuses this program type here"
     return f"{stage} refused: {os.strerror(e.errno)}{' (' + detail + ')' if detail else ''}"
+
+
+_why = explain_refusal
 
 
 def _attach(prog, hook: Hook, tracefs: str, cgroup_root: Optional[str]) -> libbpf.Link:
@@ -127,6 +154,8 @@ def probe_hook(hook: Hook, tracefs: str, cgroup_root: Optional[str],
         res.error = _why(e, "attach" if res.loaded else "load")
         if res.loaded:
             res.attached = False
+        if hook.name == "lsm" and lsm_reason():
+            res.error = f"{lsm_reason()}: {res.error}"
     finally:
         obj.close()
     return res
@@ -137,4 +166,5 @@ def probe_all(tracefs: str, cgroup_root: Optional[str]) -> list:
     return [probe_hook(h, tracefs, cgroup_root) for h in HOOKS]
 
 
-__all__ = ["HOOKS", "Hook", "HookResult", "probe_hook", "probe_all", "probes_path"]
+__all__ = ["HOOKS", "Hook", "HookResult", "probe_hook", "probe_all", "probes_path",
+           "explain_refusal", "lsm_reason", "active_lsms"]

@@ -32,6 +32,13 @@ int BPF_PROG(probe__fentry) { return 0; }
 SEC("lsm/file_open")
 int BPF_PROG(probe__lsm, struct file *file) { return 0; }
 
+/* the hooks the optional programs use (file identity, open deny) */
+SEC("fentry/security_file_open")
+int BPF_PROG(probe__fentry_file, struct file *file) { return 0; }
+
+SEC("fmod_ret/security_file_open")
+int BPF_PROG(probe__fmod_ret, struct file *file, int ret) { return 0; }
+
 SEC("cgroup/connect4")
 int probe__cgroup_sock_addr(struct bpf_sock_addr *ctx) { return 1; }
 
