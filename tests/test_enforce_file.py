@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -54,11 +56,29 @@ def test_file_deny_is_checked(tmp_path, body, message):
         load_policies([str(p)])
 
 
+def fs_type(path: str) -> str:
+    """The file system type of the mount holding path (/proc/self/mounts)."""
+    best, kind = "", ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _src, mnt, typ = line.split()[:3]
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, kind = mnt, typ
+    return kind
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("needs root (BPF)")
     tmp = tmp_path_factory.mktemp("filedeny")
+    made = None
+    if fs_type(str(tmp)) == "overlay":
+        # the VMs of make test-kernels have /tmp on overlayfs, whose stat (dev, ino)
+        # is not the kernel's inode (a documented limit of identity, as for the
+        # watched files): the denied files live on tmpfs there
+        from pathlib import Path
+        tmp = made = Path(tempfile.mkdtemp(prefix="vigil-filedeny-", dir="/dev/shm"))
     secret, audited, other = tmp / "secret", tmp / "audited", tmp / "other"
     for f in (secret, audited, other):
         f.write_text("x\n")
@@ -88,6 +108,8 @@ spec:
     status = json.loads((agent.run_dir / "enforce.json").read_text())
     yield tmp, agent, status
     agent.stop()
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def read(tmp, path, how="read"):
@@ -117,8 +139,12 @@ def test_the_best_hook_this_kernel_has_is_used(setup):
     # the hooks not taken say why
     for h in ("lsm", "fmod_ret")[:("lsm", "fmod_ret", "tracepoint").index(want)]:
         assert status["file_hook_why"][h], status
+    # one warning line where opens cannot be refused (the tracepoint fallback)
     err = agent.err_path.read_text()
-    assert sum("file open enforcement:" in line for line in err.splitlines()) == 1, err
+    lines = [x for x in err.splitlines() if "file open enforcement:" in x]
+    assert len(lines) == (1 if hook == "tracepoint" else 0), err
+    if hook == "tracepoint":
+        assert "a denied open kills the process" in lines[0] and "lsm: " in lines[0]
 
 
 def test_a_denied_file_cannot_be_read_by_any_name(setup):

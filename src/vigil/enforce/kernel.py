@@ -61,6 +61,8 @@ class EnforceKernel:
         self.errors: list = []                # "program: why" of what could not be attached
         self.persisted = False
         self.file_hook = ""                   # lsm | fmod_ret | tracepoint | "" (none)
+        self.net_procs = None                 # process selectors in the socket hooks (None: not tried)
+        self.net_procs_why = ""
         self.file_hook_why: dict = {}         # hook -> why it is not used here
 
     def _open(self, name: str, autoload) -> libbpf.BpfObject:
@@ -97,9 +99,8 @@ class EnforceKernel:
         cg = os.open(self.cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for name in OBJECTS[:2]:
-                obj = self._open(name, True)
+                obj = self._load_object(name)
                 objects.append(obj)
-                obj.load()
                 for prog in obj.programs():
                     try:
                         links.append(self._attach_prog(prog, cg))
@@ -123,6 +124,41 @@ class EnforceKernel:
             link.destroy()
         for obj in old_objects:
             obj.close()
+
+    def _load_object(self, name: str) -> libbpf.BpfObject:
+        """Load one enforcement object whole.  enforce_net: with process
+        selectors (task storage in the socket hooks) where the kernel takes
+        them, else again without (net_procs False, net_procs_why says why)."""
+        obj = self._open(name, True)
+        if name != "enforce_net" or self.net_procs is False:
+            if name == "enforce_net":
+                obj.set_const("enf_task_storage", struct.pack("<I", 0))
+            try:
+                obj.load()
+            except BaseException:
+                obj.close()
+                raise
+            return obj
+        try:
+            obj.load()
+            self.net_procs = True
+            return obj
+        except libbpf.BpfError as e:
+            obj.close()
+            first = e
+        obj = self._open(name, True)
+        obj.set_const("enf_task_storage", struct.pack("<I", 0))
+        try:
+            obj.load()
+        except BaseException:
+            obj.close()
+            raise first from None
+        self.net_procs = False
+        self.net_procs_why = ("the socket hooks load only without task storage "
+                              f"(bpf_task_storage_get; {_refusal(first, 'load')})")
+        log.warning("network enforcement without process selectors: %s; an entry with "
+                    "process: matches no process here", self.net_procs_why)
+        return obj
 
     def _attach_prog(self, prog, cg: int) -> libbpf.Link:
         sec = prog.section

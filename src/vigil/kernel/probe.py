@@ -14,6 +14,7 @@ from vigil.kernel.sensors import bpf_dir
 
 PROBES_OBJECT = "probes.o"
 RING_MAP = "probe_ring"
+MAPS_OF = {"ringbuf": ("probe_ring",), "sock_task_storage": ("probe_task",)}  # else none
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ HOOKS = (
          "auto"),
     Hook("cgroup_sock_addr", "probe__cgroup_sock_addr",
          "cgroup socket address hooks (cgroup/connect4) at the cgroup v2 root", "cgroup"),
+    Hook("sock_task_storage", "probe__sock_task_storage",
+         "task storage in cgroup/connect4 (process selectors)", ""),
     Hook("cgroup_skb", "probe__cgroup_skb", "cgroup packet hooks (cgroup_skb/ingress)", "cgroup"),
     Hook("uprobe", "probe__uprobe", "uprobes (libc getpid, this process only)", "uprobe"),
     Hook("ringbuf", "probe__ringbuf", "BPF ring buffer (map and bpf_ringbuf_output)", ""),
@@ -78,12 +81,28 @@ LSM_LIST = "/sys/kernel/security/lsm"
 
 
 def active_lsms() -> Optional[list]:
-    """The LSMs this kernel runs (securityfs), or None when it cannot be read."""
+    """The LSMs this kernel runs: securityfs's list, else the boot's lsm=,
+    else the kernel's built-in CONFIG_LSM; None when none can be read."""
     try:
         with open(LSM_LIST) as f:
             return [x for x in f.read().strip().split(",") if x]
     except OSError:
-        return None
+        pass
+    try:
+        with open("/proc/cmdline") as f:
+            for arg in f.read().split():
+                if arg.startswith("lsm="):
+                    return [x for x in arg[4:].split(",") if x]
+    except OSError:
+        pass
+    try:
+        with open(f"/boot/config-{os.uname().release}") as f:
+            for line in f:
+                if line.startswith("CONFIG_LSM="):
+                    return [x for x in line.split("=", 1)[1].strip().strip('"').split(",") if x]
+    except OSError:
+        pass
+    return None
 
 
 def lsm_reason(lsms: Optional[list] = None) -> str:
@@ -141,8 +160,9 @@ def probe_hook(hook: Hook, tracefs: str, cgroup_root: Optional[str],
     try:
         for p in obj.programs():
             p.autoload = p.name == hook.program
-        if hook.name != "ringbuf":
-            obj.set_autocreate(RING_MAP, False)
+        for name in ("probe_ring", "probe_task"):
+            if name not in MAPS_OF.get(hook.name, ()):
+                obj.set_autocreate(name, False)
         obj.load()
         res.loaded = True
         if hook.attach:

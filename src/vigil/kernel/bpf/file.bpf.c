@@ -12,6 +12,8 @@ struct open_args {
 	__u32 flags;
 	__u32 mode;
 	__u16 syscall;
+	__u16 id_set;              /* open__identity saw the file this open reached */
+	__u64 id_file;             /* that struct file */
 };
 
 STASH(open, struct open_args, struct ev_open);
@@ -37,6 +39,10 @@ static __always_inline int open_exit(long ret)
 		return 0;
 	int r = a.path ? read_abs_path(a.path, a.dirfd, e->path) : make_abs_path(0, a.dirfd, e->path);
 	struct file *f = ret >= 0 ? fd_file(bpf_get_current_task_btf(), ret) : NULL;
+	/* the file the open reached, as security_file_open saw it, rather than
+	 * whatever the fd names by now (another thread may have dup2()ed over it) */
+	if (f && a.id_set)
+		f = (struct file *)a.id_file;
 	if (!open_judge(e, f, a.flags, r))
 		return 0;
 	fill_hdr(&e->h, EV_OPEN);
@@ -47,6 +53,22 @@ static __always_inline int open_exit(long ret)
 	e->syscall = a.syscall;
 	e->via = VIA_SYSCALL;
 	open_output(e);
+	return 0;
+}
+
+/* Optional (vigil.kernel.sensors OPTIONAL): where fentry works, the identity
+ * of the opened file is taken inside the open, from the struct file that
+ * security_file_open checks -- the first one of the syscall (an overlayfs open
+ * checks its real file after the overlay's).  Elsewhere the exit reads it
+ * through the new fd, with the same result unless the fd table changed. */
+SEC("fentry/security_file_open")
+int BPF_PROG(open__identity, struct file *file)
+{
+	struct open_args *a = stash_get(&open_pending);
+	if (!a || a->id_set)
+		return 0;
+	a->id_file = (__u64)file;
+	a->id_set = 1;
 	return 0;
 }
 
