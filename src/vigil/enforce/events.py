@@ -5,6 +5,7 @@ import ipaddress
 
 from vigil.alerts.alert import Alert
 from vigil.enforce.model import PROTO_NAMES
+from vigil.events.decode import stat_dev
 
 VERDICTS = {1: "deny", 2: "audit", 3: "kill", 4: "hold"}
 DIRECTIONS = {1: "egress", 2: "ingress", 3: "exec", 4: "file"}
@@ -68,7 +69,7 @@ def folded_event(key, repeats: int, container, file_paths=None):
         verdict = VERDICTS.get(key.verdict)
         ev = Event(Kind.FILE_VERDICT, time=time.time_ns(), pid=0, comm="", cgroup_id=key.cgroup,
                    ident=key.ident, policy=key.policy, verdict=key.verdict, direction=4,
-                   repeats=repeats - 1, dev=dev, ino=ino, modes=0,
+                   repeats=repeats - 1, dev=dev, ino=ino, modes=key.proto,
                    hook=3 if verdict == "kill" else 0,
                    path=(file_paths or {}).get((dev, ino), ""))
         ev.container = container
@@ -114,7 +115,7 @@ def alert_for(ev, policy_names: str, workload: str) -> Alert:
         rule = RULE_FILE_AUDIT if verdict == "audit" else RULE_FILE_DENIED
         fields.update({"fd.name": ev.path or None, "vigil.file": ev.path or None,
                        "vigil.hook": hook_name(ev) or None, "vigil.access": MODES.get(ev.modes),
-                       "fd.dev": ev.dev, "fd.ino": ev.ino})
+                       "fd.dev": stat_dev(ev.dev), "fd.ino": ev.ino})
         how = {"deny": "open refused (EPERM)", "kill": "process killed at the open"}
         output = (f"{rule}: {ev.path or f'inode {ev.dev}:{ev.ino}'} "
                   f"({how.get(verdict, 'allowed, audit')}; policy={policy_names} "

@@ -36,8 +36,9 @@ static __always_inline __u32 enf_file_match(__u32 ident, __u32 dev, __u64 ino, _
 static __always_inline void enf_file_event(struct file *ff, __u64 cg, __u32 ident, __u32 policy,
 					   __u8 verdict, __u8 hook, __u32 dev, __u64 ino, __u8 modes)
 {
+	/* a file's flow: (cgroup, ident, verdict, policy, access modes in proto, dev + ino) */
 	struct enf_flow_key fk = {.cgroup = cg, .ident = ident, .direction = ENF_FILE,
-				  .verdict = verdict, .policy = policy};
+				  .verdict = verdict, .policy = policy, .proto = modes};
 	__builtin_memcpy(fk.addr, &dev, 4);
 	__builtin_memcpy(fk.addr + 4, &ino, 8);
 	__u32 repeats = 0;
