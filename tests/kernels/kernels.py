@@ -25,16 +25,19 @@ class KernelLine:
     what: str = ""
 
 
-# lsm= with bpf last: Debian builds CONFIG_BPF_LSM=y but leaves bpf out of its default list
-LSM_BPF = "lsm=lockdown,capability,landlock,yama,apparmor,bpf"
+# Debian's kernels list bpf among their default LSMs; this one leaves it out, as kernels
+# built without it in CONFIG_LSM (Ubuntu's, many clouds') have it: the fallback path
+LSM_NO_BPF = "lsm=lockdown,capability,landlock,yama,apparmor"
 
 LINES = {
     "6.1": KernelLine("6.1", r"^linux-image-6\.1\.0-[0-9]+-amd64$",
                       what="Debian 12 stock kernel"),
     "6.1-cloud": KernelLine("6.1-cloud", r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64$",
-                            what="Debian 12 cloud kernel (the one cloud images boot)"),
+                            append=LSM_NO_BPF,
+                            what="Debian 12 cloud kernel (the one cloud images boot), booted "
+                                 "without the BPF LSM"),
     "6.12": KernelLine("6.12", r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
-                       append=LSM_BPF, what="Debian 12's 6.12 LTS, booted with BPF-LSM on"),
+                       what="Debian 12's 6.12 LTS (bookworm-security)"),
 }
 
 
