@@ -90,16 +90,20 @@ def main(d: str, cg_root: str) -> None:
         os._exit(7)
     did["child"] = pid
     os.waitpid(pid, 0)
-    # ptrace: attach to a child of ours (stopped), then detach
+    # ptrace: attach to a child of ours (blocked on a pipe), then detach and let it go
+    rd, wr = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.kill(os.getpid(), 19)        # SIGSTOP: wait here
+        os.close(wr)
+        os.read(rd, 1)
         os._exit(0)
+    os.close(rd)
     did["traced"] = pid
     libc.ptrace(PTRACE_ATTACH, pid, 0, 0)
-    os.waitpid(pid, os.WUNTRACED)
+    os.waitpid(pid, 0)                  # the attach's stop
     libc.ptrace(PTRACE_DETACH, pid, 0, 0)
-    os.kill(pid, 18)                    # SIGCONT
+    os.write(wr, b"x")
+    os.close(wr)
     os.waitpid(pid, 0)
     # a failed exec (ENOENT), in a child
     pid = os.fork()
