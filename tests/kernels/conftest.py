@@ -24,11 +24,22 @@ JSON (the VM shares the host's file system: that is how results come back).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
+
+# the plain helpers of tests/conftest.py, for `from conftest import ...` in this directory
+# (this file takes the module name conftest here)
+_spec = importlib.util.spec_from_file_location("vigil_tests_helpers",
+                                               Path(__file__).resolve().parent.parent / "conftest.py")
+_helpers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_helpers)
+VIGIL, run, tcp_listener, closed_port = (_helpers.VIGIL, _helpers.run, _helpers.tcp_listener,
+                                         _helpers.closed_port)
 
 
 def pytest_configure(config):

@@ -39,12 +39,12 @@ def log(msg: str) -> None:
 
 
 def suite_command(out: Path, bpf_dir: str | None) -> list:
-    env = {"VIGIL_KERNELS_OUT": str(out), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {"VIGIL_KERNELS_OUT": str(out), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
     if bpf_dir:
         env["VIGIL_BPF_DIR"] = bpf_dir
     py = str(ROOT / ".venv" / "bin" / "python")
     return (["env"] + [f"{k}={v}" for k, v in env.items()]
-            + [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
+            + [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic", "-rfE", "--tb=short",
                str(HERE)])
 
 
