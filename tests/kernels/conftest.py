@@ -94,6 +94,17 @@ def matrix() -> KernelMatrix:
     return _MATRIX
 
 
+@pytest.fixture(scope="session")
+def everything(start_pipeline):
+    """One pipeline with every sensing kind (the enforcement kinds are the Enforcer's), shared
+    by the sensor and event modules: loading every object is the slow part under TCG."""
+    from vigil.events import Kind
+    from vigil.events.kinds import ENFORCE_KINDS
+    c = start_pipeline(frozenset(k for k in Kind if k not in ENFORCE_KINDS))
+    yield c
+    c.stop()
+
+
 def _feature(item):
     m = item.get_closest_marker("feature")
     return m.args[0] if m and m.args else None

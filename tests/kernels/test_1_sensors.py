@@ -9,14 +9,6 @@ SENSING = frozenset(k for k in Kind if k not in ENFORCE_KINDS)
 SENSOR_OBJECTS = {x for k in SENSING for x in (SPECS[k].sensor,) + SPECS[k].also_sensors}
 
 
-@pytest.fixture(scope="module")
-def everything(start_pipeline):
-    """One pipeline with every sensing kind (the enforcement kinds are the Enforcer's)."""
-    c = start_pipeline(SENSING)
-    yield c
-    c.stop()
-
-
 @pytest.mark.feature("sensors load")
 def test_every_program_loads_or_says_why(everything, matrix):
     programs = everything.sensors.report.programs

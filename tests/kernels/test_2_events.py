@@ -40,8 +40,8 @@ class CgroupRecorder:
 
 
 @pytest.fixture(scope="module")
-def observed(start_pipeline, tmp_path_factory):
-    c = start_pipeline(SENSING)
+def observed(everything, tmp_path_factory):
+    c = everything
     cg = CgroupRecorder(c.pipeline)
     d = tmp_path_factory.mktemp("kev")
     v2 = find_v2_mount() or "/sys/fs/cgroup"
@@ -54,7 +54,8 @@ def observed(start_pipeline, tmp_path_factory):
     c.settle(quiet=0.3, limit=3)
     mine = [e for e in c.events if e.pid in pids]
     yield c, cg, did, str(d), mine
-    c.stop()
+    c.pipeline.process = cg._process
+    c.stop()            # the agent's module loads everything again: not two sets attached at once
 
 
 def expected(k: Kind, did: dict, d: str) -> dict:
