@@ -159,7 +159,8 @@ def test_text_report(bpf_objects):
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert out.startswith("vigil doctor: this node can run the agent")
-    assert "  yes  file identity: tracepoints (sys_exit_openat)" in out
+    assert ("  yes  file identity: tracepoints (sys_exit_openat)" in out
+            or "  yes  file identity: fentry/security_file_open" in out)
     assert "hooks (each probed by loading a program):" in out
     assert "Traceback" not in r.stderr
 

@@ -17,7 +17,7 @@ import tempfile
 import pytest
 
 from podman_env import poll
-from test_enforce_e2e import Agent
+from test_enforce_e2e import VIGIL, Agent
 from vigil.enforce.documents import PolicyError
 from vigil.enforce.loader import load_policies
 
@@ -67,18 +67,24 @@ def fs_type(path: str) -> str:
     return kind
 
 
+def identity_dir(tmp_path_factory, name: str):
+    """(a directory whose files stat(2) names by the kernel's inode, the directory to
+    remove afterwards or None).  The VMs of make test-kernels have /tmp on
+    overlayfs, whose stat (dev, ino) is not the kernel's inode (a documented limit
+    of identity, as for the watched files): there it is on tmpfs."""
+    tmp = tmp_path_factory.mktemp(name)
+    if fs_type(str(tmp)) != "overlay":
+        return tmp, None
+    from pathlib import Path
+    made = Path(tempfile.mkdtemp(prefix=f"vigil-{name}-", dir="/dev/shm"))
+    return made, made
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("needs root (BPF)")
-    tmp = tmp_path_factory.mktemp("filedeny")
-    made = None
-    if fs_type(str(tmp)) == "overlay":
-        # the VMs of make test-kernels have /tmp on overlayfs, whose stat (dev, ino)
-        # is not the kernel's inode (a documented limit of identity, as for the
-        # watched files): the denied files live on tmpfs there
-        from pathlib import Path
-        tmp = made = Path(tempfile.mkdtemp(prefix="vigil-filedeny-", dir="/dev/shm"))
+    tmp, made = identity_dir(tmp_path_factory, "filedeny")
     secret, audited, other = tmp / "secret", tmp / "audited", tmp / "other"
     for f in (secret, audited, other):
         f.write_text("x\n")
@@ -199,9 +205,8 @@ def test_a_replaced_file_is_denied_again(setup):
 
 def test_policy_show_names_the_hook(setup):
     _tmp, agent, status = setup
-    from conftest import VIGIL
     r = subprocess.run([VIGIL, "policy", "show"], capture_output=True, text=True, env=agent.env,
-                       timeout=60)
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if x.startswith("file opens denied by: "))
     hook = status["file_hook"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,10 +26,13 @@ def fentry_file_available() -> bool:
 
 @pytest.fixture(scope="module")
 def opened(start_pipeline, tmp_path_factory):
-    d = tmp_path_factory.mktemp("hooks")
+    from test_enforce_file import identity_dir
+    d, made = identity_dir(tmp_path_factory, "hooks")
     (d / "secret").write_text("s")
     (d / "other").write_text("o")
-    return d
+    yield d
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def test_file_identity_takes_the_best_hook_and_gives_the_same_event(start_pipeline, opened,

@@ -33,7 +33,7 @@ static __always_inline __u32 enf_file_match(__u32 ident, __u32 dev, __u64 ino, _
 	return (__u32)v->policy + 1;
 }
 
-static __always_inline void enf_file_event(struct file *ff, __u64 cg, __u32 ident, __u32 policy,
+static __always_inline void enf_file_event(struct file *f, __u64 cg, __u32 ident, __u32 policy,
 					   __u8 verdict, __u8 hook, __u32 dev, __u64 ino, __u8 modes)
 {
 	/* a file's flow: (cgroup, ident, verdict, policy, access modes in proto, dev + ino) */
@@ -57,7 +57,7 @@ static __always_inline void enf_file_event(struct file *ff, __u64 cg, __u32 iden
 	e->modes = modes;
 	e->dev = dev;
 	e->ino = ino;
-	if (dentry_to_str(ff->f_path.dentry, ff->f_path.mnt, e->path) <= 0)
+	if (file_to_str(f, e->path) <= 0)
 		e->path[0] = 0;
 	output_hi(e, sizeof(*e), EV_FILE_VERDICT);
 }
@@ -83,26 +83,36 @@ static __always_inline int enf_file_decide(struct file *f, __u8 hook)
 		return 0;      /* a container process is judged by its container's policies only */
 	if (!ie && !ia)
 		return 0;
-	struct file *ff = KCAST(struct file, f);
-	struct inode *in = ff->f_inode;
-	if (!in)
-		return 0;
-	__u32 dev = in->i_sb->s_dev;
-	__u64 ino = in->i_ino;
-	__u32 fm = ff->f_mode;
+	__u32 dev, fm;
+	__u64 ino;
+	if (HAVE_KCAST) {
+		struct file *ff = KCAST(struct file, f);
+		struct inode *in = ff->f_inode;
+		if (!in)
+			return 0;
+		dev = in->i_sb->s_dev;
+		ino = in->i_ino;
+		fm = ff->f_mode;
+	} else {       /* 6.1: no bpf_rdonly_cast */
+		if (!BPF_CORE_READ(f, f_inode))
+			return 0;
+		dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+		ino = BPF_CORE_READ(f, f_inode, i_ino);
+		fm = BPF_CORE_READ(f, f_mode);
+	}
 	__u8 modes = ((fm & FMODE_READ) ? OPEN_WANT_READ : 0) | ((fm & FMODE_WRITE) ? OPEN_WANT_WRITE : 0);
 	if (ie) {
 		__u32 m = enf_file_match(ie, dev, ino, modes);
 		if (m) {
 			__u8 v = hook == FILE_HOOK_TRACEPOINT ? ENF_KILL : ENF_DENY;
-			enf_file_event(ff, cg, ie, m - 1, v, hook, dev, ino, modes);
+			enf_file_event(f, cg, ie, m - 1, v, hook, dev, ino, modes);
 			return v;
 		}
 	}
 	if (ia) {
 		__u32 m = enf_file_match(ia, dev, ino, modes);
 		if (m) {
-			enf_file_event(ff, cg, ia, m - 1, ENF_AUDIT, hook, dev, ino, modes);
+			enf_file_event(f, cg, ia, m - 1, ENF_AUDIT, hook, dev, ino, modes);
 			return ENF_AUDIT;
 		}
 	}
