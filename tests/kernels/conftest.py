@@ -130,13 +130,21 @@ def pytest_runtest_makereport(item, call):
             _MATRIX.outcome(feature, item.name, "passed", "")
 
 
-def pytest_sessionfinish(session, exitstatus):
+def _write(exitstatus=None) -> None:
     out = os.environ.get("VIGIL_KERNELS_OUT")
     if not out:
         return
     data = _MATRIX.as_dict()
-    data["exitstatus"] = int(exitstatus)
+    data["exitstatus"] = exitstatus          # None: still running (or stopped: a VM timeout)
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
     os.replace(tmp, out)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    _write()             # after every test: a VM stopped by its timeout still reports
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _write(int(exitstatus))

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ sys.path.insert(0, str(HERE))
 import kernels  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-VM_TIMEOUT = int(os.environ.get("VIGIL_KERNEL_VM_TIMEOUT", "600"))
+VM_TIMEOUT = int(os.environ.get("VIGIL_KERNEL_VM_TIMEOUT", "1200"))
 VM_MEMORY = os.environ.get("VIGIL_KERNEL_VM_MEMORY", "3G")
 
 
@@ -38,19 +39,19 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def suite_command(out: Path, bpf_dir: str | None) -> list:
+def suite_command(out: Path, bpf_dir: str | None, tests=None) -> list:
     env = {"VIGIL_KERNELS_OUT": str(out), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
     if bpf_dir:
         env["VIGIL_BPF_DIR"] = bpf_dir
     py = str(ROOT / ".venv" / "bin" / "python")
     return (["env"] + [f"{k}={v}" for k, v in env.items()]
             + [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic", "-rfE", "--tb=short",
-               str(HERE)])
+               *(tests or [str(HERE)])])
 
 
-def run_host(out: Path, bpf_dir: str | None) -> dict:
+def run_host(out: Path, bpf_dir: str | None, tests=None) -> dict:
     t0 = time.monotonic()
-    r = subprocess.run(suite_command(out, bpf_dir), cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(suite_command(out, bpf_dir, tests), cwd=ROOT, capture_output=True, text=True)
     total = time.monotonic() - t0
     (out.with_suffix(".log")).write_text(r.stdout + r.stderr)
     return {"row": "host", "what": "this host's own kernel (no VM)", "package": "",
@@ -58,8 +59,8 @@ def run_host(out: Path, bpf_dir: str | None) -> dict:
             "tail": (r.stdout + r.stderr).strip().splitlines()[-3:]}
 
 
-def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None) -> dict:
-    inner = " ".join(shlex.quote(a) for a in suite_command(out, bpf_dir))
+def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None, tests=None) -> dict:
+    inner = " ".join(shlex.quote(a) for a in suite_command(out, bpf_dir, tests))
     # the guest's clock (from the emulated RTC) stamps the suite's start: boot = start - launch
     guest = f"cd {shlex.quote(str(ROOT))} && date +%s.%N > {shlex.quote(str(out))}.start && {inner}"
     # -v: the guest's console (kernel log, then the suite's output) goes to the log; without it
@@ -74,13 +75,22 @@ def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None) -> dict:
     t0 = time.monotonic()
     rc = None
     with open(logf, "w") as f:
+        # vng runs virtme-run from PATH; its own session, so a timeout stops QEMU too
+        env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=f,
+                             stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            # vng runs virtme-run from PATH
-            env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-            rc = subprocess.run(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=f,
-                                stderr=subprocess.STDOUT, timeout=VM_TIMEOUT).returncode
+            rc = p.wait(VM_TIMEOUT)
         except subprocess.TimeoutExpired:
             rc = "timeout"
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    break
+                time.sleep(2)
+            p.wait()
     total = time.monotonic() - t0
     start = Path(f"{out}.start")
     boot = None
@@ -160,6 +170,8 @@ def main(argv=None) -> int:
     ap.add_argument("rows", nargs="*", default=["6.1", "6.1-cloud", "6.12", "host"])
     ap.add_argument("--bpf-dir", default=None, help="the BPF objects to load (VIGIL_BPF_DIR)")
     ap.add_argument("--out", default=str(RESULTS / "kernels.md"))
+    ap.add_argument("--tests", action="append", default=None,
+                    help="pytest paths or node ids instead of all of tests/kernels (repeatable)")
     a = ap.parse_args(argv)
     unknown = [r for r in a.rows if r != "host" and r not in kernels.LINES]
     if unknown:
@@ -188,7 +200,7 @@ def main(argv=None) -> int:
         out.unlink(missing_ok=True)
         if name == "host":
             log("kernels: host: the suite on this kernel")
-            r = run_host(out, bpf_dir)
+            r = run_host(out, bpf_dir, a.tests)
         else:
             try:
                 k = kernels.fetch(kernels.LINES[name], log=log)
@@ -205,7 +217,7 @@ def main(argv=None) -> int:
                 write(False)
                 continue
             log(f"kernels: {name}: booting {k.release} ({k.package})")
-            r = run_vm(k, out, bpf_dir)
+            r = run_vm(k, out, bpf_dir, a.tests)
         r["result"] = json.loads(out.read_text()) if out.exists() else None
         log(f"kernels: {name}: {status_of(r['result'])} "
             f"(boot {r['boot_seconds']} s, total {r['total_seconds']} s, log {out.with_suffix('.log')})")

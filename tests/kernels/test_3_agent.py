@@ -23,7 +23,7 @@ import pytest
 
 from conftest import VIGIL, closed_port, tcp_listener
 
-START_TIMEOUT = 240          # the agent's start (loading every object) is minutes under TCG
+START_TIMEOUT = 480          # the agent loads every object it needs: minutes under TCG on a loaded host
 
 
 def poll(pred, timeout: float, step: float = 0.1):

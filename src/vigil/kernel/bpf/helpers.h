@@ -401,13 +401,17 @@ static long path_walk_step(__u32 idx, void *arg)
 	struct scratch *s = w->s;
 	if (!s)
 		return 1;
+	/* locals first: a BPF_CORE_READ of w->d would relocate against struct path_walk,
+	 * which no kernel has */
+	struct dentry *wd = w->d;
+	struct mount *wm = w->m;
 	struct dentry *parent, *mnt_root;
 	if (HAVE_KCAST) {
 		parent = KCAST(struct dentry, w->d)->d_parent;
 		mnt_root = KCAST(struct mount, w->m)->mnt.mnt_root;
 	} else {
-		parent = BPF_CORE_READ(w->d, d_parent);
-		mnt_root = BPF_CORE_READ(w->m, mnt.mnt_root);
+		parent = BPF_CORE_READ(wd, d_parent);
+		mnt_root = BPF_CORE_READ(wm, mnt.mnt_root);
 	}
 	if (w->d == mnt_root) {
 		struct mount *mp;
@@ -417,8 +421,8 @@ static long path_walk_step(__u32 idx, void *arg)
 			mp = m->mnt_parent;
 			mountpoint = m->mnt_mountpoint;
 		} else {
-			mp = BPF_CORE_READ(w->m, mnt_parent);
-			mountpoint = BPF_CORE_READ(w->m, mnt_mountpoint);
+			mp = BPF_CORE_READ(wm, mnt_parent);
+			mountpoint = BPF_CORE_READ(wm, mnt_mountpoint);
 		}
 		if (w->m == mp)
 			return 1;   /* reached the namespace root */
@@ -436,8 +440,8 @@ static long path_walk_step(__u32 idx, void *arg)
 		len = d->d_name.len & 255;
 		name = d->d_name.name;
 	} else {
-		len = BPF_CORE_READ(w->d, d_name.len) & 255;
-		name = BPF_CORE_READ(w->d, d_name.name);
+		len = BPF_CORE_READ(wd, d_name.len) & 255;
+		name = BPF_CORE_READ(wd, d_name.name);
 	}
 	int pos = w->pos;
 	if (pos - (int)len - 1 < 0) {
