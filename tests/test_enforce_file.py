@@ -168,7 +168,7 @@ def test_a_denied_file_cannot_be_read_by_any_name(setup):
     # reported with vigil.repeat_count)
     total = lambda: sum(a["output_fields"].get("vigil.repeat_count", 1)  # noqa: E731
                         for a in agent.alerts(rule))
-    ok = poll(lambda: total() >= 3, 20)
+    ok = poll(lambda: total() >= 3, 60, 1.0)
     assert ok, (agent.alerts(rule), agent.err_path.read_text())
     alerts = agent.alerts(rule)
     st = os.stat(tmp / "secret")
@@ -187,7 +187,7 @@ def test_a_denied_file_cannot_be_read_by_any_name(setup):
 def test_audit_mode_reports_and_allows(setup):
     tmp, agent, _status = setup
     assert read(tmp, tmp / "audited").stdout == "opened\n"
-    ok = poll(lambda: agent.alerts("File open would be denied by policy (audit)"), 20)
+    ok = poll(lambda: agent.alerts("File open would be denied by policy (audit)"), 60, 1.0)
     assert ok
     f = agent.alerts("File open would be denied by policy (audit)")[0]["output_fields"]
     assert f["vigil.verdict"] == "audit" and f["vigil.policy"] == "VigilPolicy watch-audited"

@@ -22,6 +22,7 @@ OPEN_DENY = "enforcement: open deny"
 IDENTITY = "hook: file identity"
 
 
+@pytest.mark.timeout(1200)     # every `vigil alerts` takes seconds in an emulated VM
 @pytest.mark.feature(OPEN_DENY)
 def test_open_deny(setup, matrix):  # noqa: F811
     status = setup[2]
