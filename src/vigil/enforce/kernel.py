@@ -179,7 +179,12 @@ class EnforceKernel:
             log.warning("file open enforcement unavailable: %s not built", path.name)
             return
         choices = [h for h in FILE_HOOKS if not self.file_hook or h[0] == self.file_hook]
+        from vigil.kernel.probe import lsm_reason
         for hook, progs, what in choices:
+            if hook == "lsm" and lsm_reason():
+                # an LSM program loads and attaches there, but is never called
+                self.file_hook_why[hook] = lsm_reason()
+                continue
             obj = self._open(OBJECTS[2], progs)
             got = []
             try:

@@ -170,6 +170,10 @@ def probe_hook(hook: Hook, tracefs: str, cgroup_root: Optional[str],
             link = _attach(prog, hook, tracefs, cgroup_root)
             link.destroy()
             res.attached = True
+            if hook.name == "lsm" and lsm_reason():
+                # it loads and attaches, but the kernel never calls it
+                res.attached = False
+                res.error = f"{lsm_reason()}: the program attaches but is never called"
     except (libbpf.BpfError, OSError) as e:
         res.error = _why(e, "attach" if res.loaded else "load")
         if res.loaded:
