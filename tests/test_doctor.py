@@ -83,8 +83,17 @@ def test_kprobe_fentry_lsm_match_the_kernel(report):
 
 def test_features_say_how_and_why(report):
     f = report["by_feature"]
-    assert f["file identity"] == {"feature": "file identity", "available": True,
-                                  "why": "tracepoints (sys_exit_openat)"}
+    h = report["by_hook"]
+    fi = f["file identity"]
+    if not h["fentry_file"]["available"]:
+        # this host: the tracepoint path serves, and the report says why fentry does not
+        assert fi["available"] and fi["why"] == "tracepoints (sys_exit_openat)"
+        assert fi["hook"] == "tracepoints (sys_exit_openat)" and fi["degraded"] is True
+        fentry, tp = fi["ways"]
+        assert fentry["used"] is False and fentry["why"].startswith("fentry_file load refused")
+        assert tp["used"] is True and "at the syscall's exit" in tp["why"]
+    else:
+        assert fi["hook"].startswith("fentry/security_file_open") and not fi["degraded"]
     assert f["enforcement"]["available"] and f["enforcement"]["why"].startswith(
         "cgroup/connect4, cgroup_skb/ingress, cgroup v2 at ")
     tfs = report["node"]["tracefs"]["path"]
@@ -93,6 +102,43 @@ def test_features_say_how_and_why(report):
     if not has_module_tp:
         assert f["kernel module load rule"]["why"] == "no module tracepoints"
     assert report["can_run"] is True and report["problems"] == []
+
+
+def test_each_feature_names_the_hook_that_serves_it(report):
+    """Per feature: exactly one way used when available, and every way not
+    used says why (a refusal of its hook, or that a better one serves)."""
+    h = report["by_hook"]
+    for f in report["features"]:
+        used = [w for w in f["ways"] if w["used"]]
+        assert len(used) == (1 if f["hook"] else 0), f
+        for w in f["ways"]:
+            assert w["used"] or w["why"], f
+    od = report["by_feature"]["open deny (file.deny)"]
+    best = ("lsm/file_open (EPERM)" if h["lsm"]["available"] else
+            "fmod_ret/security_file_open (EPERM)" if h["fmod_ret"]["available"] else
+            "tracepoints sys_exit_open* + bpf_send_signal")
+    assert od["available"] and od["hook"] == best
+    assert od["degraded"] is best.startswith("tracepoints")
+    lsm = od["ways"][0]
+    if not h["lsm"]["available"]:
+        assert lsm["why"].startswith("lsm ") and h["lsm"]["error"] in lsm["why"]
+    if h["lsm"]["available"]:
+        assert od["ways"][1]["why"] in ("not needed: lsm/file_open (EPERM) serves",) or \
+            not h["fmod_ret"]["available"]
+    pk = report["by_feature"]["packets"]
+    assert pk["hook"].startswith("tp_btf/netif_receive_skb")
+    kp = pk["ways"][-1]
+    assert kp["hook"] == "kprobe/netif_receive_skb" and kp["used"] is False
+    assert kp["why"].startswith("not needed: ") and kp["available"] is h["kprobe"]["available"]
+    cp = report["by_feature"]["connect deny by process (process: selectors)"]
+    assert cp["available"] is h["sock_task_storage"]["available"]
+
+
+def test_bpf_lsm_off_is_explained():
+    from vigil.kernel.probe import lsm_reason
+    assert lsm_reason(["lockdown", "capability", "yama"]) == (
+        "BPF LSM not enabled (lsm= lacks bpf; active: lockdown,capability,yama)")
+    assert lsm_reason(["lockdown", "bpf"]) == ""
 
 
 def test_node_facts(report):
@@ -113,7 +159,8 @@ def test_text_report(bpf_objects):
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert out.startswith("vigil doctor: this node can run the agent")
-    assert "  yes  file identity: tracepoints (sys_exit_openat)" in out
+    assert ("  yes  file identity: tracepoints (sys_exit_openat)" in out
+            or "  yes  file identity: fentry/security_file_open" in out)
     assert "hooks (each probed by loading a program):" in out
     assert "Traceback" not in r.stderr
 

@@ -115,7 +115,9 @@ class Agent:
                                   stdout=self.out, stderr=self.err, env=env,
                                   start_new_session=True)
         status = self.run_dir / "enforce.json"
-        ok = poll(lambda: status.exists() or self.p.poll() is not None, 60)
+        # a kernel booted in an emulated VM (make test-kernels) starts the agent far slower
+        start = float(os.environ.get("VIGIL_TEST_START_TIMEOUT", "60"))
+        ok = poll(lambda: status.exists() or self.p.poll() is not None, start)
         assert ok and self.p.poll() is None, self.err_path.read_text()
         time.sleep(1.0)     # the event loop is running
 

@@ -30,8 +30,9 @@ def python_enums() -> dict:
                  "OPEN_WANT_ALL": filters.OPEN_WANT_ALL}
     open_via = {f"VIA_{(n or 'syscall').upper()}": i for i, n in enumerate(kinds.OPEN_VIA)}
     open_watched = {f"WATCHED_{(n or 'none').upper()}": i for i, n in enumerate(kinds.OPEN_WATCHED)}
+    file_hook = {f"FILE_HOOK_{n.upper()}": i for i, n in enumerate(kinds.FILE_HOOKS) if n}
     from vigil.kernel import counters
-    return {"ev_kind": ev_kind, "ev_syscall": ev_syscall, "open_want": open_want,
+    return {"file_hook": file_hook, "ev_kind": ev_kind, "ev_syscall": ev_syscall, "open_want": open_want,
             "open_via": open_via, "open_watched": open_watched,
             "exe_flag": dict(S.EXE_FLAGS),
             "ev_record": dict(kinds.RECORDS), "stat_slot": dict(counters.STAT_SLOTS_ENUM)}

@@ -3,78 +3,22 @@
 Hooks are probed by loading a tiny program per hook type (vigil.kernel.probe);
 node facts come from vigil.kernel.node, runtimes from
 vigil.state.containers.runtimes.  The report says which vigil features work
-here, each with the reason, and exits 1 when the agent cannot run."""
+here, which hook serves each and why the others do not
+(vigil.kernel.probe_features), and exits 1 when the agent cannot run."""
 from __future__ import annotations
 
 import json
 import os
 import sys
-from dataclasses import dataclass
 
 import click
 
 from vigil.kernel import environment, node
 from vigil.kernel.probe import probe_all, probes_path
+from vigil.kernel.probe_features import FEATURES, judge
 
 
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    hooks: tuple            # hook types it needs (all of them)
-    tracepoints: tuple = ()  # syscall tracepoints it needs (any one of them is enough)
-    cgroup_v2: bool = False
-    bpffs: bool = False
-    required: bool = False  # the agent cannot run without it
-    how: str = ""           # how vigil does it, when more telling than the hook names
-
-
-FEATURES = (
-    Feature("event transport", ("ringbuf",), required=True),
-    Feature("process events (exec, fork, exit)", ("tp_btf",), required=True,
-            how="tp_btf/sched_process_exec, sched_process_fork, sched_process_exit"),
-    Feature("failed execs", ("tracepoint",), ("sys_exit_execve",)),
-    Feature("file identity", ("tracepoint",), ("sys_exit_openat",)),
-    Feature("network connections", ("tracepoint",), ("sys_enter_connect",)),
-    Feature("DNS queries", ("tracepoint",), ("sys_enter_sendto",)),
-    Feature("kernel module load rule", ("tracepoint",),
-            ("sys_enter_finit_module", "sys_enter_init_module")),
-    Feature("container identity", ("tp_btf",), cgroup_v2=True,
-            how="tp_btf/cgroup_mkdir, cgroup_rmdir"),
-    Feature("enforcement", ("cgroup_sock_addr", "cgroup_skb"), cgroup_v2=True),
-    Feature("exec kill enforcement", ("tp_btf", "send_signal"),
-            how="bpf_send_signal at tp_btf/sched_process_exec"),
-    Feature("persistent enforcement (--persist)", ("cgroup_sock_addr",), bpffs=True),
-)
-HOOK_HOW = {"tp_btf": "tp_btf", "cgroup_sock_addr": "cgroup/connect4",
-            "cgroup_skb": "cgroup_skb/ingress", "ringbuf": "BPF ring buffer",
-            "send_signal": "bpf_send_signal", "tracepoint": "tracepoints"}
 AGENT_CAPS = ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN")
-
-
-def judge(f: Feature, hooks: dict, facts: dict) -> dict:
-    """{feature, available, why} for one feature."""
-    missing = [h for h in f.hooks if not hooks[h].available]
-    if missing:
-        why = "; ".join(f"{h} {hooks[h].error or 'unavailable'}" for h in missing)
-        return {"feature": f.name, "available": False, "why": why}
-    how = [f.how] if f.how else [HOOK_HOW.get(h, h) for h in f.hooks]
-    if f.tracepoints:
-        tfs = facts["tracefs"]["path"]
-        found = [t for t in f.tracepoints if node.tracepoint_exists(tfs, "syscalls", t)]
-        if not found:
-            what = "module" if "module" in f.name else "/".join(f.tracepoints)
-            return {"feature": f.name, "available": False,
-                    "why": f"no {what} tracepoints" + ("" if facts["tracefs"]["mounted"]
-                                                       else " (tracefs not mounted)")}
-        how = [f"tracepoints ({', '.join(found)})"] + how[1:]
-    if f.cgroup_v2:
-        v2 = facts["cgroup"]["v2_mount"]
-        if not v2:
-            return {"feature": f.name, "available": False, "why": "no cgroup v2 hierarchy mounted"}
-        how.append(f"cgroup v2 at {v2}")
-    if f.bpffs and not facts["bpffs"]["mounted"]:
-        return {"feature": f.name, "available": False, "why": "bpffs not mounted at /sys/fs/bpf"}
-    return {"feature": f.name, "available": True, "why": ", ".join(how)}
 
 
 def build_report() -> dict:
@@ -154,7 +98,14 @@ def render(rep: dict) -> str:
             lines.append(f"  {_yes(h['available'])}  {h['hook']:<17} {h['what']}{tail}")
     if rep["features"]:
         lines += ["", "features:"]
-        lines += [f"  {_yes(f['available'])}  {f['feature']}: {f['why']}" for f in rep["features"]]
+        for f in rep["features"]:
+            lines.append(f"  {_yes(f['available'])}  {f['feature']}: {f['why']}"
+                         + (" [degraded]" if f.get("degraded") else ""))
+            others = [w for w in f.get("ways", ()) if not w["used"] or w["why"]]
+            if len(f.get("ways", ())) > 1 or f.get("degraded"):
+                for w in others:
+                    mark = "used" if w["used"] else "not used"
+                    lines.append(f"         {mark}: {w['hook']}: {w['why']}")
     if rep["problems"]:
         lines += ["", "cannot run the agent:"] + [f"  - {p}" for p in rep["problems"]]
     return "\n".join(lines)

@@ -69,6 +69,11 @@ def show(as_json):
                f"{len(st['policies'])} policies; {st['kernel_entries']} kernel entries; "
                f"programs: {', '.join(st['programs']) or '-'}"
                + ("; persisted" if st.get("persist") else ""))
+    if st.get("file_hook"):
+        why = "; ".join(f"{h}: {w}" for h, w in (st.get("file_hook_why") or {}).items())
+        click.echo(f"file opens denied by: {st['file_hook']}"
+                   + (" (kill at the open's exit)" if st["file_hook"] == "tracepoint" else
+                      " (EPERM)") + (f"; not used: {why}" if why else ""))
     for p in st["policies"]:
         click.echo(f"  {p['policy']} ({p['mode']}) from {p['source']}")
     for w in st["workloads"]:

@@ -22,6 +22,7 @@ ALLOW, DENY = 1, 2       # enforce.h ENF_LIST_*
 DIR_CODE = {EGRESS: 1, INGRESS: 2}
 F_DENY_EGRESS, F_DENY_INGRESS, F_NET_DENY, F_EXEC, F_EXEC_PATH, F_PROC = 1, 2, 4, 8, 16, 32
 F_EXEC_ALLOW = 64        # enforce.h ENF_HAS_EXEC_ALLOW: exec allow-list, everything else killed
+F_FILE = 128             # enforce.h ENF_HAS_FILE: file entries (enf_files)
 EXEC_NAME, EXEC_PATH, EXEC_ALLOW = 1, 2, 3
 COMM_MAX = 15
 
@@ -34,13 +35,14 @@ class PolicySet:
     defaults: tuple    # ((dir, (policy keys ...)), ...): who made a direction default-deny
     policies: tuple    # the policy keys folded in
     proc_nets: tuple = ()   # ((process class, net entry as in nets), ranges): process-limited
+    files: tuple = ()       # ((path, OPEN_WANT_* modes), policy): opens denied (enf_files)
 
     def default_policies(self, direction: str) -> tuple:
         return dict(self.defaults).get(direction, ())
 
     @property
     def entries(self) -> int:
-        return len(self.nets) + len(self.execs) + len(self.proc_nets)
+        return len(self.nets) + len(self.execs) + len(self.proc_nets) + len(self.files)
 
 
 PROC_CLASSES_MAX = 255  # enforce.h enf_tag: one byte
@@ -230,8 +232,16 @@ class Compiler:
             for p in allowing:
                 for path in p.exec_allow:
                     execs.setdefault((EXEC_ALLOW, path), self.index(p.key))
+        files: dict = {}
+        for p in sel:
+            for path, modes in p.file_deny:
+                pol, m = files.get(path, (self.index(p.key), 0))
+                files[path] = (pol, m | modes)
+        if files:
+            flags |= F_FILE
         return PolicySet(flags, tuple(sorted(nets)), tuple(sorted(execs.items())),
-                         tuple(defaults), tuple(p.key for p in sel), tuple(sorted(proc_nets)))
+                         tuple(defaults), tuple(p.key for p in sel), tuple(sorted(proc_nets)),
+                         tuple(sorted(((path, m), pol) for path, (pol, m) in files.items())))
 
     def _by_class(self, wl, policies, lst: str, direction: str) -> dict:
         """{process class (0 = any process): grants} of the policies' allow or deny list."""

@@ -16,13 +16,25 @@ import subprocess
 
 from vigil.enforce.tables import MAPS
 from vigil.kernel import libbpf
-from vigil.kernel.environment import EnvironmentProblem
+from vigil.kernel.environment import EnvironmentProblem, tracefs_path
 from vigil.kernel.sensors import SHARED_MAPS, bpf_dir
 from vigil.state.containers.cgroupfs import find_v2_mount
 
 log = logging.getLogger("vigil.enforce.kernel")
 
-OBJECTS = ("enforce_net", "enforce_exec")
+OBJECTS = ("enforce_net", "enforce_exec", "enforce_file")
+# enforce_file.bpf.c: the hooks that can refuse an open, best first; the first
+# whose programs this kernel loads and attaches is the one used (the others
+# are not loaded).  The tracepoint programs are the reference, on every kernel.
+FILE_HOOKS = (
+    ("lsm", ("file_verdict__lsm",), "lsm/file_open: opens denied with EPERM"),
+    ("fmod_ret", ("file_verdict__fmod_ret",), "fmod_ret/security_file_open: opens denied with EPERM"),
+    ("tracepoint", ("file_verdict__exit_open", "file_verdict__exit_openat",
+                    "file_verdict__exit_openat2", "file_verdict__exit_creat",
+                    "file_verdict__exit_open_by_handle_at"),
+     "tp/syscalls/sys_exit_open*: a denied open kills the process (SIGKILL before it "
+     "returns to user space; no EPERM on this kernel)"),
+)
 PIN_ROOT = os.environ.get("VIGIL_PIN_DIR", "/sys/fs/bpf/vigil")
 
 
@@ -48,8 +60,12 @@ class EnforceKernel:
         self.links: list = []
         self.errors: list = []                # "program: why" of what could not be attached
         self.persisted = False
+        self.file_hook = ""                   # lsm | fmod_ret | tracepoint | "" (none)
+        self.net_procs = None                 # process selectors in the socket hooks (None: not tried)
+        self.net_procs_why = ""
+        self.file_hook_why: dict = {}         # hook -> why it is not used here
 
-    def _open(self, name: str, autoload: bool) -> libbpf.BpfObject:
+    def _open(self, name: str, autoload) -> libbpf.BpfObject:
         obj = libbpf.BpfObject(str(self.directory / f"{name}.bpf.o"))
         try:
             for m in SHARED_MAPS:
@@ -57,7 +73,7 @@ class EnforceKernel:
             for m, mp in self.maps.items():
                 obj.reuse_map(m, mp.fd)
             for p in obj.programs():
-                p.autoload = autoload
+                p.autoload = autoload if isinstance(autoload, bool) else p.name in autoload
         except BaseException:
             obj.close()
             raise
@@ -82,20 +98,17 @@ class EnforceKernel:
         objects, links = [], []
         cg = os.open(self.cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            for name in OBJECTS:
-                obj = self._open(name, True)
+            for name in OBJECTS[:2]:
+                obj = self._load_object(name)
                 objects.append(obj)
-                obj.load()
                 for prog in obj.programs():
                     try:
-                        if prog.section.startswith(("cgroup/", "cgroup_skb/")):
-                            links.append(prog.attach_cgroup(cg))
-                        else:
-                            links.append(prog.attach())
+                        links.append(self._attach_prog(prog, cg))
                     except libbpf.BpfError as e:
                         self.errors.append(f"{prog.name}: {e.strerror}")
                         log.error("enforcement program %s (%s) not attached: %s", prog.name,
                                   prog.section, e.strerror)
+            self._load_file_hook(objects, links, cg)
         except BaseException:
             for link in links:
                 link.destroy()
@@ -111,6 +124,90 @@ class EnforceKernel:
             link.destroy()
         for obj in old_objects:
             obj.close()
+
+    def _load_object(self, name: str) -> libbpf.BpfObject:
+        """Load one enforcement object whole.  enforce_net: with process
+        selectors (task storage in the socket hooks) where the kernel takes
+        them, else again without (net_procs False, net_procs_why says why)."""
+        obj = self._open(name, True)
+        if name != "enforce_net" or self.net_procs is False:
+            if name == "enforce_net":
+                obj.set_const("enf_task_storage", struct.pack("<I", 0))
+            try:
+                obj.load()
+            except BaseException:
+                obj.close()
+                raise
+            return obj
+        try:
+            obj.load()
+            self.net_procs = True
+            return obj
+        except libbpf.BpfError as e:
+            obj.close()
+            first = e
+        obj = self._open(name, True)
+        obj.set_const("enf_task_storage", struct.pack("<I", 0))
+        try:
+            obj.load()
+        except BaseException:
+            obj.close()
+            raise first from None
+        self.net_procs = False
+        self.net_procs_why = ("the socket hooks load only without task storage "
+                              f"(bpf_task_storage_get; {_refusal(first, 'load')})")
+        log.warning("network enforcement without process selectors: %s; an entry with "
+                    "process: matches no process here", self.net_procs_why)
+        return obj
+
+    def _attach_prog(self, prog, cg: int) -> libbpf.Link:
+        sec = prog.section
+        if sec.startswith(("cgroup/", "cgroup_skb/")):
+            return prog.attach_cgroup(cg)
+        parts = sec.split("/")
+        if parts[0] in ("tp", "tracepoint") and len(parts) == 3:
+            return prog.attach_tracepoint(tracefs_path(), parts[1], parts[2])
+        return prog.attach()
+
+    def _load_file_hook(self, objects: list, links: list, cg: int) -> None:
+        """The best file-open hook this kernel takes (FILE_HOOKS), loaded and
+        attached; the ones before it are noted with why not.  Once chosen
+        (a swap_ring reloads), the same hook is taken again."""
+        path = self.directory / f"{OBJECTS[2]}.bpf.o"
+        if not path.exists():
+            self.file_hook_why = {"all": f"{path.name} not built"}
+            log.warning("file open enforcement unavailable: %s not built", path.name)
+            return
+        choices = [h for h in FILE_HOOKS if not self.file_hook or h[0] == self.file_hook]
+        from vigil.kernel.probe import lsm_reason
+        for hook, progs, what in choices:
+            if hook == "lsm" and lsm_reason():
+                # an LSM program loads and attaches there, but is never called
+                self.file_hook_why[hook] = lsm_reason()
+                continue
+            obj = self._open(OBJECTS[2], progs)
+            got = []
+            try:
+                obj.load()
+                for prog in obj.programs():
+                    if prog.name in progs:
+                        got.append(self._attach_prog(prog, cg))
+            except libbpf.BpfError as e:
+                for link in got:
+                    link.destroy()
+                obj.close()
+                self.file_hook_why[hook] = _refusal(e, "attach" if obj.loaded else "load")
+                continue
+            objects.append(obj)
+            links.extend(got)
+            if not self.file_hook:
+                self.file_hook = hook
+                others = "; ".join(f"{h}: {w}" for h, w in self.file_hook_why.items())
+                (log.info if hook != "tracepoint" else log.warning)(
+                    "file open enforcement: %s%s", what, f" ({others})" if others else "")
+            return
+        log.error("file open enforcement unavailable: %s",
+                  "; ".join(f"{h}: {w}" for h, w in self.file_hook_why.items()))
 
     def swap_ring(self, shared: dict) -> None:
         """The sensors were restarted with new shared maps (a new ring buffer):
@@ -147,6 +244,12 @@ class EnforceKernel:
             self._owner.close()
             self._owner = None
         self.maps = {}
+
+
+def _refusal(e: libbpf.BpfError, stage: str) -> str:
+    """One line: what the kernel said when it refused a hook."""
+    from vigil.kernel.probe import explain_refusal
+    return explain_refusal(e, stage)
 
 
 def held_pids(root: str = PIN_ROOT) -> list:

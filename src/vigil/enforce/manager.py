@@ -34,6 +34,7 @@ log = logging.getLogger("vigil.enforce")
 
 DEFAULT_PROTECTED = ("kubelet", "containerd", "runc", "crio", "conmon", "sshd")
 HEARTBEAT = 2.0          # s: new containers are held only while the agent is alive
+FILE_RESCAN = 2.0        # s: denied paths are stat'ed again this often
 STATUS_DIR = os.environ.get("VIGIL_RUN_DIR", "/run/vigil")
 STATUS_FILE = "enforce.json"
 
@@ -69,6 +70,7 @@ class Enforcer:
         self.alerts = 0
         self.applies = 0
         self._last_flush = 0.0
+        self._last_files = 0.0
 
     # --- lifecycle ---
 
@@ -205,6 +207,11 @@ class Enforcer:
         self._heartbeat()
         if self._dirty:
             self.apply()
+        if now - self._last_files >= FILE_RESCAN:
+            # a denied file replaced by rename (passwd rewrites /etc/shadow) is a new inode
+            self._last_files = now
+            if self.tables.refresh_files():
+                log.info("file deny: a denied path names another file now; entries updated")
         if now - self._last_flush >= 1.0:
             self._last_flush = now
             self._flush_folded()
@@ -214,8 +221,15 @@ class Enforcer:
         from vigil.enforce.events import folded_event
         for key, repeats in self.tables.take_folded(boot_ns() - 1_000_000_000):
             info = self.resolver.peek(key.cgroup) if self.resolver is not None else None
-            ev = folded_event(key, repeats, info)
+            ev = folded_event(key, repeats, info, self.tables.file_paths())
+            if ev.kind == Kind.FILE_VERDICT and not ev.hook:
+                ev.hook = self.file_hook_index()
             self._alert(ev)
+
+    def file_hook_index(self) -> int:
+        from vigil.events.kinds import FILE_HOOKS
+        hook = self.kernel.file_hook if self.kernel else ""
+        return FILE_HOOKS.index(hook) if hook in FILE_HOOKS else 0
 
     def _heartbeat(self) -> None:
         until = boot_ns() + int(HEARTBEAT * 1e9) if self.needs_hold() else 0
@@ -224,7 +238,7 @@ class Enforcer:
     # --- verdicts ---
 
     def on_event(self, ev) -> None:
-        if ev.kind not in (Kind.NET_VERDICT, Kind.EXEC_VERDICT):
+        if ev.kind not in (Kind.NET_VERDICT, Kind.EXEC_VERDICT, Kind.FILE_VERDICT):
             return
         if VERDICTS.get(ev.verdict) == "hold":
             self._release(ev)
@@ -235,7 +249,7 @@ class Enforcer:
         if ev.policy != 0xFFFF:
             return self.index.name(ev.policy)
         pset = self.tables.sets.get(ev.ident) if self.tables else None
-        direction = {1: "egress", 2: "ingress", 3: "exec"}.get(ev.direction, "")
+        direction = {1: "egress", 2: "ingress", 3: "exec", 4: "file"}.get(ev.direction, "")
         names = pset.default_policies(direction) if pset is not None else ()
         return ",".join(names) or "default deny"
 
@@ -290,6 +304,8 @@ class Enforcer:
         st = {"pid": os.getpid(), "time": time.time(), "persist": self.persist,
               "programs": self.kernel.attached() if self.kernel else [],
               "errors": self.kernel.errors if self.kernel else [],
+              "file_hook": self.kernel.file_hook if self.kernel else "",
+              "file_hook_why": self.kernel.file_hook_why if self.kernel else {},
               "policies": [{"policy": p.key, "mode": p.mode, "source": p.source}
                            for p in self.policies],
               "workloads": rows, "kernel_entries": self.tables.entries() if self.tables else 0}

@@ -3,7 +3,8 @@ what a workload is to a policy.
 
 A :class:`Policy` selects workloads (``selects``) and, per direction, may make
 them default-deny (``isolates``) with ``allow`` rules, and refuse ``deny``
-rules outright; ``exec_deny`` names binaries killed at exec; ``exec_allow``, when
+rules outright; ``file_deny`` names files whose opens are refused (EPERM, or a
+kill where the kernel has no LSM/fmod_ret hook); ``exec_deny`` names binaries killed at exec; ``exec_allow``, when
 given, names the only binaries that may run (any other is killed at exec).  Peers are IP
 blocks or pod/namespace selectors, resolved against the workloads known when
 the policies are compiled (vigil.enforce.compiler).
@@ -78,6 +79,7 @@ class Policy:
     deny: dict = field(default_factory=lambda: {EGRESS: [], INGRESS: []})
     exec_deny: list = field(default_factory=list)    # [("name"|"path", text)]
     exec_allow: list = field(default_factory=list)   # [path]: given, every other exec is killed
+    file_deny: list = field(default_factory=list)    # [(path, OPEN_WANT_* modes)]: opens denied
 
     @property
     def key(self) -> str:

@@ -9,11 +9,15 @@ One cgroup learnt later gets both halves at once (one map update)."""
 from __future__ import annotations
 
 import ctypes
+import logging
+import os
 import struct
 import threading
 from ctypes import c_char, c_uint8, c_uint16, c_uint32, c_uint64
 
 from vigil.events.structs import COMM_LEN, PATH_LEN
+
+log = logging.getLogger("vigil.enforce")
 
 RANGES = 16
 POLICY_DEFAULT = 0xFFFF
@@ -21,7 +25,7 @@ POLICY_DEFAULT = 0xFFFF
 
 class EnfState(ctypes.Structure):
     _fields_ = [("gen", c_uint32), ("vigil_tgid", c_uint32), ("hold_until", c_uint64),
-                ("host_ident", (c_uint32 * 2) * 2), ("procs", c_uint32), ("_pad", c_uint32)]
+                ("host_ident", (c_uint32 * 2) * 2), ("procs", c_uint32), ("files", c_uint32)]
 
 
 class EnfCgroup(ctypes.Structure):
@@ -51,6 +55,14 @@ class EnfExecKey(ctypes.Structure):
     _fields_ = [("ident", c_uint32), ("what", c_uint32), ("s", c_char * PATH_LEN)]
 
 
+class EnfFileKey(ctypes.Structure):
+    _fields_ = [("ident", c_uint32), ("dev", c_uint32), ("ino", c_uint64)]
+
+
+class EnfFile(ctypes.Structure):
+    _fields_ = [("policy", c_uint16), ("modes", c_uint8), ("_pad", c_uint8)]
+
+
 class EnfTag(ctypes.Structure):
     _fields_ = [("name", c_uint8), ("path", c_uint8), ("_pad", c_uint8 * 6)]
 
@@ -68,9 +80,9 @@ class EnfFlow(ctypes.Structure):
 MIRRORS = {"enf_state": EnfState, "enf_cgroup": EnfCgroup, "enf_ident": EnfIdent,
            "enf_net_key": EnfNetKey, "enf_range": EnfRange, "enf_ports": EnfPorts,
            "enf_exec_key": EnfExecKey, "enf_flow_key": EnfFlowKey, "enf_flow": EnfFlow,
-           "enf_tag": EnfTag}
+           "enf_tag": EnfTag, "enf_file_key": EnfFileKey, "enf_file": EnfFile}
 MAPS = ("enf_state", "enf_cgroups", "enf_idents", "enf_nets", "enf_execs", "enf_protected",
-        "enf_held", "enf_flows", "enf_udp", "enf_procs", "enf_tags")
+        "enf_held", "enf_flows", "enf_udp", "enf_procs", "enf_tags", "enf_files")
 ZERO = struct.pack("<I", 0)
 
 
@@ -93,6 +105,18 @@ def exec_key(ident: int, what: int, text: str) -> bytes:
     return bytes(EnfExecKey(ident=ident, what=what, s=text.encode()[:PATH_LEN - 1]))
 
 
+def file_identity(path: str):
+    """(kernel dev, ino) of a file as this host sees it (symlinks followed: a
+    denied path names what it reaches); None when it does not exist."""
+    from vigil.events.decode import kernel_dev
+    from vigil.host_paths import host_path
+    try:
+        st = os.stat(host_path(path))
+    except OSError:
+        return None
+    return kernel_dev(st.st_dev), st.st_ino
+
+
 class Tables:
     """Writes policy sets and cgroup assignments into the maps (``maps``:
     name -> vigil.kernel.libbpf.Map).  Thread-safe."""
@@ -103,6 +127,7 @@ class Tables:
         self.ids: dict = {}        # PolicySet -> ident
         self.sets: dict = {}       # ident -> PolicySet (kept after release, for reports)
         self._written: dict = {}   # ident -> [(map name, key)]
+        self._files: dict = {}     # ident -> {(path, modes, policy): (dev, ino) or None}
         self.cgroups: dict = {}    # cgroup id -> (enforce ident, audit ident)
         self.host = (0, 0)
         self._next = 1
@@ -133,12 +158,55 @@ class Tables:
             k = exec_key(i, what, text)
             execs.update(k, struct.pack("<H", policy))
             written.append(("enf_execs", k))
+        files = {(path, modes, policy): None for (path, modes), policy in pset.files}
+        if files:
+            self._files[i] = files
+            self._write_files(i)
         self.maps["enf_idents"].update(struct.pack("<I", i),
                                        bytes(EnfIdent(pset.flags, POLICY_DEFAULT)))
         self.ids[pset] = i
         self.sets[i] = pset
         self._written[i] = written
         return i
+
+    # --- denied files (by identity, refreshed when a file is replaced) ---
+
+    def _write_files(self, i: int) -> bool:
+        """(Re)write ident i's file entries from what the paths name now;
+        True when an identity changed.  The new entry goes in before the old
+        one goes, so a replaced file is never uncovered by vigil."""
+        m = self.maps["enf_files"]
+        files = self._files[i]
+        changed = False
+        for (path, modes, policy), old in list(files.items()):
+            new = file_identity(path)
+            if new == old:
+                continue
+            changed = True
+            if new is not None:
+                m.update(bytes(EnfFileKey(i, new[0], new[1])), bytes(EnfFile(policy, modes)))
+            if old is not None and all(v != old for k, v in files.items()
+                                       if k[0] != path):
+                m.delete(bytes(EnfFileKey(i, old[0], old[1])))
+            if new is None:
+                log.warning("file deny %s: no such file on this host (nothing to deny until it "
+                            "exists)", path)
+            files[(path, modes, policy)] = new
+        if not self.state.files:
+            self.state.files = 1
+            self.write_state()
+        return changed
+
+    def refresh_files(self) -> bool:
+        """Stat every denied path again (a file replaced by rename, created
+        later); True when some identity changed."""
+        with self.lock:
+            return any([self._write_files(i) for i in list(self._files)])
+
+    def file_paths(self) -> dict:
+        """(dev, ino) -> path of the denied files, as last resolved."""
+        with self.lock:
+            return {v: k[0] for files in self._files.values() for k, v in files.items() if v}
 
     def _release_unused(self) -> None:
         used = {0, *self.host}
@@ -149,6 +217,9 @@ class Tables:
                 continue
             for name, k in self._written.pop(i, ()):
                 self.maps[name].delete(k)
+            for (_path, _modes, _pol), ident in self._files.pop(i, {}).items():
+                if ident is not None:
+                    self.maps["enf_files"].delete(bytes(EnfFileKey(i, ident[0], ident[1])))
             self.maps["enf_idents"].delete(struct.pack("<I", i))
             del self.ids[pset]
 
@@ -260,7 +331,8 @@ class Tables:
 
     def entries(self) -> int:
         with self.lock:
-            return sum(len(w) for w in self._written.values())
+            return (sum(len(w) for w in self._written.values())
+                    + sum(len(f) for f in self._files.values()))
 
 
 __all__ = ["Tables", "MIRRORS", "MAPS", "EnfState", "EnfCgroup", "POLICY_DEFAULT"]

@@ -7,6 +7,8 @@ NetworkPolicy cannot say.  docs/POLICY.md documents the format; in short::
         namespaces: [web]
         podLabels: {app: web}
         host: false                     # true: host processes are selected too
+      file:
+        deny: [{path: /etc/shadow, access: read}]   # opens refused: EPERM (LSM/fmod_ret) or kill
       exec:
         deny: [{path: /usr/bin/nc}, {name: ncat}]
         allow: [{path: /usr/bin/python3}]   # given: every other executable is killed
@@ -198,6 +200,39 @@ def _exec_allow(doc, ex, what) -> list:
     return out
 
 
+ACCESS = {"read": 1, "write": 2, "any": 3}     # OPEN_WANT_* (events.h)
+
+
+def _file_deny(doc, spec, what) -> list:
+    """file.deny: [{path: /abs/file, access: read|write|any}] -> [(path, modes)]."""
+    key = ("spec", "file")
+    sec = _mapping(doc, key, spec.get("file"), what)
+    _unknown(doc, key, sec, ("deny",), what)
+    if "deny" not in sec:
+        return []
+    deny = sec["deny"]
+    if not isinstance(deny, list) or not deny:
+        raise doc.error("expected a list of {path: /absolute/path, access: read|write|any}",
+                        key + ("deny",), what)
+    out = []
+    for i, e in enumerate(deny):
+        k = key + ("deny", i)
+        if not isinstance(e, dict) or "path" not in e:
+            raise doc.error("expected {path: /absolute/path, access: read|write|any}", k, what)
+        _unknown(doc, k, e, ("path", "access"), what)
+        text = e["path"]
+        if not isinstance(text, str) or not text.startswith("/") or len(text) > PATH_MAX \
+                or text.endswith("/"):
+            raise doc.error(f"path {text!r}: expected an absolute path of a file, at most "
+                            f"{PATH_MAX} bytes", k + ("path",), what)
+        access = e.get("access", "any")
+        if access not in ACCESS:
+            raise doc.error(f"unknown access {access!r} (known: {', '.join(ACCESS)})",
+                            k + ("access",), what)
+        out.append((text, ACCESS[access]))
+    return out
+
+
 def parse_vigil_policy(doc) -> Policy:
     d = doc.data
     meta = _mapping(doc, ("metadata",), d.get("metadata"), "VigilPolicy")
@@ -206,12 +241,14 @@ def parse_vigil_policy(doc) -> Policy:
     name = str(meta["name"])
     what = f'VigilPolicy "{name}"'
     spec = _mapping(doc, ("spec",), d.get("spec"), what)
-    _unknown(doc, ("spec",), spec, ("mode", "selector", "exec", "egress", "ingress"), what)
+    _unknown(doc, ("spec",), spec, ("mode", "selector", "exec", "file", "egress", "ingress"),
+             what)
     mode = spec.get("mode", "enforce")
     if mode not in ("enforce", "audit"):
         raise doc.error(f"unknown mode {mode!r} (known: enforce, audit)", ("spec", "mode"), what)
     pol = Policy("VigilPolicy", name, "", mode, doc.where())
     pol.select = _selector(doc, spec.get("selector"), what)
+    pol.file_deny = _file_deny(doc, spec, what)
     ex = _mapping(doc, ("spec", "exec"), spec.get("exec"), what)
     _unknown(doc, ("spec", "exec"), ex, ("deny", "allow"), what)
     pol.exec_allow = _exec_allow(doc, ex, what)

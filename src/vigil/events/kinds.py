@@ -80,6 +80,8 @@ SYSCALL_NAMES.update(SYSCALLS_AT)
 # a file in a watched directory).  tests/test_kinds.py checks them too.
 OPEN_VIA = (None, "io_uring")
 OPEN_WATCHED = (None, "file", "dir")
+# enum file_hook (value = index): which hook decided a file verdict (ev_file_verdict.hook)
+FILE_HOOKS = (None, "lsm", "fmod_ret", "tracepoint")
 
 TRACE_GROUPS_NAMED = ("file", "net")   # groups an entry lists itself in; "all" is implied
 _EXIT_ONLY = frozenset(("<",))
@@ -279,7 +281,8 @@ KINDS = (
           lambda e: f"flags={e.flags:#x} ret={ret_text(e.ret)}"),
     _sysx("fchmod", 53, ("fchmod",), "file", ("fd", "path?", "mode", "ret"),
           lambda e: f"fd={e.fd}({e.path or '?'}) mode={e.mode:#o} ret={ret_text(e.ret)}"),
-    # 60-63: enforcement verdicts (vigil.enforce); no enum ev_syscall values
+    # 59-63: enforcement verdicts (vigil.enforce); no enum ev_syscall values
+    _enforce("file_verdict", 59, "enforce_file", S.EvFileVerdict, "file"),
     _enforce("net_verdict", 60, "enforce_net", S.EvNetVerdict, "net"),
     _enforce("exec_verdict", 61, "enforce_exec", S.EvExecVerdict, "process"),
 )

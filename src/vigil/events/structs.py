@@ -161,6 +161,15 @@ class EvExecVerdict(ctypes.Structure):
     ]
 
 
+class EvFileVerdict(ctypes.Structure):
+    _fields_ = [
+        ("h", EvHdr), ("ident", c_uint32), ("policy", c_uint16), ("verdict", c_uint8),
+        ("direction", c_uint8), ("repeats", c_uint32), ("hook", c_uint8), ("modes", c_uint8),
+        ("_pad", c_uint16), ("dev", c_uint32), ("_pad2", c_uint32), ("ino", c_uint64),
+        ("path", c_char * PATH_LEN),
+    ]
+
+
 class EvLoss(ctypes.Structure):
     """Not an event: a process lost events (over budget, bulk ring full)."""
     _fields_ = [
@@ -192,6 +201,7 @@ MIRRORS = {
     "ev_sys": EvSys, "ev_cred": EvCred, "ev_execfail": EvExecfail,
     "ev_cgroup": EvCgroup, "ev_rename": EvRename, "ev_loss": EvLoss, "vigil_cfg": VigilCfg,
     "ev_net_verdict": EvNetVerdict, "ev_exec_verdict": EvExecVerdict,
+    "ev_file_verdict": EvFileVerdict,
     "inode_key": InodeKey,
 }
 

@@ -448,6 +448,9 @@ class BpfObject:
             raise KeyError(f"{os.path.basename(self.path)}: no map {name!r}")
         return p
 
+    def map_names(self) -> list:
+        return [name for name, _p in self._map_ptrs()]
+
     def reuse_map(self, name: str, fd: int) -> None:
         rc = lib().bpf_map__reuse_fd(self._map_ptr(name), fd)
         if rc < 0:

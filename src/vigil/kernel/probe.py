@@ -14,6 +14,7 @@ from vigil.kernel.sensors import bpf_dir
 
 PROBES_OBJECT = "probes.o"
 RING_MAP = "probe_ring"
+MAPS_OF = {"ringbuf": ("probe_ring",), "sock_task_storage": ("probe_task",)}  # else none
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,13 @@ HOOKS = (
     Hook("kprobe", "probe__kprobe", "kprobes (kprobe/do_sys_openat2)", "auto"),
     Hook("fentry", "probe__fentry", "fentry trampolines (fentry/do_sys_openat2)", "auto"),
     Hook("lsm", "probe__lsm", "BPF LSM (lsm/file_open)", "auto"),
+    Hook("fentry_file", "probe__fentry_file", "fentry on security_file_open", "auto"),
+    Hook("fmod_ret", "probe__fmod_ret", "fmod_ret on security_file_open (return override)",
+         "auto"),
     Hook("cgroup_sock_addr", "probe__cgroup_sock_addr",
          "cgroup socket address hooks (cgroup/connect4) at the cgroup v2 root", "cgroup"),
+    Hook("sock_task_storage", "probe__sock_task_storage",
+         "task storage in cgroup/connect4 (process selectors)", ""),
     Hook("cgroup_skb", "probe__cgroup_skb", "cgroup packet hooks (cgroup_skb/ingress)", "cgroup"),
     Hook("uprobe", "probe__uprobe", "uprobes (libc getpid, this process only)", "uprobe"),
     Hook("ringbuf", "probe__ringbuf", "BPF ring buffer (map and bpf_ringbuf_output)", ""),
@@ -71,7 +77,44 @@ def _libc_path() -> str:
     raise FileNotFoundError("libc.so is not mapped")
 
 
-def _why(e: BaseException, stage: str) -> str:
+LSM_LIST = "/sys/kernel/security/lsm"
+
+
+def active_lsms() -> Optional[list]:
+    """The LSMs this kernel runs: securityfs's list, else the boot's lsm=,
+    else the kernel's built-in CONFIG_LSM; None when none can be read."""
+    try:
+        with open(LSM_LIST) as f:
+            return [x for x in f.read().strip().split(",") if x]
+    except OSError:
+        pass
+    try:
+        with open("/proc/cmdline") as f:
+            for arg in f.read().split():
+                if arg.startswith("lsm="):
+                    return [x for x in arg[4:].split(",") if x]
+    except OSError:
+        pass
+    try:
+        with open(f"/boot/config-{os.uname().release}") as f:
+            for line in f:
+                if line.startswith("CONFIG_LSM="):
+                    return [x for x in line.split("=", 1)[1].strip().strip('"').split(",") if x]
+    except OSError:
+        pass
+    return None
+
+
+def lsm_reason(lsms: Optional[list] = None) -> str:
+    """Why BPF LSM programs cannot work here, when the LSM list says it
+    ("" when bpf is active or the list cannot be read)."""
+    lsms = active_lsms() if lsms is None else lsms
+    if lsms is None or "bpf" in lsms:
+        return ""
+    return f"BPF LSM not enabled (lsm= lacks bpf; active: {','.join(lsms) or 'none'})"
+
+
+def explain_refusal(e: BaseException, stage: str) -> str:
     """One line: at which stage the kernel said no, and what it said."""
     if not isinstance(e, libbpf.BpfError):
         return f"{stage} failed: {e}"
@@ -82,6 +125,9 @@ def _why(e: BaseException, stage: str) -> str:
     if e.errno == errno.EPERM and stage == "load" and not detail:
         detail = "the kernel refuses this program type here"
     return f"{stage} refused: {os.strerror(e.errno)}{' (' + detail + ')' if detail else ''}"
+
+
+_why = explain_refusal
 
 
 def _attach(prog, hook: Hook, tracefs: str, cgroup_root: Optional[str]) -> libbpf.Link:
@@ -114,8 +160,9 @@ def probe_hook(hook: Hook, tracefs: str, cgroup_root: Optional[str],
     try:
         for p in obj.programs():
             p.autoload = p.name == hook.program
-        if hook.name != "ringbuf":
-            obj.set_autocreate(RING_MAP, False)
+        for name in ("probe_ring", "probe_task"):
+            if name not in MAPS_OF.get(hook.name, ()):
+                obj.set_autocreate(name, False)
         obj.load()
         res.loaded = True
         if hook.attach:
@@ -123,10 +170,16 @@ def probe_hook(hook: Hook, tracefs: str, cgroup_root: Optional[str],
             link = _attach(prog, hook, tracefs, cgroup_root)
             link.destroy()
             res.attached = True
+            if hook.name == "lsm" and lsm_reason():
+                # it loads and attaches, but the kernel never calls it
+                res.attached = False
+                res.error = f"{lsm_reason()}: the program attaches but is never called"
     except (libbpf.BpfError, OSError) as e:
         res.error = _why(e, "attach" if res.loaded else "load")
         if res.loaded:
             res.attached = False
+        if hook.name == "lsm" and lsm_reason():
+            res.error = f"{lsm_reason()}: {res.error}"
     finally:
         obj.close()
     return res
@@ -137,4 +190,5 @@ def probe_all(tracefs: str, cgroup_root: Optional[str]) -> list:
     return [probe_hook(h, tracefs, cgroup_root) for h in HOOKS]
 
 
-__all__ = ["HOOKS", "Hook", "HookResult", "probe_hook", "probe_all", "probes_path"]
+__all__ = ["HOOKS", "Hook", "HookResult", "probe_hook", "probe_all", "probes_path",
+           "explain_refusal", "lsm_reason", "active_lsms"]

@@ -29,6 +29,15 @@ from vigil.kernel.filters import DEFAULT_RINGBUF, DEFAULT_RINGBUF_HI, open_filte
 
 log = logging.getLogger("vigil.kernel.sensors")
 
+# Optional programs: a better hook for something the sensor's other programs
+# already do (vigil.kernel.probe_features says which and why).  They are kept
+# out of the sensor's load and loaded afterwards alone, on all of its maps, so
+# a kernel without the hook costs one refused load and one log line, never the
+# sensor: program -> what it adds.
+OPTIONAL = {
+    "open__identity": "file identity from fentry/security_file_open (else read through the "
+                      "new fd at the open's exit)",
+}
 SHARED_MAPS = ("events", "events_hi", "vigil_config", "stats", "ignore_pids", "ignore_comms",
                "cgroup_scope", "open_prefixes", "watched_inodes", "watched_bits", "budgets")
 SCOPES = {"all": 0, "host": 1, "containers": 2}
@@ -55,6 +64,7 @@ class ProgramState:
     loaded: bool = False
     attached: bool = False
     error: str = ""
+    optional: bool = False      # an OPTIONAL program: refused = the sensor's own way serves
 
 
 @dataclass
@@ -184,7 +194,8 @@ class SensorManager:
                 kind = program_kind(p.name)
                 # enforcement programs are vigil.enforce's to load and attach
                 p.autoload = (kind in self.kinds and kind not in ENFORCE_KINDS
-                              and (only is None or p.name in only))
+                              and (p.name in only if only is not None
+                                   else p.name not in OPTIONAL))
         except BaseException:
             obj.close()
             raise
@@ -230,13 +241,47 @@ class SensorManager:
         for name in names:
             states[name].loaded = True
         self.objects[sensor] = obj
+        self._load_optional(sensor, obj)
+
+    def _load_optional(self, sensor: str, main) -> None:
+        """The sensor's OPTIONAL programs of wanted kinds, each loaded alone
+        on every map of the loaded object; one info line when the kernel
+        refuses one (the sensor's own programs do the work then)."""
+        probe = libbpf.BpfObject(self._path(sensor))
+        try:
+            wanted = [p.name for p in probe.programs() if p.name in OPTIONAL
+                      and program_kind(p.name) in self.kinds]
+            sections = {p.name: p.section for p in probe.programs()}
+        finally:
+            probe.close()
+        for name in wanted:
+            st = ProgramState(sensor, name, sections[name], program_kind(name))
+            st.optional = True
+            obj = self._open(sensor, {name})
+            try:
+                for mname in main.map_names():
+                    if not mname.startswith(".") and mname not in SHARED_MAPS:
+                        obj.reuse_map(mname, main.map(mname).fd)
+                obj.load()
+            except libbpf.BpfError as e:
+                obj.close()
+                from vigil.kernel.probe import explain_refusal
+                st.error = explain_refusal(e, "load")
+                log.info("sensor %s: optional %s (%s) not used: %s", sensor, name,
+                         st.section, st.error)
+                self.report.programs.append(st)
+                continue
+            st.loaded = True
+            self.report.programs.append(st)
+            self.objects[f"{sensor}+{name}"] = obj
 
     def _attach(self) -> None:
         states = {(p.sensor, p.name): p for p in self.report.programs}
-        for sensor, obj in self.objects.items():
+        for key, obj in self.objects.items():
+            sensor = key.split("+", 1)[0]      # "file+open__identity": an optional program
             for prog in obj.programs():
                 st = states.get((sensor, prog.name))
-                if st is None or not st.loaded:
+                if st is None or not st.loaded or not prog.autoload:
                     continue
                 try:
                     self.links.append(self._attach_one(prog))
@@ -247,6 +292,9 @@ class SensorManager:
                                     "on this kernel")
                     else:
                         st.error = f"attach failed: {e.strerror}"
+                    if st.optional:
+                        log.info("sensor %s: optional %s (%s) not used: %s", sensor, prog.name,
+                                 prog.section, st.error)
         self._warn_disabled()
         attached = [p for p in self.report.programs if p.attached]
         log.info("%d programs attached for kinds %s", len(attached),
@@ -255,7 +303,7 @@ class SensorManager:
     def _warn_disabled(self) -> None:
         """One line for every program this kernel refused, by kind (events of
         a kind whose programs are all disabled are not seen at all)."""
-        bad = [p for p in self.report.programs if p.error]
+        bad = [p for p in self.report.programs if p.error and not p.optional]
         if not bad:
             return
         kinds = sorted({p.kind.label for p in bad if p.kind is not None})

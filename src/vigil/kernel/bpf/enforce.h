@@ -24,6 +24,7 @@ enum enf_dir {
 	ENF_EGRESS = 1,
 	ENF_INGRESS = 2,
 	ENF_EXEC = 3,
+	ENF_FILE = 4,
 };
 
 #define ENF_RANGES 16
@@ -46,7 +47,7 @@ struct enf_state {
 	__u64 hold_until;          /* boot ns: hold unresolved containers' first exec until then */
 	__u32 host_ident[2][2];    /* [gen][0 enforce, 1 audit] for cgroups not in enf_cgroups, outside containers */
 	__u32 procs;               /* 1: some network rule has a process selector: tag execs (enf_procs) */
-	__u32 _pad;
+	__u32 files;               /* 1: some policy set has file entries (enf_files): judge opens */
 };
 
 struct enf_cgroup {
@@ -61,6 +62,7 @@ struct enf_cgroup {
 #define ENF_HAS_EXEC_PATH 16
 #define ENF_HAS_PROC 32            /* some entry is limited to a process class (enf_net_key.proc) */
 #define ENF_HAS_EXEC_ALLOW 64      /* an exec allow-list: any other executable is killed */
+#define ENF_HAS_FILE 128           /* file entries (enf_files): opens of those inodes are denied */
 #define ENF_HAS_NET (ENF_DEFAULT_DENY_EGRESS | ENF_DEFAULT_DENY_INGRESS | ENF_HAS_NET_DENY)
 
 struct enf_ident {
@@ -96,6 +98,19 @@ struct enf_exec_key {
 	__u32 ident;
 	__u32 what;                /* ENF_EXEC_NAME / ENF_EXEC_PATH */
 	char s[PATH_LEN];
+};
+
+/* A denied file, by identity: the policy set and the inode (kernel dev, ino) */
+struct enf_file_key {
+	__u32 ident;
+	__u32 dev;
+	__u64 ino;
+};
+
+struct enf_file {
+	__u16 policy;
+	__u8 modes;                /* OPEN_WANT_* the entry denies */
+	__u8 _pad;
 };
 
 /* A task's process classes, set at exec from its exec-time name and its
@@ -177,6 +192,14 @@ struct {
 	__type(value, struct enf_tag);
 } enf_tags SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct enf_file_key);
+	__type(value, struct enf_file);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} enf_files SEC(".maps");
+
 /* process names never killed nor held (kubelet, containerd, runc ...) */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -229,6 +252,8 @@ struct enf_btf {
 	struct enf_flow_key flow_key;
 	struct enf_flow flow;
 	struct enf_tag tag;
+	struct enf_file_key file_key;
+	struct enf_file file;
 	enum enf_verdict verdict;
 	enum enf_dir dir;
 };

@@ -8,6 +8,11 @@
 #include "vigil.h"
 #include "enforce.h"
 
+/* 0: this kernel refuses bpf_task_storage_get in cgroup sock_addr programs
+ * (before 6.18 or so): vigil.enforce.kernel loads the programs again with
+ * process selectors off (the verifier then never sees the call), and says so. */
+const volatile __u32 enf_task_storage = 1;
+
 static __always_inline void enf_net_event(__u64 cg, __u32 ident, __u32 policy, __u8 verdict, __u8 dir,
 					  __u8 family, const __u8 *addr, __u16 port, __u8 proto,
 					  int has_task)
@@ -68,7 +73,7 @@ static __always_inline int enf_judge(__u64 cg, __u8 dir, __u8 family, const __u8
 	if (!ie && !ia)
 		return 1;
 	struct enf_tag tag = {};
-	if (has_task && st->procs) {
+	if (has_task && enf_task_storage && st->procs) {
 		struct enf_tag *t = bpf_task_storage_get(&enf_tags, bpf_get_current_task_btf(), 0, 0);
 		if (t)
 			tag = *t;

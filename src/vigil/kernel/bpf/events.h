@@ -57,7 +57,8 @@ enum ev_kind {
 	EV_BPF = 51,
 	EV_USERFAULTFD = 52,
 	EV_FCHMOD = 53,
-	/* 60-63: enforcement verdicts (enforce_net.bpf.c, enforce_exec.bpf.c) */
+	/* 59-63: enforcement verdicts (enforce_file.bpf.c, enforce_net.bpf.c, enforce_exec.bpf.c) */
+	EV_FILE_VERDICT = 59,
 	EV_NET_VERDICT = 60,
 	EV_EXEC_VERDICT = 61,
 	EV_MAX = 64,
@@ -343,6 +344,31 @@ struct ev_exec_verdict {
 	char exe[PATH_LEN];
 };
 
+/* An open a file policy decided (enforce_file.bpf.c): denied (EPERM, by the
+ * LSM or fmod_ret hook), killed (the tracepoint fallback: SIGKILL at the
+ * open's exit, before the process runs again) or audited. */
+enum file_hook {
+	FILE_HOOK_LSM = 1,         /* lsm/file_open */
+	FILE_HOOK_FMOD_RET = 2,    /* fmod_ret/security_file_open */
+	FILE_HOOK_TRACEPOINT = 3,  /* tp/syscalls/sys_exit_open* */
+};
+
+struct ev_file_verdict {
+	struct ev_hdr h;
+	__u32 ident;
+	__u16 policy;
+	__u8 verdict;      /* ENF_DENY, ENF_KILL or ENF_AUDIT */
+	__u8 direction;    /* ENF_FILE */
+	__u32 repeats;     /* denials of the same (cgroup, file) folded since the last event */
+	__u8 hook;         /* enum file_hook */
+	__u8 modes;        /* OPEN_WANT_* of the open (from the file's f_mode) */
+	__u16 _pad;
+	__u32 dev;         /* the opened file's identity: kernel dev (i_sb->s_dev), inode */
+	__u32 _pad2;
+	__u64 ino;
+	char path[PATH_LEN];  /* the file's own path, walked from its dentry */
+};
+
 /* A record on the high-priority ring that is not an event: the first event
  * a process lost in a second, over its budget or to a full bulk ring
  * (helpers.h process_loss), so user space can name who floods. */
@@ -428,6 +454,7 @@ union ev_layouts {
 	struct ev_cgroup cgroup;
 	struct ev_net_verdict net_verdict;
 	struct ev_exec_verdict exec_verdict;
+	struct ev_file_verdict file_verdict;
 	struct ev_rename rename;
 	struct ev_loss loss;
 	struct vigil_cfg cfg;
@@ -442,6 +469,7 @@ struct ev_btf {
 	enum exe_flag exe_flag;
 	enum open_via open_via;
 	enum open_watched open_watched;
+	enum file_hook file_hook;
 	enum ev_record record;
 	enum stat_slot stat_slot;
 };

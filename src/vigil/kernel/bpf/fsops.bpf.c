@@ -87,3 +87,15 @@ FSOP(mkdir, mkdir, fsop_enter(EV_MKDIR, SC_MKDIR, S(0), AT_FDCWD, 0, 0, 0, A(1),
 FSOP(mkdir, mkdirat, fsop_enter(EV_MKDIR, SC_MKDIRAT, S(1), A(0), 0, 0, 0, A(2), 0))
 FSOP(chmod, chmod, fsop_enter(EV_CHMOD, SC_CHMOD, S(0), AT_FDCWD, 0, 0, 0, A(1), 0))
 FSOP(chmod, fchmodat, fsop_enter(EV_CHMOD, SC_FCHMODAT, S(1), A(0), 0, 0, 0, A(2), 0))
+
+#ifdef VIGIL_TEST_BROKEN
+/* Test-only (`make test-kernels BROKEN=1` builds it, into build-broken/, never into build/): the
+ * verifier refuses this program on every kernel (a plain number dereferenced as a pointer).  It
+ * must show as this one program disabled with the kernel's reason, the other chmod programs and
+ * every other sensor working: one degraded row of the kernel matrix, not a failed agent. */
+SEC("tp/syscalls/sys_enter_fchmodat")
+int chmod__broken_for_tests(void *ctx)
+{
+	return *(volatile __u32 *)(unsigned long)bpf_get_prandom_u32();
+}
+#endif

@@ -392,8 +392,12 @@ static __always_inline void *percpu_buf(void *buf)
  * fields are plain (fault-safe) loads: a walk of task -> files -> fdtable ->
  * file -> dentry -> inode costs a few ns a hop instead of a helper call each. */
 
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+/* The kfunc came in 6.2: weak, so an object still loads where it is missing (6.1), and every
+ * use is guarded by HAVE_KCAST with a BPF_CORE_READ (probe read) path beside it; the verifier
+ * drops the branch the kernel cannot take. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
 
+#define HAVE_KCAST (bpf_rdonly_cast != NULL)
 #define KCAST(type, ptr) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
 
 struct path_walk {
@@ -410,22 +414,48 @@ static long path_walk_step(__u32 idx, void *arg)
 	struct scratch *s = w->s;
 	if (!s)
 		return 1;
-	struct dentry *d = KCAST(struct dentry, w->d);
-	struct mount *m = KCAST(struct mount, w->m);
-	struct dentry *parent = d->d_parent;
-	if (w->d == m->mnt.mnt_root) {
-		struct mount *mp = m->mnt_parent;
+	/* locals first: a BPF_CORE_READ of w->d would relocate against struct path_walk,
+	 * which no kernel has */
+	struct dentry *wd = w->d;
+	struct mount *wm = w->m;
+	struct dentry *parent, *mnt_root;
+	if (HAVE_KCAST) {
+		parent = KCAST(struct dentry, w->d)->d_parent;
+		mnt_root = KCAST(struct mount, w->m)->mnt.mnt_root;
+	} else {
+		parent = BPF_CORE_READ(wd, d_parent);
+		mnt_root = BPF_CORE_READ(wm, mnt.mnt_root);
+	}
+	if (w->d == mnt_root) {
+		struct mount *mp;
+		struct dentry *mountpoint;
+		if (HAVE_KCAST) {
+			struct mount *m = KCAST(struct mount, w->m);
+			mp = m->mnt_parent;
+			mountpoint = m->mnt_mountpoint;
+		} else {
+			mp = BPF_CORE_READ(wm, mnt_parent);
+			mountpoint = BPF_CORE_READ(wm, mnt_mountpoint);
+		}
 		if (w->m == mp)
 			return 1;   /* reached the namespace root */
-		w->d = m->mnt_mountpoint;
+		w->d = mountpoint;
 		w->m = mp;
 		return 0;
 	}
 	/* a pseudo file (memfd, pipe, socket) has a dentry that is its own parent
 	 * without being a mount root: its name is the whole path ("/memfd:x") */
 	int last = w->d == parent;
-	__u32 len = d->d_name.len & 255;
-	const unsigned char *name = d->d_name.name;
+	__u32 len;
+	const unsigned char *name;
+	if (HAVE_KCAST) {
+		struct dentry *d = KCAST(struct dentry, w->d);
+		len = d->d_name.len & 255;
+		name = d->d_name.name;
+	} else {
+		len = BPF_CORE_READ(wd, d_name.len) & 255;
+		name = BPF_CORE_READ(wd, d_name.name);
+	}
 	int pos = w->pos;
 	if (pos - (int)len - 1 < 0) {
 		w->cut = 1;
@@ -521,18 +551,28 @@ static __always_inline struct file *fd_file(struct task_struct *t, int fd)
 {
 	if (fd < 0 || !t)
 		return NULL;
-	struct task_struct *tt = KCAST(struct task_struct, t);
-	struct fdtable *fdt = tt->files->fdt;
-	if ((unsigned int)fd >= fdt->max_fds)
-		return NULL;
-	/* fd[fd] by a direct load: struct kiocb begins with a struct file * */
-	struct kiocb *slot = KCAST(struct kiocb, (void *)&fdt->fd[fd]);
-	return slot->ki_filp;
+	struct file *f = NULL;
+	if (HAVE_KCAST) {
+		struct task_struct *tt = KCAST(struct task_struct, t);
+		struct fdtable *fdt = tt->files->fdt;
+		if ((unsigned int)fd >= fdt->max_fds)
+			return NULL;
+		bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
+	} else {
+		struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+		if ((unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+			return NULL;
+		struct file **fda = BPF_CORE_READ(fdt, fd);
+		bpf_probe_read_kernel(&f, sizeof(f), &fda[fd]);
+	}
+	return f;
 }
 
 /* The absolute path of an open file into out (PATH_LEN), as dentry_to_str. */
 static __always_inline int file_to_str(struct file *f, char *out)
 {
+	if (!HAVE_KCAST)
+		return dentry_to_str(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), out);
 	struct file *ff = KCAST(struct file, f);
 	return dentry_to_str(ff->f_path.dentry, ff->f_path.mnt, out);
 }
@@ -542,6 +582,10 @@ static __always_inline int dir_path(int dirfd, char *out)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	if (dirfd == AT_FDCWD) {
+		if (!HAVE_KCAST) {
+			struct fs_struct *fs = BPF_CORE_READ(t, fs);
+			return dentry_to_str(BPF_CORE_READ(fs, pwd.dentry), BPF_CORE_READ(fs, pwd.mnt), out);
+		}
 		struct fs_struct *fs = KCAST(struct fs_struct, t->fs);
 		return dentry_to_str(fs->pwd.dentry, fs->pwd.mnt, out);
 	}
@@ -679,9 +723,17 @@ static __always_inline int maybe_watched(__u64 *bits, __u32 dev, __u64 ino)
 
 static __always_inline __u8 file_watched(struct file *f, __u8 modes, struct ev_open *e)
 {
-	struct file *ff = KCAST(struct file, f);
-	struct inode *in = ff->f_inode;
-	struct inode_key k = {.dev = in->i_sb->s_dev, .ino = in->i_ino};
+	struct inode_key k = {};
+	struct inode *pin;
+	if (HAVE_KCAST) {
+		struct file *ff = KCAST(struct file, f);
+		struct inode *in = ff->f_inode;
+		k.dev = in->i_sb->s_dev;
+		k.ino = in->i_ino;
+	} else {
+		k.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+		k.ino = BPF_CORE_READ(f, f_inode, i_ino);
+	}
 	e->dev = e->hit_dev = k.dev;
 	e->ino = e->hit_ino = k.ino;
 	__u32 zero = 0;
@@ -690,12 +742,21 @@ static __always_inline __u8 file_watched(struct file *f, __u8 modes, struct ev_o
 		bpf_map_lookup_elem(&watched_inodes, &k) : NULL;
 	if (w && (*w & modes))
 		return WATCHED_FILE;
-	struct dentry *d = ff->f_path.dentry;
-	struct inode *pin = d->d_parent->d_inode;
-	if (!pin)
-		return WATCHED_NONE;
-	k.dev = pin->i_sb->s_dev;
-	k.ino = pin->i_ino;
+	if (HAVE_KCAST) {
+		struct file *ff = KCAST(struct file, f);
+		struct dentry *d = ff->f_path.dentry;
+		pin = d->d_parent->d_inode;
+		if (!pin)
+			return WATCHED_NONE;
+		k.dev = pin->i_sb->s_dev;
+		k.ino = pin->i_ino;
+	} else {
+		pin = BPF_CORE_READ(f, f_path.dentry, d_parent, d_inode);
+		if (!pin)
+			return WATCHED_NONE;
+		k.dev = BPF_CORE_READ(pin, i_sb, s_dev);
+		k.ino = BPF_CORE_READ(pin, i_ino);
+	}
 	if (bits && !maybe_watched(bits, k.dev, k.ino))
 		return WATCHED_NONE;
 	w = bpf_map_lookup_elem(&watched_inodes, &k);

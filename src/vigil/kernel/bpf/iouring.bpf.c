@@ -76,8 +76,11 @@ int BPF_PROG(open__uring_complete, struct io_ring_ctx *rctx, void *vreq, struct 
 	}
 	long res = cqe->res;
 	/* the tracepoint passes the request as void *: cast it back */
-	struct io_kiocb *req = KCAST(struct io_kiocb, vreq);
-	struct task_struct *sub = req->tctx->task;
+	struct task_struct *sub;
+	if (HAVE_KCAST)
+		sub = KCAST(struct io_kiocb, vreq)->tctx->task;
+	else
+		sub = BPF_CORE_READ((struct io_kiocb *)vreq, tctx, task);
 	int n = bpf_probe_read_kernel_str(e->path, PATH_LEN, a->path);
 	int r = make_abs_path(n, a->dirfd, e->path);
 	/* a fixed-file open (file_slot) puts the file in the ring, not in fd[] */
@@ -92,11 +95,15 @@ int BPF_PROG(open__uring_complete, struct io_ring_ctx *rctx, void *vreq, struct 
 		return 0;
 	fill_hdr(&e->h, EV_OPEN);
 	/* the submitter, not the io-wq / SQPOLL thread that completed it */
-	struct task_struct *s = KCAST(struct task_struct, sub);
-	if (s) {
+	if (sub && HAVE_KCAST) {
+		struct task_struct *s = KCAST(struct task_struct, sub);
 		e->h.pid = s->tgid;
 		e->h.tid = s->pid;
 		bpf_probe_read_kernel(e->h.comm, COMM_LEN, s->comm);
+	} else if (sub) {
+		e->h.pid = BPF_CORE_READ(sub, tgid);
+		e->h.tid = BPF_CORE_READ(sub, pid);
+		bpf_probe_read_kernel(e->h.comm, COMM_LEN, &sub->comm);
 	}
 	e->ret = res;
 	e->via = VIA_IO_URING;

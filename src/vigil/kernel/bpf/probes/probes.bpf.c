@@ -13,6 +13,13 @@ struct {
 	__uint(max_entries, 4096);
 } probe_ring SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} probe_task SEC(".maps");
+
 SEC("tp/syscalls/sys_enter_getppid")
 int probe__tracepoint(void *ctx) { return 0; }
 
@@ -32,8 +39,23 @@ int BPF_PROG(probe__fentry) { return 0; }
 SEC("lsm/file_open")
 int BPF_PROG(probe__lsm, struct file *file) { return 0; }
 
+/* the hooks the optional programs use (file identity, open deny) */
+SEC("fentry/security_file_open")
+int BPF_PROG(probe__fentry_file, struct file *file) { return 0; }
+
+SEC("fmod_ret/security_file_open")
+int BPF_PROG(probe__fmod_ret, struct file *file, int ret) { return 0; }
+
 SEC("cgroup/connect4")
 int probe__cgroup_sock_addr(struct bpf_sock_addr *ctx) { return 1; }
+
+/* process selectors in the connect hooks: task storage from cgroup sock_addr */
+SEC("cgroup/connect4")
+int probe__sock_task_storage(struct bpf_sock_addr *ctx)
+{
+	bpf_task_storage_get(&probe_task, bpf_get_current_task_btf(), 0, 0);
+	return 1;
+}
 
 SEC("cgroup_skb/ingress")
 int probe__cgroup_skb(struct __sk_buff *skb) { return 1; }
