@@ -45,7 +45,9 @@ def suite_command(out: Path, bpf_dir: str | None, tests=None) -> list:
         env["VIGIL_BPF_DIR"] = bpf_dir
     py = str(ROOT / ".venv" / "bin" / "python")
     return (["env"] + [f"{k}={v}" for k, v in env.items()]
-            + [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic", "-rfE", "--tb=short",
+            + [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
+               # pyproject's 300 s per test is too short for an agent's start under TCG
+               "-o", f"timeout={VM_TIMEOUT}", "-rfE", "--tb=short",
                *(tests or [str(HERE)])])
 
 
