@@ -2,9 +2,10 @@
 /* L7: the first bytes of reads and writes on the TCP connections a process
  * connects or accepts while the agent runs (l7.h detects and sends up).
  *
- * The cost that matters is on the fds not followed: one hash lookup at the
- * enter of each read/write-family call, and one task-storage lookup at its
- * exit.  Only followed fds keep their arguments for the exit. */
+ * The cost that matters is on the fds not followed: the fd's file (a few
+ * direct loads) and one hash lookup at the enter of each read/write-family
+ * call, one task-storage lookup at its exit.  Only followed fds keep their
+ * arguments for the exit. */
 #include "vigil.h"
 #include "l7.h"
 
@@ -15,6 +16,7 @@ enum l7_op {
 };
 
 struct l7_args {
+	__u64 key;             /* the fd's file (l7_key) */
 	const void *buf;       /* the (first) user buffer */
 	__u32 size;            /* its size */
 	__s32 fd;
@@ -30,38 +32,54 @@ struct iovec_u {
 };
 
 /* enter of a read or write on fd: keep the buffer if the fd is followed */
-static __always_inline int l7_enter(int fd, const void *buf, __u64 size, __u32 op)
+static __always_inline int l7_keep(__u64 key, int fd, const void *buf, __u64 size, __u32 op)
 {
-	__u64 key = l7_key(fd);
-	if (!bpf_map_lookup_elem(&l7_socks, &key))
-		return 0;
-	struct l7_args a = {.buf = buf, .size = size > 0xffffffff ? 0xffffffff : size,
+	struct l7_args a = {.key = key, .buf = buf, .size = size > 0xffffffff ? 0xffffffff : size,
 			    .fd = fd, .op = op};
 	stash_put(&l7_pending, &a, EV_L7);
 	return 0;
 }
 
+/* the fd's key if the fd is followed, else 0 */
+static __always_inline __u64 l7_followed(int fd)
+{
+	__u64 key = l7_key(fd);
+	if (!key || !bpf_map_lookup_elem(&l7_socks, &key))
+		return 0;
+	return key;
+}
+
+static __always_inline int l7_enter(int fd, const void *buf, __u64 size, __u32 op)
+{
+	__u64 key = l7_followed(fd);
+	return key ? l7_keep(key, fd, buf, size, op) : 0;
+}
+
+static __always_inline int l7_keep_iov(__u64 key, int fd, const struct iovec_u *iov, __u64 cnt,
+				       __u32 op)
+{
+	struct iovec_u first = {};
+	if (!cnt || bpf_probe_read_user(&first, sizeof(first), iov))
+		return 0;
+	return l7_keep(key, fd, first.base, first.len, op);
+}
+
 /* the same with the first element of an iovec array */
 static __always_inline int l7_enter_iov(int fd, const struct iovec_u *iov, __u64 cnt, __u32 op)
 {
-	__u64 key = l7_key(fd);
-	if (!cnt || !bpf_map_lookup_elem(&l7_socks, &key))
-		return 0;
-	struct iovec_u first = {};
-	if (bpf_probe_read_user(&first, sizeof(first), iov))
-		return 0;
-	return l7_enter(fd, first.base, first.len, op);
+	__u64 key = l7_followed(fd);
+	return key ? l7_keep_iov(key, fd, iov, cnt, op) : 0;
 }
 
 static __always_inline int l7_enter_msg(int fd, const struct user_msghdr *msg, __u32 op)
 {
-	__u64 key = l7_key(fd);
-	if (!bpf_map_lookup_elem(&l7_socks, &key))
+	__u64 key = l7_followed(fd);
+	if (!key)
 		return 0;
 	struct user_msghdr m = {};
 	if (bpf_probe_read_user(&m, sizeof(m), msg))
 		return 0;
-	return l7_enter_iov(fd, (const struct iovec_u *)m.msg_iov, m.msg_iovlen, op);
+	return l7_keep_iov(key, fd, (const struct iovec_u *)m.msg_iov, m.msg_iovlen, op);
 }
 
 static __always_inline int l7_exit(long ret)
@@ -71,7 +89,7 @@ static __always_inline int l7_exit(long ret)
 		return 0;
 	if (ret <= 0 || (a.op != L7_OP_READ && a.op != L7_OP_WRITE))
 		return 0;
-	struct l7_conn *c = l7_conn_of(a.fd);
+	struct l7_conn *c = l7_conn_at(a.key);
 	if (!c)
 		return 0;
 	__u32 len = (__u64)ret < a.size ? (__u32)ret : a.size;
@@ -197,15 +215,19 @@ int l7__exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return l7_accepted(ctx->ret);
 }
 
+/* every close of a followed fd ends that process's view of it; the close of
+ * the file's last reference forgets the connection (file_ref_t: 0 = one) */
 SEC("tp/syscalls/sys_enter_close")
 int l7__enter_close(struct trace_event_raw_sys_enter *ctx)
 {
 	int fd = ctx->args[0];
 	__u64 key = l7_key(fd);
-	struct l7_conn *c = bpf_map_lookup_elem(&l7_socks, &key);
+	struct l7_conn *c = l7_conn_at(key);
 	if (!c)
 		return 0;
 	l7_close(c, fd);
-	bpf_map_delete_elem(&l7_socks, &key);
+	struct file *f = KCAST(struct file, (struct file *)key);
+	if (f->f_ref.refcnt.counter <= 0)
+		bpf_map_delete_elem(&l7_socks, &key);
 	return 0;
 }

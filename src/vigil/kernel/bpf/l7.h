@@ -7,11 +7,13 @@
  * they send identically, whichever sent it.
  *
  *  - A connection is a struct l7_conn (maps.h) in the shared map l7_socks,
- *    key l7_key(fd) = tgid << 32 | fd.  l7.bpf.c adds every TCP socket the
- *    process connect()s (role L7_F_CLIENT) or accept()s (L7_F_SERVER) once the
- *    agent runs, on listeners old or new, and deletes it at close().
- *    l7_conn_of(fd) finds one; l7_conn_new(fd, role) adds one (the tuple read
- *    from the fd's socket; NULL unless it is a TCP/IPv4 or IPv6 socket).
+ *    keyed by the address of the fd's struct file (so a forked child or a dup
+ *    shares it).  l7.bpf.c adds every TCP socket a process connect()s (role
+ *    L7_F_CLIENT) or accept()s (L7_F_SERVER) once the agent runs, on
+ *    listeners old or new, and deletes it at the close() of its last fd.
+ *    l7_conn_of(fd) finds the current process's fd's one; l7_conn_new(fd,
+ *    role) adds one (the tuple read from the fd's socket; NULL unless it is a
+ *    TCP/IPv4 or IPv6 socket).
  *  - l7_observe(c, fd, dir, buf, len, flags) hands one chunk to the detector:
  *    dir L7_DIR_READ or L7_DIR_WRITE, buf the user buffer, len the bytes the
  *    call moved (> 0; its result, not the buffer's size).  With L7_F_TLS in
@@ -29,7 +31,9 @@
  *    and nothing else (bodies, the rest of long responses, other protocols).
  *    A stream with no protocol detected in L7_MAX_MISSES chunks is given up.
  *  - l7_close(c, fd) sends an L7_DIR_CLOSE record when anything was sent up
- *    for the connection (user space then ends what is pending as closed).
+ *    for the connection (user space then ends what is pending on that
+ *    process's fd as closed); l7.bpf.c calls it at every close() of a
+ *    followed fd.
  *  - l7_emit() is the raw send of one chunk the others use.
  * Every record sent or lost is counted for EV_L7 in the stats map.
  */
@@ -54,15 +58,29 @@ struct l7_scratch {
 };
 PERCPU_BUF(l7_buf, struct l7_scratch);
 
+/* The key of the current process's fd: its struct file's address (0: none). */
 static __always_inline __u64 l7_key(int fd)
 {
-	return fd_key(fd);
+	return (__u64)fd_file(bpf_get_current_task_btf(), fd);
+}
+
+/* The connection of a key, if the file is still the socket it was made for. */
+static __always_inline struct l7_conn *l7_conn_at(__u64 key)
+{
+	if (!key)
+		return NULL;
+	struct l7_conn *c = bpf_map_lookup_elem(&l7_socks, &key);
+	if (!c)
+		return NULL;
+	struct file *f = KCAST(struct file, (struct file *)key);
+	if (c->sock != (__u64)f->private_data)
+		return NULL;
+	return c;
 }
 
 static __always_inline struct l7_conn *l7_conn_of(int fd)
 {
-	__u64 key = l7_key(fd);
-	return bpf_map_lookup_elem(&l7_socks, &key);
+	return l7_conn_at(l7_key(fd));
 }
 
 /* Follow the TCP socket at fd from now on (role: L7_F_CLIENT / L7_F_SERVER). */
@@ -74,7 +92,8 @@ static __always_inline struct l7_conn *l7_conn_new(int fd, __u16 role)
 	int fam = sock_tuple(f, &c.family, &proto, c.saddr, &c.sport, c.daddr, &c.dport);
 	if ((fam != AF_INET && fam != AF_INET6) || proto != IPPROTO_TCP)
 		return NULL;
-	__u64 key = l7_key(fd);
+	c.sock = (__u64)BPF_CORE_READ(f, private_data);
+	__u64 key = (__u64)f;
 	bpf_map_update_elem(&l7_socks, &key, &c, BPF_ANY);
 	return bpf_map_lookup_elem(&l7_socks, &key);
 }

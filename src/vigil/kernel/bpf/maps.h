@@ -113,7 +113,8 @@ struct {
 /* L7 (l7.h): the ring its chunks go to -- apart from the security events,
  * so a busy service cannot crowd them out, and outside the per-process
  * budget (user space sizes it: one page when L7 is off) -- and the TCP
- * connections it follows: (tgid << 32 | fd) -> struct l7_conn. */
+ * connections it follows: struct file address -> struct l7_conn (a file, so
+ * the processes and fds sharing it -- fork, dup, fd passing -- share it). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 * 1024 * 1024);
@@ -129,6 +130,7 @@ struct l7_stream {
 };
 
 struct l7_conn {
+	__u64 sock;            /* the file's struct socket: a reused file address is told apart */
 	__u16 role;            /* L7_F_CLIENT or L7_F_SERVER */
 	__u16 family;
 	__u16 sport;           /* local */
