@@ -81,7 +81,7 @@ def test_redis_commands_and_one_error_exact(l7, redis_server):
     client = l7.take(lambda r: r.tgid == p.pid, want=8)
     want = Counter({("SET", False): 1, ("GET", False): 1, ("INCR", False): 3, ("INCR", True): 1,
                     ("DEL", False): 1, ("PING", False): 1})
-    # redis-cli asks COMMAND DOCS when it starts on a terminal only; on a pipe: none
+    # redis-cli asks COMMAND DOCS when it starts (for its hints): not ours
     assert by([r for r in client if r.method != "COMMAND"], "method", "error") == want
     assert by([r for r in server if r.method != "COMMAND"], "method", "error") == want
     assert {r.protocol for r in client + server} == {"redis"}
@@ -145,3 +145,41 @@ def test_postgres_extended_protocol_through_psycopg(l7, pg):
     assert by(client, "error") == Counter({(False,): 4, (True,): 1})
     assert by(server, "error") == Counter({(False,): 4, (True,): 1})
     del psycopg
+
+
+def test_only_the_enabled_protocols_are_detected(l7, redis_server, web):
+    only_http = L7Pipeline(protocols=("http",))
+    try:
+        p = subprocess.Popen(["redis-cli", "-p", str(redis_server.port)], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, text=True)
+        p.communicate("SET a b\nGET a\n", timeout=30)
+        client = http_client(web.port, [("GET", "/status/200")] * 2)
+        got = only_http.take(lambda r: r.tgid == client, want=2)
+        assert by(got, "protocol", "status") == Counter({("http", 200): 2})
+        assert only_http.take(lambda r: r.protocol == "redis", timeout=0) == []
+    finally:
+        only_http.stop()
+    # the module's sensor (every protocol) saw the redis commands meanwhile
+    seen = l7.take(lambda r: r.tgid == redis_server.pid, want=2)
+    assert by([r for r in seen if r.method != "COMMAND"], "method") == Counter(
+        {("SET",): 1, ("GET",): 1})
+    l7.take(lambda r: r.tgid == client)
+
+
+@pytest.mark.parametrize("text, where, why", [
+    ("l7:\n  protocols: [http, ftp]\n", 2, "l7.protocols: unknown protocol 'ftp' (known: http, "
+     "redis, postgres)"),
+    ("l7:\n  protocols: http\n", 2, "l7.protocols: expected a list of protocols"),
+    ("l7:\n  max_peers: 0\n", 2, "l7.max_peers"),
+    ("l7:\n  ringbuf_size: 1000\n", 2, "l7.ringbuf_size: expected a power of two"),
+    ("l7:\n  colour: blue\n", 2, "l7.colour: unknown key"),
+])
+def test_bad_l7_settings_are_config_errors_with_file_and_line(tmp_path, text, where, why):
+    from conftest import VIGIL
+    cfg = tmp_path / "vigil.yaml"
+    cfg.write_text(text)
+    r = subprocess.run([VIGIL, "run", "-c", str(cfg), "--dry-run"], capture_output=True,
+                       text=True)
+    assert r.returncode == 1
+    assert f"{cfg}:{where}: {why}" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
