@@ -160,7 +160,7 @@ def test_only_the_enabled_protocols_are_detected(l7, redis_server, web):
     finally:
         only_http.stop()
     # the module's sensor (every protocol) saw the redis commands meanwhile
-    seen = l7.take(lambda r: r.tgid == redis_server.pid, want=2)
+    seen = l7.take(lambda r: r.tgid == p.pid, want=3)
     assert by([r for r in seen if r.method != "COMMAND"], "method") == Counter(
         {("SET",): 1, ("GET",): 1})
     l7.take(lambda r: r.tgid == client)
