@@ -121,3 +121,38 @@ def test_l7_on_attaches_the_sensor(agent):
     err = agent.stderr()
     kinds = err.split("programs attached for kinds", 1)[1].split()[0].split(",")
     assert "l7" in kinds
+
+
+def test_redis_and_postgres_red_metrics(agent):
+    import shutil
+    import subprocess
+    from l7_env import Postgres, RedisServer, pg_bin
+    if shutil.which("redis-server") is None or not pg_bin("initdb"):
+        pytest.skip("redis-server or postgresql not installed")
+    redis, pg = RedisServer(), Postgres()
+    try:
+        subprocess.run(["redis-cli", "-p", str(redis.port)], input="SET k 1\nINCR k\nINCR k\n"
+                       "HSET k f v\nGET k\n", text=True, capture_output=True, check=True)
+        pg.psql("SELECT 1;\nSELECT 2;\nSELECT 1/0;\n")
+        rpeer = {"direction": "outbound", "peer": f"127.0.0.1:{redis.port}"}
+        ppeer = {"direction": "outbound", "peer": f"127.0.0.1:{pg.port}"}
+        assert wait_total(agent, "vigil_postgres_queries_total", 3, **ppeer) == 3
+        assert wait_total(agent, "vigil_redis_requests_total", 1, command="GET", **rpeer) == 1
+        text = agent.metrics_text()
+        got = {(s.labels["command"], s.labels["status"]): s.value
+               for s in samples(text, "vigil_redis_requests_total")
+               if all(s.labels.get(k) == v for k, v in rpeer.items())
+               and s.labels["command"] != "COMMAND"}
+        # HSET on a string is WRONGTYPE: the one error
+        assert got == {("SET", "ok"): 1, ("INCR", "ok"): 2, ("HSET", "error"): 1,
+                       ("GET", "ok"): 1}
+        pq = {s.labels["status"]: s.value for s in samples(text, "vigil_postgres_queries_total")
+              if all(s.labels.get(k) == v for k, v in ppeer.items())}
+        assert pq == {"ok": 2, "error": 1}
+        assert total(text, "vigil_postgres_query_duration_seconds_count", **ppeer) == 3
+        assert total(text, "vigil_redis_request_duration_seconds_count", **rpeer) == sum(
+            s.value for s in samples(text, "vigil_redis_requests_total")
+            if all(s.labels.get(k) == v for k, v in rpeer.items()))
+    finally:
+        redis.stop()
+        pg.stop()
