@@ -5,7 +5,8 @@
     .venv/bin/python bench/run_all.py --quick    # short run, under a minute
 
 Runs `make -s bpf` first (BPF objects up to date), then bench_transport.py,
-bench_overhead.py, bench_rules.py (default ruleset and the 30-rule bench file),
+bench_overhead.py, bench_rules.py (default ruleset, the 30-rule bench file and
+Falco's stable falco_rules.yaml when ../shared/falco-rules has it),
 bench_alert_latency.py (idle and under a 50k events/s load), bench_enforce.py
 (connect latency with 1, 100, 10,000 policy entries vs none),
 bench_open_cost.py (BPF ns per open, from the kernel's run_time_ns),
@@ -114,6 +115,12 @@ def run_rules_and_latency(py: str, quick: bool) -> str:
          [py, str(C.BENCH / "bench_rules.py"), "src/vigil/rules/default/vigil_rules.yaml", "-n", n]),
         ("Rules engine, 30 Falco-style rules (bench/bench_rules.yaml)",
          [py, str(C.BENCH / "bench_rules.py"), "-n", n]),
+    ]
+    falco = _falco_stable()
+    if falco is not None:
+        runs.append(("Rules engine, Falco's stable falco_rules.yaml (unchanged)",
+                     [py, str(C.BENCH / "bench_rules.py"), str(falco), "-n", n]))
+    runs += [
         ("Alert latency, syscall to JSON line, idle agent",
          [py, str(C.BENCH / "bench_alert_latency.py"), "--count", count]),
         ("Alert latency under a 50k events/s open load crossing to user space",
@@ -131,6 +138,18 @@ def run_rules_and_latency(py: str, quick: bool) -> str:
         out.append(f"### {title}\n\n`.venv/bin/python {shown}`\n\n```\n"
                    f"{(r.stdout or r.stderr).strip()}\n```\n\n")
     return "".join(out)
+
+
+def _falco_stable():
+    """Falco's falco_rules.yaml where the tests find it ($VIGIL_FALCO_RULES_DIR,
+    ../shared/falco-rules, /work/shared/falco-rules), or None."""
+    env = os.environ.get("VIGIL_FALCO_RULES_DIR")
+    for d in ([env] if env else []) + [str(C.ROOT.parent / "shared" / "falco-rules"),
+                                       "/work/shared/falco-rules"]:
+        p = os.path.join(d, "falco_rules.yaml")
+        if os.path.isfile(p):
+            return p
+    return None
 
 
 def rebuild():

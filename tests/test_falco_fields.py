@@ -77,3 +77,52 @@ def test_mount_dest_by_source_glob():
     ex2.container = ContainerInfo(id="b" * 64)
     assert not eng.evaluate(ex2)
     assert c.mounts == (("/etc", "/hetc", "ro", False, "rprivate"),)
+
+
+def test_env_fields_and_the_kernel_want():
+    """proc.env joins NAME=value with spaces, proc.env[NAME] is the value ("" when
+    unset), proc.aenv[NAME] the nearest ancestor's; a process vigil did not see
+    exec has its environment read from /proc; wants_env follows the rules."""
+    import subprocess
+    from vigil.state.proctable import ProcessTable
+    pt = ProcessTable()
+    eng = RuleEngine.from_text(
+        "- rule: E\n  desc: d\n  condition: evt.type=execve and proc.env[HTTP_PROXY] != \"\"\n"
+        "  output: o %proc.env|%proc.env[NOPE]|%proc.aenv[TOKEN]|%proc.aenv[1]\n"
+        "  priority: WARNING\n", proctable=pt)
+    assert eng.wants_env()
+    parent = subprocess.Popen(["sleep", "30"], env={"TOKEN": "t0k", "PATH": "/usr/bin:/bin"})
+    try:
+        pp = pt.lookup_or_read(parent.pid)            # from /proc: its real environment
+        ev = Event(Kind.EXEC, pid=parent.pid + 100000, ppid=parent.pid, comm="curl", exe="/x/curl",
+                   args=["curl"], env=["HTTP_PROXY=http://p:3128", "A=b c"], syscall="execve")
+        ev.proc = pt.update(ev)
+        a = eng.evaluate(ev)[0]
+        assert a.output == "o HTTP_PROXY=http://p:3128 A=b c||t0k|TOKEN=t0k PATH=/usr/bin:/bin"
+        assert pp.env == ["TOKEN=t0k", "PATH=/usr/bin:/bin"]
+        quiet = Event(Kind.EXEC, pid=parent.pid + 100001, ppid=parent.pid, comm="curl", args=["curl"],
+                      env=["NO_PROXY=x"], syscall="execve")
+        quiet.proc = pt.update(quiet)
+        assert not eng.evaluate(quiet)
+        # not captured (no rule read it): <NA>, never a guess
+        none = Event(Kind.EXEC, pid=parent.pid + 100002, ppid=0, comm="curl", args=["curl"],
+                     syscall="execve")
+        none.proc = pt.update(none)
+        assert not eng.evaluate(none)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert not RuleEngine.from_text(rule("evt.type=connect")).wants_env()
+    assert RuleEngine.from_text(rule("evt.type=execve").replace("%fd.sip.name", "%proc.aenv")).wants_env()
+
+
+def test_rule_names_resolved_once_primed():
+    """The agent primes the cache when it takes the rules: the names resolve
+    before any event asks (else the first connect would see none)."""
+    eng = RuleEngine.from_text(rule("evt.type=connect and fd.sip.name=localhost"))
+    assert eng.names.rounds == 0            # loading alone resolves nothing
+    eng.names.prime()
+    deadline = time.monotonic() + 10
+    while eng.names.rounds == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert eng.evaluate(conn("127.0.0.1"))  # the very first lookup matches

@@ -121,7 +121,7 @@ def work(tmp_path_factory):
     d.mkdir()
     for name, src in (("nginx", PY), ("sshd", PY), ("postgres", PY), ("xmrig", "/bin/true"),
                       ("xmr", "/bin/true"), ("nmap", "/bin/true"), ("nmapx", "/bin/true"),
-                      ("sudo", "/bin/true"), ("nc", "/bin/true")):
+                      ("sudo", "/bin/true"), ("nc", "/bin/true"), ("curl", "/bin/true")):
         shutil.copy(src, d / name)
     yield d
     shutil.rmtree(d, ignore_errors=True)
@@ -367,7 +367,21 @@ def test_incubating_rules_fire(work, tmp_path):
         py("import os; os.path.exists('/root/.ssh/authorized_keys')", q)
         cases.append(("Adding ssh keys to authorized_keys", m, q))
 
+        # proc.env: the environment the kernel sent with the exec
+        m, q = mark(), mark()
+        base = {"PATH": "/usr/bin:/bin"}
+        run(str(work / "curl"), m, env={**base, "HTTP_PROXY": "http://192.0.2.9:3128"})
+        run(str(work / "curl"), q, env={**base, "NO_PROXY": "localhost"})
+        cases.append(("Program run with disallowed http proxy env", m, q))
+
+        m, q = mark(), mark()
+        run("/bin/true", m, env={**base, "GLIBC_TUNABLES": "glibc.malloc.check=0"})
+        run("/bin/true", q, env={**base, "GLIBC_TUNING": "1"})
+        cases.append(("Potential Local Privilege Escalation via Environment Variables Misuse", m, q))
+
         check(agent, cases)
+        env_alert = agent.marked("Program run with disallowed http proxy env", cases[-2][1])[0]
+        assert "env=PATH=/usr/bin:/bin HTTP_PROXY=http://192.0.2.9:3128 " in env_alert["output"]
     finally:
         stop_agent(agent)
         for p in made:

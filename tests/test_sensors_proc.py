@@ -281,3 +281,35 @@ def test_exec_vpid_host_and_new_pid_namespace(proc):
     assert r.returncode == 0
     ns = proc.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m2])[0]
     assert ns.vpid == 1 and ns.pid != 1
+
+
+@pytest.fixture(scope="module")
+def proc_env(start_pipeline, proc):
+    # a pipeline whose execs carry 96 bytes of environment (proc.env); the first sends none
+    c = start_pipeline({Kind.EXEC}, env_max=96, seed=False)
+    yield c
+    c.stop()
+
+
+def test_exec_environment_captured_bounded_and_switched(proc_env, proc):
+    m = marker()
+    subprocess.run(["env", "-i", "A=1", "B=two words", f"M={m}", "/bin/echo", m],
+                   capture_output=True)
+    ev = proc_env.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m])[0]
+    assert ev.env == ["A=1", "B=two words", f"M={m}"]
+    assert ev.proc is not None and ev.proc.env == ev.env
+    # the other pipeline (env_max 0) sends the short record: no environment
+    plain = proc.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m])[0]
+    assert plain.env is None and plain.exe == ev.exe
+    assert ev.exe_flags == plain.exe_flags     # the record's flag is not the file's
+    # more than 96 bytes: the entries that fit whole, the cut one dropped
+    m2 = marker()
+    subprocess.run(["env", "-i", "A=1", "LONG=" + "x" * 200, "/bin/echo", m2], capture_output=True)
+    ev = proc_env.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m2])[0]
+    assert ev.env == ["A=1"]
+    # switched off at run time: the short record again
+    proc_env.pipeline.filters.set_env_max(0)
+    m3 = marker()
+    subprocess.run(["env", "-i", "A=1", "/bin/echo", m3], capture_output=True)
+    ev = proc_env.wait_for(lambda e: e.kind == Kind.EXEC and e.args == ["/bin/echo", m3])[0]
+    assert ev.env is None

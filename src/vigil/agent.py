@@ -17,6 +17,7 @@ from vigil.alerts.drops import DropReporter
 from vigil.rules import default_rules_files
 from vigil.config import Config, ConfigError, expand_rules_paths, kubernetes_enabled
 from vigil.state.containers.scope import in_scope
+from vigil.events.structs import ENV_LEN
 from vigil.kernel.filters import KernelFilters
 from vigil.pipeline import Pipeline
 from vigil.state.proctable import ProcessTable
@@ -259,6 +260,7 @@ class Agent:
         self.cfg = cfg
         self._count_matches(self.engine)
         self.engine = eng
+        eng.names.prime()          # the new rules' domain names (fd.sip.name ...)
         self.rules_files = files
         self.reloads += 1
         if self.enforcer is not None and not self.enforcer.reload():   # with the rules
@@ -268,6 +270,7 @@ class Agent:
             f = p.filters
             f.set_open_prefixes(self._open_prefixes(eng))
             f.set_ok_only(eng.ok_only_kinds())
+            f.set_env_max(ENV_LEN if eng.wants_env() else 0)
             self._setup_l7(eng, f)
             if f.set_kinds(self._kernel_kinds(eng)):
                 # programs for new kinds must be loaded: done by run() once the
@@ -302,6 +305,7 @@ class Agent:
         except BaseException:
             self.stop()
             raise
+        self.engine.names.prime()      # rule domain names resolved before the first connect
         self.alerts = cfg.build_alert_pipeline(stream=self.stream)
         try:
             if cfg["containers"]["enabled"]:
@@ -326,7 +330,8 @@ class Agent:
                 budget=(s["budget"]["rate"], s["budget"]["burst"]),
                 scope=cfg["scope"]["mode"], dns_ports=s["dns_ports"],
                 ignore_comms=s["ignore_comms"], ringbuf_size=s["ringbuf_size"],
-                ringbuf_hi_size=s["ringbuf_hi_size"], args_max=s["args_max"])
+                ringbuf_hi_size=s["ringbuf_hi_size"], args_max=s["args_max"],
+                env_max=ENV_LEN if self.engine.wants_env() else 0)
             self.pipeline = p = Pipeline(filters, proctable=self.proctable,
                                          containers=self.resolver, ignore_children=True)
             from vigil.l7.tracker import L7Tracker

@@ -18,6 +18,9 @@ from vigil.events import Event, Kind, boot_offset_ns
 from vigil.events.kinds import KINDS, OPEN_VIA, OPEN_WATCHED, SYSCALL_NAMES
 
 _EXEC, _ = S.struct_format(S.EvExec)
+# the environment after an ev_exec (struct ev_exec_env), offsets from its mirror
+_ENV_LEN_AT, _ENV_AT = S.EvExecEnv.env_len.offset, S.EvExecEnv.env.offset
+_ENV_HDR = struct.Struct("<IB")
 _EXIT, _ = S.struct_format(S.EvExit)
 _FORK, _ = S.struct_format(S.EvFork)
 _OPEN, _ = S.struct_format(S.EvOpen)
@@ -240,10 +243,18 @@ class Decoder:
         d["exe_ino"] = exe_ino
         d["exe_ctime_ns"] = exe_ctime
         d["exe_mtime_ns"] = exe_mtime
-        d["exe_flags"] = exe_flags
+        d["exe_flags"] = exe_flags & ~S.EXEC_HAS_ENV
         d["cap_inheritable"], d["cap_permitted"], d["cap_effective"] = cap_inh, cap_prm, cap_eff
         d["sid"], d["vpgid"] = sid, vpgid
         d["syscall"] = "execve"
+        if exe_flags & S.EXEC_HAS_ENV:
+            env_len, env_trunc = _ENV_HDR.unpack_from(raw, off + _ENV_LEN_AT)
+            at = off + _ENV_AT
+            blob = bytes(raw[at:at + min(env_len, S.ENV_LEN)])
+            env = _argv(blob, len(blob))
+            if env_trunc and env:
+                env.pop()     # the last entry was cut
+            d["env"] = env
         return e
 
     @_reads(S.EvExit)

@@ -27,6 +27,7 @@ FIELDS = (
     "syscall",
     # exec
     "exe", "args", "args_truncated", "cwd", "tty", "loginuid", "cgroup_name",
+    "env",        # the environment at exec ["NAME=value", ...]; only when a rule reads proc.env
     "exe_ctime",  # seconds since epoch: when the executable's inode last changed
     "vpid",       # pid in the process's own pid namespace
     "start_time",  # wall-clock ns when the process was created (fork)

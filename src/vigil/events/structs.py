@@ -14,6 +14,7 @@ from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint
 COMM_LEN = 16
 PATH_LEN = 256
 ARGS_LEN = 4096
+ENV_LEN = 4096
 CGNAME_LEN = 64
 DNS_LEN = 512
 PREFIX_LEN = 128
@@ -29,8 +30,10 @@ class EvHdr(ctypes.Structure):
 
 # enum exe_flag (ev_exec.exe_flags)
 EXE_WRITABLE, EXE_UPPER_LAYER, EXE_LOWER_LAYER, EXE_FROM_MEMFD = 1, 2, 4, 8
+EXEC_HAS_ENV = 16      # a record flag, not the file's: the record is an ev_exec_env
 EXE_FLAGS = {"EXE_WRITABLE": EXE_WRITABLE, "EXE_UPPER_LAYER": EXE_UPPER_LAYER,
-             "EXE_LOWER_LAYER": EXE_LOWER_LAYER, "EXE_FROM_MEMFD": EXE_FROM_MEMFD}
+             "EXE_LOWER_LAYER": EXE_LOWER_LAYER, "EXE_FROM_MEMFD": EXE_FROM_MEMFD,
+             "EXEC_HAS_ENV": EXEC_HAS_ENV}
 
 
 class EvIds(ctypes.Structure):
@@ -48,6 +51,14 @@ class EvExec(ctypes.Structure):
         ("exe_ino", c_uint64), ("exe_ctime", c_uint64), ("exe_mtime", c_uint64),
         ("ids", EvIds), ("tty", c_char * 16), ("cgroup_name", c_char * CGNAME_LEN),
         ("exe", c_char * PATH_LEN), ("cwd", c_char * PATH_LEN), ("args", c_char * ARGS_LEN),
+    ]
+
+
+class EvExecEnv(ctypes.Structure):
+    """An exec with the process's environment (sent when a rule reads proc.env)."""
+    _fields_ = [
+        ("exec", EvExec), ("env_len", c_uint32), ("env_truncated", c_uint8),
+        ("_pad", c_uint8 * 3), ("env", c_char * ENV_LEN),
     ]
 
 
@@ -184,7 +195,8 @@ class VigilCfg(ctypes.Structure):
     _fields_ = [
         ("kinds", c_uint64), ("scope", c_uint8), ("open_filter", c_uint8),
         ("comm_filter", c_uint8), ("cgroup_filter", c_uint8), ("budget_rate", c_uint32),
-        ("ok_only", c_uint64), ("budget_burst", c_uint32), ("l7_protocols", c_uint32),
+        ("ok_only", c_uint64), ("budget_burst", c_uint32), ("env_max", c_uint32),
+        ("l7_protocols", c_uint32), ("_pad", c_uint32),
     ]
 
 
@@ -198,7 +210,7 @@ class PrefixKey(ctypes.Structure):
 
 # C struct name -> mirror, for the BTF comparison test
 MIRRORS = {
-    "ev_hdr": EvHdr, "ev_exec": EvExec, "ev_exit": EvExit, "ev_fork": EvFork,
+    "ev_hdr": EvHdr, "ev_exec": EvExec, "ev_exec_env": EvExecEnv, "ev_exit": EvExit, "ev_fork": EvFork,
     "ev_open": EvOpen, "ev_path2": EvPath2, "ev_net": EvNet, "ev_dns": EvDns,
     "ev_sys": EvSys, "ev_cred": EvCred, "ev_execfail": EvExecfail,
     "ev_cgroup": EvCgroup, "ev_rename": EvRename, "ev_loss": EvLoss, "vigil_cfg": VigilCfg,

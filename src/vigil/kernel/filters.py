@@ -4,7 +4,8 @@ A :class:`KernelFilters` holds the event kinds, the open path prefixes (and
 the files they name, watched by identity: vigil.kernel.watched), the kinds
 whose failed results no rule wants (``ok_only``), the per-process event
 budget, the host/containers scope, the per-cgroup scope overrides, the
-ignored pids and process names and the DNS ports -- and the load-time
+ignored pids and process names, the DNS ports, the environment bytes per
+exec (only while a rule reads proc.env) -- and the load-time
 settings of the sensors (the two ring buffer sizes, argv bytes per exec).  It writes all of it to the
 current :class:`~vigil.kernel.sensors.SensorManager` when the sensors start
 (and again when they are restarted for new kinds), and writes a change at
@@ -64,7 +65,7 @@ class KernelFilters:
     def __init__(self, kinds: Iterable[Kind] = (), *, open_prefixes=None, scope: str = "all",
                  dns_ports=(53,), ignore_comms=(), ringbuf_size: int = DEFAULT_RINGBUF,
                  args_max: int = 4096, ringbuf_hi_size: int = DEFAULT_RINGBUF_HI,
-                 ok_only: Iterable[Kind] = (), budget: tuple = (0, 0),
+                 ok_only: Iterable[Kind] = (), budget: tuple = (0, 0), env_max: int = 0,
                  l7_protocols: int = 0, l7_ringbuf_size: int = 0, l7_connections: int = 0):
         self.kinds = set(kinds)          # what the user (or the rules) wants
         self.always: set = set()         # kinds the pipeline itself needs (set by it)
@@ -81,6 +82,8 @@ class KernelFilters:
         self.ok_only = frozenset(ok_only)
         # (events/s, burst) each process may send on the bulk ring; rate 0 = no budget
         self.budget = tuple(budget)
+        # environment bytes each exec carries (proc.env); 0 = none
+        self.env_max = int(env_max)
         # L7 (vigil.l7): enum l7_proto bits detected, its ring and connection table
         # (0: the sensor manager's minimum, L7 off)
         self.l7_protocols = l7_protocols
@@ -115,6 +118,8 @@ class KernelFilters:
             sensors.set_ok_only(self.ok_only)
         if self.budget[0]:
             sensors.set_budget(*self.budget)
+        if self.env_max:
+            sensors.set_env_max(self.env_max)
         for cgid, inside in self.cgroup_scope.items():
             sensors.set_cgroup_scope(cgid, inside)
         sensors.set_dns_ports(self.dns_ports)
@@ -166,6 +171,12 @@ class KernelFilters:
         self.ok_only = frozenset(kinds)
         if self.sensors is not None:
             self.sensors.set_ok_only(self.ok_only)
+
+    def set_env_max(self, n: int) -> None:
+        """Environment bytes sent with each exec (0: none), at once."""
+        self.env_max = int(n)
+        if self.sensors is not None:
+            self.sensors.set_env_max(self.env_max)
 
     def set_cgroup_scope(self, cgroup_id: int, in_scope: Optional[bool]) -> None:
         """Per-cgroup override: True/False, or None to remove it."""

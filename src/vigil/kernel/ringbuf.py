@@ -130,8 +130,10 @@ class Rings:
     Every batch reads the high-priority ring first; each ring gives at most
     ``limit`` records a batch, so the caller gets control back (signals,
     periodic jobs) however fast the kernel writes.  Order across the rings:
-    a batch reads bulk records only up to the time the high-priority ring
-    was read to (an exec comes before the connect its process makes next)."""
+    the two are merged by time -- before each high-priority record, the bulk
+    records older than it -- and a batch reads bulk records only up to the
+    time the high-priority ring was read to (an exec comes before the connect
+    its process makes next, after the unshare it made before)."""
 
     def __init__(self, hi: tuple, bulk: tuple, side=()):
         """``hi``, ``bulk``: (map fd, size) of each ring.  ``side``: (map fd,
@@ -151,14 +153,27 @@ class Rings:
 
     def consume(self, on_hi, on_bulk, limit: int = 1 << 30, at: bool = False) -> int:
         cut = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        n = self.hi.consume(on_hi, limit, at=at)
-        left = self.hi.next_ts()           # the hi ring was not read to the end
+        hi, bulk = self.hi, self.bulk
+        n_hi = n_bulk = 0
+        while n_hi < limit:
+            t = hi.next_ts()
+            if t is not None and n_bulk < limit:
+                # the bulk records older than this one go first: a process's
+                # unshare before the exec that replaces it is judged as that process
+                n_bulk += bulk.consume(on_bulk, limit - n_bulk, at=at, until_ts=t)
+            k = hi.consume(on_hi, 1, at=at)
+            if not k:
+                break
+            n_hi += k
+        left = hi.next_ts()                # the hi ring was not read to the end
         if left is not None:
             cut = min(cut, left)
-        n += self.bulk.consume(on_bulk, limit, at=at, until_ts=cut)
+        if n_bulk < limit:
+            n_bulk += bulk.consume(on_bulk, limit - n_bulk, at=at, until_ts=cut)
+        n_side = 0
         for ring, handler in self.side:
-            n += ring.consume(handler, limit, at=at)
-        return n
+            n_side += ring.consume(handler, limit, at=at)
+        return n_hi + n_bulk + n_side
 
     def poll(self, on_hi, on_bulk, timeout: float = 0.1, limit: int = 1 << 30,
              at: bool = False) -> int:

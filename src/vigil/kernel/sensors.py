@@ -24,13 +24,14 @@ from vigil.kernel import libbpf
 from vigil.kernel.detach import detach_all, release_later
 from vigil.events import KIND_BY_NAME, Kind
 from vigil.events.kinds import ENFORCE_KINDS, SENSORS
-from vigil.events.structs import PrefixKey, VigilCfg
+from vigil.events.structs import ENV_LEN, PrefixKey, VigilCfg
 from vigil.kernel.filters import DEFAULT_RINGBUF, DEFAULT_RINGBUF_HI, open_filter_entries
 
 log = logging.getLogger("vigil.kernel.sensors")
 
 SHARED_MAPS = ("events", "events_hi", "vigil_config", "stats", "ignore_pids", "ignore_comms",
-               "cgroup_scope", "open_prefixes", "watched_inodes", "budgets", "l7_events", "l7_socks")
+               "cgroup_scope", "open_prefixes", "watched_inodes", "watched_bits", "budgets",
+               "l7_events", "l7_socks")
 SCOPES = {"all": 0, "host": 1, "containers": 2}
 
 
@@ -92,6 +93,7 @@ class SensorManager:
         self._owner = None       # the object that owns the shared maps
         self.report = SensorReport()
         self._cfg = VigilCfg()
+        self._watch_bits = None  # what watched_bits holds (set_watched_inodes)
         self.started = False
         self.tracefs = None      # set by start(): where tracepoint ids are read
 
@@ -137,6 +139,7 @@ class SensorManager:
             self._owner.close()
             self._owner = None
         self.maps = {}
+        self._watch_bits = None
         self.started = False
 
     def __enter__(self):
@@ -349,14 +352,25 @@ class SensorManager:
     def set_watched_inodes(self, entries: dict) -> None:
         """The files recognised by identity: {(kdev, ino): value} (file and
         children bits, vigil.kernel.watched); replaces what was there."""
-        from vigil.kernel.watched import inode_key
+        from vigil.kernel.watched import inode_key, watch_bits
         m = self.maps["watched_inodes"]
         want = {inode_key(d, i): bytes((v,)) for (d, i), v in entries.items()}
+        # the Bloom bits in front of the map: every key's bit is set before
+        # the key goes in, and cleared only once the keys are gone
+        bits = watch_bits(entries)
+        old = self._watch_bits
+        if old is None or bits != old:
+            union = bits if old is None else (int.from_bytes(bits, "little") | int.from_bytes(
+                old, "little")).to_bytes(len(bits), "little")
+            self.maps["watched_bits"].update(struct.pack("<I", 0), union)
         for k in list(m.keys()):
             if k not in want:
                 m.delete(k)
         for k, v in want.items():
             m.update(k, v)
+        if old is not None and bits != old:
+            self.maps["watched_bits"].update(struct.pack("<I", 0), bits)
+        self._watch_bits = bits
 
     def set_scope(self, scope: str) -> None:
         """all | host | containers: who is watched, decided in the kernel."""
@@ -390,6 +404,12 @@ class SensorManager:
         ``burst`` at once; 0 = no budget."""
         self._cfg.budget_rate = max(0, int(rate))
         self._cfg.budget_burst = max(1, int(burst)) if rate else 0
+        self._write_cfg()
+
+    def set_env_max(self, n: int) -> None:
+        """Each exec carries the first ``n`` bytes of the environment (at most
+        ENV_LEN); 0 = none (the shorter record)."""
+        self._cfg.env_max = max(0, min(int(n), ENV_LEN))
         self._write_cfg()
 
     def set_l7_protocols(self, bits: int) -> None:

@@ -11,6 +11,13 @@ from vigil.rules.condition import Cmp
 from vigil.rules.parser import And, Const, Not, Or
 from vigil.rules.predicates import ORDER_OPS, any_match, as_str, make_pred, make_pred2
 
+# fields with a handful of values per event kind (the syscall among a kind's
+# few, the fd's type, success): a test on one of them usually holds
+_FEW_VALUES = frozenset(("evt.type", "evt.dir", "evt.res", "evt.failed", "fd.typechar", "fd.type",
+                         "fd.l4proto", "fd.sockfamily", "fd.num", "evt.is_open_read",
+                         "evt.is_open_write", "evt.is_open_exec"))
+
+
 class _KindGen:
     def __init__(self, kind, ns, counter):
         self.kind = kind
@@ -42,29 +49,77 @@ class _KindGen:
             var, fn = var
         return f"({var} if {var} is not _U else ({var} := {fn}(ev, cx)))"
 
-    def cost(self, node) -> int:
-        """Rough evaluation cost, to test cheap conjuncts first (no side effects)."""
+    def est(self, node, seen) -> tuple:
+        """(expected cost, chance of being true) of evaluating `node` with
+        short-circuits, its AND/OR operands in the order :meth:`order` gives;
+        `seen` holds the fields already extracted (cheap to read again).
+
+        The chances are rough: a comparison with a constant rarely holds, a
+        negation (a rule's exceptions are ``not (...)``) almost always does,
+        and alternatives (OR) together hold at most half the time.  Extractors
+        never raise and have no side effects, so the order cannot change a
+        result, only its cost."""
         if isinstance(node, Const):
-            return 0
-        if isinstance(node, (And, Or)):
-            return sum(self.cost(c) for c in node.items) + 1
+            return 0.0, (1.0 if node.value else 0.0)
         if isinstance(node, Not):
-            return self.cost(node.item)
-        c = 1 if node.ext.inline_for(self.kind) else 3
-        if node.ext.key in self.slots:
-            c = 2
-        if node.rhs is not None or node.ext.multi or node.op in ("regex", "glob", "iglob", "pmatch"):
-            c += 3
-        return c
+            c, p = self.est(node.item, seen)
+            return c, max(1.0 - p, 0.9)
+        if isinstance(node, (And, Or)):
+            is_and = isinstance(node, And)
+            cost, p = 0.0, 1.0          # p: chance of reaching the next operand
+            for c, q, _ in self.order(node, seen):
+                cost += p * c
+                p *= q if is_and else 1.0 - q
+            return cost, (p if is_and else min(1.0 - p, 0.5))
+        ext = node.ext
+        if ext.inline_for(self.kind):
+            c = 1.0
+        elif ext.key in seen or ext.key in self.slots:
+            c = 1.5
+        else:
+            c = 4.0
+            seen.add(ext.key)
+        if node.rhs is not None:
+            c += 1.0 if node.rhs.key in seen else 3.0
+            seen.add(node.rhs.key)
+        op = node.op
+        if ext.multi or op in ("regex", "glob", "iglob", "pmatch"):
+            c += 3.0
+        if op in ("exists", "!="):
+            p = 0.9
+        elif ext.key in _FEW_VALUES:
+            p = 0.7
+        elif op in ORDER_OPS or (op in ("=", "==") and isinstance(node.value, bool)):
+            p = 0.5
+        else:
+            p = 0.1
+        return c, p
+
+    def order(self, node, seen) -> list:
+        """The operands of an AND (OR) as (cost, chance, node) in the order of
+        least expected cost: ascending cost / P(false) for AND, cost / P(true)
+        for OR.  Adds the fields they read to `seen`."""
+        cls = type(node)
+        rows = []
+        for c in _flat(node, cls):
+            s = set(seen)
+            cost, p = self.est(c, s)
+            rows.append((cost, p, c, s))
+        if cls is And:
+            rows.sort(key=lambda r: r[0] / max(1.0 - r[1], 0.02))
+        else:
+            rows.sort(key=lambda r: r[0] / max(r[1], 0.02))
+        for r in rows:
+            seen |= r[3]
+        return [r[:3] for r in rows]
 
     def expr(self, node) -> str:
         if isinstance(node, Const):
             return "True" if node.value else "False"
-        if isinstance(node, And):
-            items = sorted(node.items, key=self.cost)
-            return "(" + " and ".join(self.expr(c) for c in items) + ")"
-        if isinstance(node, Or):
-            return "(" + " or ".join(self.expr(c) for c in node.items) + ")"
+        if isinstance(node, (And, Or)):
+            items = [c for _, _, c in self.order(node, set())]
+            sep = " and " if isinstance(node, And) else " or "
+            return "(" + sep.join(self.expr(c) for c in items) + ")"
         if isinstance(node, Not):
             return f"(not {self.expr(node.item)})"
         return self.cmp(node)
@@ -119,6 +174,17 @@ class _KindGen:
         return f"{P}({L})"
 
 
+def _flat(node, cls):
+    """The operands of nested ANDs (or ORs) as one list."""
+    out = []
+    for c in node.items:
+        if isinstance(c, cls):
+            out.extend(_flat(c, cls))
+        else:
+            out.append(c)
+    return out
+
+
 def build_matcher(kind, rules, mode="first", on_error=None):
     """Python function fn(ev, cx) testing `rules` (already for `kind`) in order.
 
@@ -151,24 +217,25 @@ def build_matcher(kind, rules, mode="first", on_error=None):
     return fn
 
 
-def _closure(node):
-    """Interpreted fallback for conditions too deep for generated code."""
+def _closure(node, kind=None):
+    """Interpreted fallback for conditions too deep for generated code (with
+    the extractors specialised for `kind`, as the generated code has)."""
     if isinstance(node, Const):
         v = node.value
         return lambda ev, cx: v
     if isinstance(node, And):
-        fs = [_closure(c) for c in node.items]
+        fs = [_closure(c, kind) for c in node.items]
         return lambda ev, cx: all(f(ev, cx) for f in fs)
     if isinstance(node, Or):
-        fs = [_closure(c) for c in node.items]
+        fs = [_closure(c, kind) for c in node.items]
         return lambda ev, cx: any(f(ev, cx) for f in fs)
     if isinstance(node, Not):
-        f = _closure(node.item)
+        f = _closure(node.item, kind)
         return lambda ev, cx: not f(ev, cx)
     c = node
-    get = c.ext.fn
+    get = c.ext.fn_for(kind)
     if c.rhs is not None:
-        p2, get2 = make_pred2(c.op), c.rhs.fn
+        p2, get2 = make_pred2(c.op), c.rhs.fn_for(kind)
         return lambda ev, cx: p2(get(ev, cx), get2(ev, cx))
     if c.ext.multi:
         if c.op == "exists":
@@ -183,7 +250,7 @@ def _closure(node):
 
 
 def build_matcher_interp(kind, rules, mode="first", on_error=None):
-    fs = [_closure(r.specialized[kind]) for r in rules]
+    fs = [_closure(r.specialized[kind], kind) for r in rules]
     err = on_error or (lambda i: None)
 
     def _match(ev, cx):

@@ -28,19 +28,25 @@ from vigil.state.fdtable import OBSERVED as _FD_KINDS, FdTable
 
 _NKINDS = max(int(k) for k in Kind) + 1
 _FD_STATE_FIELDS = frozenset(("fd.connected", "fd.name_changed"))
+_ENV_FIELDS = ("proc.env", "proc.aenv")
 
 
-def _uses(node, names) -> bool:
-    """Whether a compiled condition reads one of the fields `names`."""
+def _reads(node, test) -> bool:
+    """Whether a compiled condition reads a field whose key (the field with its
+    argument and transformers) passes `test`."""
     ext = getattr(node, "ext", None)
     if ext is not None:
-        return ext.key in names or (getattr(node, "rhs", None) is not None
-                                    and getattr(node.rhs, "key", None) in names)
+        rhs = getattr(getattr(node, "rhs", None), "key", None)
+        return test(ext.key) or (rhs is not None and test(rhs))
     items = getattr(node, "items", None)
     if items is not None:
-        return any(_uses(c, names) for c in items)
+        return any(_reads(c, test) for c in items)
     item = getattr(node, "item", None)
-    return item is not None and _uses(item, names)
+    return item is not None and _reads(item, test)
+
+
+def _reads_env(key) -> bool:
+    return any(f in key for f in _ENV_FIELDS)
 
 
 class RuleEngine:
@@ -130,7 +136,8 @@ class RuleEngine:
         self._matchers = matchers
         self._kind_rules = kind_rules
         # the fd table costs a little per socket event: kept only when a rule asks
-        self._track_fds = any(_uses(r.ir, _FD_STATE_FIELDS) for r in self.rules if r.enabled)
+        self._track_fds = any(_reads(r.ir, _FD_STATE_FIELDS.__contains__)
+                              for r in self.rules if r.enabled)
 
     def _error_hook(self, rules):
         errs = self.rule_errors
@@ -206,6 +213,17 @@ class RuleEngine:
         if out.get("") == 3 or out.get("/") == 3:
             return None
         return out
+
+    def wants_env(self) -> bool:
+        """Whether an enabled rule reads proc.env / proc.aenv (condition or
+        output): then the kernel sends each exec's environment."""
+        for r in self.rules:
+            if not r.enabled:
+                continue
+            keys = [x.key for x in r.output.fields] if r.output is not None else []
+            if any(_reads_env(k) for k in keys) or _reads(r.ir, _reads_env):
+                return True
+        return False
 
     def ok_only_kinds(self) -> set:
         """Kinds some enabled rule looks at and whose failed events (ret < 0)

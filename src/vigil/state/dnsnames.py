@@ -8,7 +8,9 @@ resolve to an fd's IP.
 
 Each rules engine has its own cache (the names of its rules).  The background
 thread runs only while the cache is asked: it stops when nobody looked for
-``idle`` seconds or the cache is gone, and the next lookup starts it again.
+``idle`` seconds or the cache is gone, and the next lookup starts it again
+(the names resolved so far are kept meanwhile).  The agent primes it when it
+takes a rule set, so resolution starts before the first event asks.
 """
 from __future__ import annotations
 
@@ -61,6 +63,13 @@ class NameCache:
         if self._thread is None:
             self.start()
         return self._by_ip.get(ip, ())
+
+    def prime(self) -> None:
+        """Resolve now, in the background, as if asked: a running agent calls it
+        when it takes the rules, so the first connect is judged against
+        resolved names (as Falco resolves them at start), not against none."""
+        self._asked = time.monotonic()
+        self.start()
 
     def start(self) -> None:
         with self._lock:

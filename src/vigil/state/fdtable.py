@@ -17,6 +17,9 @@ from vigil.events import Kind
 
 _EINPROGRESS = -errno.EINPROGRESS
 
+_ACCEPT, _CLOSE, _CONNECT, _SOCKET, _LISTEN, _BIND = (Kind.ACCEPT, Kind.CLOSE, Kind.CONNECT, Kind.SOCKET,
+                                                     Kind.LISTEN, Kind.BIND)
+
 # kinds that say something about a socket fd
 OBSERVED = frozenset((Kind.CONNECT, Kind.ACCEPT, Kind.LISTEN, Kind.BIND, Kind.DNS, Kind.CLOSE,
                       Kind.SOCKET))
@@ -53,36 +56,46 @@ class FdTable:
         return len(self._fds)
 
     def observe(self, ev) -> None:
+        # one pass, no helper calls: this runs for every socket event
+        k = ev.kind
         fd = ev.fd
-        if ev.kind is Kind.ACCEPT and ev.ret is not None and ev.ret >= 0:
-            fd = ev.ret          # the new socket, not the listening one
+        r = ev.ret
+        if k is _ACCEPT and r is not None and r >= 0:
+            fd = r               # the new socket, not the listening one
         if fd is None or fd < 0:
             return
         key = (ev.pid, fd)
         fds = self._fds
-        if ev.kind is Kind.CLOSE:
+        if k is _CLOSE:
             fds.pop(key, None)
             return
-        if ev.kind is Kind.SOCKET:
+        if k is _SOCKET:
             fds[key] = [None, False]
             ev.fd_connected, ev.fd_name_changed = False, False
-            self._trim()
+            if len(fds) > self.size:
+                self._trim()
             return
         st = fds.get(key)
         if st is None:
             st = fds[key] = [None, False]
+            if len(fds) > self.size:
+                self._trim()
         else:
             fds.move_to_end(key)
-        now = connected_by(ev)
-        if now is not None:
-            st[1] = now
-        t = tuple_of(ev)
-        changed = t is not None and t != st[0]
-        if t is not None:
+        if k is _CONNECT:
+            st[1] = r is not None and (r >= 0 or r == _EINPROGRESS)
+        elif k is _ACCEPT:
+            st[1] = r is None or r >= 0
+        elif k is _LISTEN or k is _BIND:
+            st[1] = False
+        if ev.saddr is None and ev.daddr is None:
+            changed = False
+        else:
+            t = (ev.saddr, ev.sport, ev.daddr, ev.dport)
+            changed = t != st[0]
             st[0] = t
         ev.fd_connected = st[1]
         ev.fd_name_changed = changed
-        self._trim()
 
     def _trim(self):
         fds = self._fds

@@ -7,13 +7,14 @@ period so late events (a child's exit after its parent's) still resolve.
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections import OrderedDict
 from typing import Iterator, Optional
 
 from vigil.events import Event, Kind, boot_offset_ns
-from vigil.events.structs import EXE_FROM_MEMFD
+from vigil.events.structs import ENV_LEN, EXE_FROM_MEMFD
 from vigil.host_paths import proc_path
 
 EXIT_GRACE_NS = 5 * 1_000_000_000
@@ -29,7 +30,7 @@ class ProcInfo:
                  "tty", "start_time", "cgroup_id", "exited_at", "exe_from_memfd", "sid",
                  "container_id", "exe_ctime", "vpid", "vpgid", "cap_inheritable",
                  "cap_permitted", "cap_effective", "exe_ino", "exe_ctime_ns", "exe_mtime_ns",
-                 "exe_flags")
+                 "exe_flags", "env")
 
     def __init__(self, pid: int, ppid: int = 0, comm: str = "", exe: str = "",
                  args: Optional[list] = None, cwd: str = "", uid: int = 0, gid: int = 0,
@@ -59,6 +60,9 @@ class ProcInfo:
         self.exe_ino = 0
         self.exe_ctime_ns = self.exe_mtime_ns = 0
         self.exe_flags = None      # EXE_* bits from the exec event; None: not seen (from /proc)
+        # the environment at exec (["NAME=value", ...]); None: not captured (no rule
+        # reads proc.env); ENV_FROM_PROC: started before vigil, read from /proc on demand
+        self.env = None
 
     @property
     def cmdline(self) -> str:
@@ -158,6 +162,7 @@ def read_proc(pid: int) -> Optional[ProcInfo]:
                  _boot_ticks_to_wall_ns(start_ticks), 0, sid)
     p.vpid = vpid
     p.vpgid = vpgid
+    p.env = ENV_FROM_PROC
     p.cap_inheritable = caps.get(b"CapInh")
     p.cap_permitted = caps.get(b"CapPrm")
     p.cap_effective = caps.get(b"CapEff")
@@ -179,9 +184,36 @@ def _boot_ticks_to_wall_ns(ticks: int) -> int:
     return boot_offset_ns() + ticks * 1_000_000_000 // _CLK_TCK
 
 
+ENV_FROM_PROC = "from /proc"   # ProcInfo.env of a process seen before its exec was
+ENV_MAX = ENV_LEN               # bytes of an environment read from /proc, as the kernel sends
+
+
+def proc_env(p: ProcInfo) -> Optional[list]:
+    """The environment of ``p`` as Falco's proc.env sees it (["NAME=value", ...]),
+    or None when vigil does not know it.  A process that was running before
+    vigil has it read from /proc/<pid>/environ once (at most ENV_MAX bytes)."""
+    env = p.env
+    if env is ENV_FROM_PROC:
+        raw = None
+        try:
+            with open(proc_path(p.pid, "environ"), "rb") as f:
+                raw = f.read(ENV_MAX + 1)
+        except OSError:
+            pass
+        env = None
+        if raw is not None:
+            cut = len(raw) > ENV_MAX
+            parts = raw[:ENV_MAX].split(b"\0")
+            if cut or parts[-1] == b"":
+                parts.pop()   # the final NUL, or a cut last entry
+            env = [x.decode("utf-8", "replace") for x in parts]
+        p.env = env
+    return env
+
+
 # what a forked child has of its parent until it execs or changes them
 _INHERITED = ("sid", "vpgid", "cap_inheritable", "cap_permitted", "cap_effective", "exe_flags",
-              "exe_ino", "exe_ctime_ns", "exe_mtime_ns")
+              "exe_ino", "exe_ctime_ns", "exe_mtime_ns", "env")
 _CRED_KINDS = frozenset((Kind.SETUID, Kind.SETID, Kind.CAPSET, Kind.SESSION))
 
 
@@ -267,6 +299,11 @@ class ProcessTable:
             if p is None:
                 p = ProcInfo(pid, ev.ppid)
                 p.start_time = ev.time
+            else:
+                # a new record, not the old one changed: events that came before
+                # the exec (still held for their container's metadata) keep the
+                # process as it was when they happened
+                p = copy.copy(p)
             if ev.start_time:
                 p.start_time = ev.start_time     # the kernel's: when it was forked
             p.ppid = ev.ppid
@@ -286,6 +323,7 @@ class ProcessTable:
                 p.exe_from_memfd = bool(ev.exe_flags & EXE_FROM_MEMFD) or p.exe_from_memfd
             p.exe_ino = ev.exe_ino or 0
             p.exe_ctime_ns, p.exe_mtime_ns = ev.exe_ctime_ns or 0, ev.exe_mtime_ns or 0
+            p.env = ev.env
             self._ids(p, ev)
             p.exited_at = 0
             self.put(p)

@@ -14,6 +14,7 @@
 #define COMM_LEN 16
 #define PATH_LEN 256
 #define ARGS_LEN 4096
+#define ENV_LEN 4096
 #define CGNAME_LEN 64
 #define DNS_LEN 512
 #define PREFIX_LEN 128
@@ -111,6 +112,7 @@ enum exe_flag {
 	EXE_UPPER_LAYER = 2,   /* from an overlayfs upper layer (written in the container) */
 	EXE_LOWER_LAYER = 4,   /* from an overlayfs lower layer (the image) */
 	EXE_FROM_MEMFD = 8,    /* an anonymous memfd file */
+	EXEC_HAS_ENV = 16,     /* not the file's: this record is an ev_exec_env */
 };
 
 /* Capability sets and process-group ids after an exec or a credential change.
@@ -154,6 +156,18 @@ struct ev_exec {
 	char exe[PATH_LEN];
 	char cwd[PATH_LEN];
 	char args[ARGS_LEN];
+};
+
+/* An exec with the process's environment (mm->env_start..env_end, NUL
+ * separated, at most vigil_cfg.env_max bytes), sent instead of a plain
+ * ev_exec when a loaded rule reads proc.env: the record is longer, the same
+ * kind. */
+struct ev_exec_env {
+	struct ev_exec exec;
+	__u32 env_len;     /* bytes used in env */
+	__u8 env_truncated;
+	__u8 _pad[3];
+	char env[ENV_LEN];
 };
 
 struct ev_exit {
@@ -417,7 +431,10 @@ struct vigil_cfg {
 	__u64 ok_only;         /* bit (1 << kind): events whose result is an error
 				* (ret < 0 but not -EINPROGRESS) are not wanted */
 	__u32 budget_burst;    /* events a process may send at once */
+	__u32 env_max;         /* environment bytes per exec (struct ev_exec_env);
+				* 0 = none: no loaded rule reads proc.env */
 	__u32 l7_protocols;    /* enum l7_proto bits: the L7 protocols detected (0: none) */
+	__u32 _pad;
 };
 
 /* open_prefixes values: which opens below the prefix are wanted
@@ -449,6 +466,7 @@ struct prefix_key {
 union ev_layouts {
 	struct ev_hdr hdr;
 	struct ev_exec exec;
+	struct ev_exec_env exec_env;
 	struct ev_exit exit;
 	struct ev_fork fork;
 	struct ev_open open;

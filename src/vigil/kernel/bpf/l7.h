@@ -61,7 +61,15 @@ PERCPU_BUF(l7_buf, struct l7_scratch);
 /* The key of the current process's fd: its struct file's address (0: none). */
 static __always_inline __u64 l7_key(int fd)
 {
-	return (__u64)fd_file(bpf_get_current_task_btf(), fd);
+	if (fd < 0)
+		return 0;
+	struct task_struct *t = KCAST(struct task_struct, bpf_get_current_task_btf());
+	struct fdtable *fdt = t->files->fdt;
+	if ((unsigned int)fd >= fdt->max_fds)
+		return 0;
+	__u64 f = 0;      /* read as a number: it is a key, never dereferenced here */
+	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
+	return f;
 }
 
 /* The connection of a key, if the file is still the socket it was made for. */
@@ -72,8 +80,9 @@ static __always_inline struct l7_conn *l7_conn_at(__u64 key)
 	struct l7_conn *c = bpf_map_lookup_elem(&l7_socks, &key);
 	if (!c)
 		return NULL;
-	struct file *f = KCAST(struct file, (struct file *)key);
-	if (c->sock != (__u64)f->private_data)
+	__u64 sock = 0;
+	bpf_probe_read_kernel(&sock, sizeof(sock), &((struct file *)key)->private_data);
+	if (c->sock != sock)
 		return NULL;
 	return c;
 }
@@ -92,8 +101,10 @@ static __always_inline struct l7_conn *l7_conn_new(int fd, __u16 role)
 	int fam = sock_tuple(f, &c.family, &proto, c.saddr, &c.sport, c.daddr, &c.dport);
 	if ((fam != AF_INET && fam != AF_INET6) || proto != IPPROTO_TCP)
 		return NULL;
-	c.sock = (__u64)BPF_CORE_READ(f, private_data);
-	__u64 key = (__u64)f;
+	__u64 key = l7_key(fd);
+	if (!key)
+		return NULL;
+	bpf_probe_read_kernel(&c.sock, sizeof(c.sock), &f->private_data);
 	bpf_map_update_elem(&l7_socks, &key, &c, BPF_ANY);
 	return bpf_map_lookup_elem(&l7_socks, &key);
 }

@@ -50,14 +50,11 @@ static __always_inline void exe_inode_facts(struct task_struct *p, struct inode 
 	e->exe_flags = flags;
 }
 
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+/* Everything of an exec record but its environment (one copy of the code
+ * for the two record sizes). */
+static __noinline void fill_exec(struct task_struct *p, struct linux_binprm *bprm,
+				 struct ev_exec *e)
 {
-	if (!wanted(EV_EXEC))
-		return 0;
-	struct ev_exec *e = reserve_hi(sizeof(*e), EV_EXEC);
-	if (!e)
-		return 0;
 	fill_hdr(&e->h, EV_EXEC);
 	e->loginuid = BPF_CORE_READ(p, loginuid.val);
 
@@ -113,6 +110,50 @@ int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linu
 		bpf_probe_read_kernel_str(e->cgroup_name, sizeof(e->cgroup_name), cgname);
 	else
 		e->cgroup_name[0] = 0;
+}
+
+/* The environment as exec left it (mm->env_start..env_end), at most max
+ * bytes; like argv, len counts the final NUL. */
+static __always_inline void read_env(struct task_struct *p, struct ev_exec_env *x, __u32 max)
+{
+	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	unsigned long start = BPF_CORE_READ(mm, env_start);
+	unsigned long end = BPF_CORE_READ(mm, env_end);
+	unsigned long len = end > start ? end - start : 0;
+	if (max > ENV_LEN)
+		max = ENV_LEN;
+	x->env_truncated = len > max;
+	if (len >= max)
+		len = max - 1;
+	len &= (ENV_LEN - 1);
+	x->_pad[0] = x->_pad[1] = x->_pad[2] = 0;
+	if (len && bpf_probe_read_user(x->env, len, (void *)start) == 0)
+		x->env_len = len;
+	else
+		x->env_len = 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(exec__sched_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	if (!wanted(EV_EXEC))
+		return 0;
+	struct vigil_cfg *cfg = get_cfg();
+	__u32 env_max = cfg ? cfg->env_max : 0;
+	if (env_max) {
+		struct ev_exec_env *x = reserve_hi(sizeof(*x), EV_EXEC);
+		if (!x)
+			return 0;
+		fill_exec(p, bprm, &x->exec);
+		x->exec.exe_flags |= EXEC_HAS_ENV;
+		read_env(p, x, env_max);
+		submit_hi(x, EV_EXEC);
+		return 0;
+	}
+	struct ev_exec *e = reserve_hi(sizeof(*e), EV_EXEC);
+	if (!e)
+		return 0;
+	fill_exec(p, bprm, e);
 	submit_hi(e, EV_EXEC);
 	return 0;
 }

@@ -39,7 +39,8 @@ def _container_info(ev, cx):
     return f"container_id={c.short_id} container_name={c.name or '<NA>'}"
 
 
-define("container.id", "str", safe(_cid))
+define("container.id", "str", safe(_cid),
+       inline={None: "('host' if ev.container is None else ev.container.short_id)"})
 define("container.full_id", "str", safe(lambda ev, cx: "host" if ev.container is None else ev.container.id))
 define("container.name", "str", _cont(lambda c: c.name or None, host="host"))
 define("container.image", "str", _cont(lambda c: c.image or None))

@@ -78,7 +78,6 @@ DESCRIPTIONS = {
     "proc.cmdlenargs": "Total length of the command-line arguments (after argv[0]).",
     "proc.apid": "Pid of an ancestor (index as in proc.aname).",
     "proc.cwd": "Current working directory of the process.",
-    "proc.env": "Environment variables of the process.",
     "proc.tty": "Controlling terminal of the process (0: none).",
     "proc.loginshellid": "Pid of the oldest shell among the process's ancestors (its login shell).",
     "proc.nthreads": "Number of threads the process has.",

@@ -109,10 +109,58 @@ define("proc.name", "str", lambda ev, cx: _comm(ev),
 # vigil: the thread's name as the kernel reported it with the event (the
 # comm a process can choose); proc.name is the exec-time name
 define("thread.comm", "str", lambda ev, cx: ev.comm, inline={None: "ev.comm"})
-define("proc.exe", "str", safe(lambda ev, cx: _proc_exe(_args(ev), _exepath(ev))))
-define("proc.exepath", "str", safe(lambda ev, cx: _exepath(ev)))
-define("proc.args", "str", safe(lambda ev, cx: (lambda a: None if a is None else " ".join(a[1:]))(_args(ev))))
-define("proc.cmdline", "str", safe(lambda ev, cx: _cmdline(_comm(ev), _args(ev))))
+# exec events: the same values in one call each (every exec rule reads them)
+
+
+def _exec_exe(ev, cx):
+    try:
+        a = ev.args
+        if a is None:
+            p = ev.proc
+            a = p.args if p is not None else None
+        if a:
+            return a[0]
+        if ev.exe is not None:
+            return ev.exe
+        p = ev.proc
+        return p.exe if p is not None else None
+    except Exception:
+        return None
+
+
+def _exec_cmdline(ev, cx):
+    try:
+        c = ev.comm
+        if c is None:
+            return None
+        a = ev.args
+        if a is None:
+            p = ev.proc
+            a = p.args if p is not None else None
+        return c + " " + " ".join(a[1:]) if a and len(a) > 1 else c
+    except Exception:
+        return None
+
+
+def _exec_proc_args(ev, cx):
+    try:
+        a = ev.args
+        if a is None:
+            p = ev.proc
+            a = p.args if p is not None else None
+        return None if a is None else " ".join(a[1:])
+    except Exception:
+        return None
+
+
+define("proc.exe", "str", safe(lambda ev, cx: _proc_exe(_args(ev), _exepath(ev))),
+       fast={Kind.EXEC: _exec_exe})
+define("proc.exepath", "str", safe(lambda ev, cx: _exepath(ev)),
+       inline={Kind.EXEC: "(ev.exe if ev.exe is not None else ev.proc.exe if ev.proc is not None else None)"})
+define("proc.args", "str", safe(lambda ev, cx: (lambda a: None if a is None else " ".join(a[1:]))(_args(ev))),
+       fast={Kind.EXEC: _exec_proc_args})
+define("proc.cmdline", "str", safe(lambda ev, cx: _cmdline(_comm(ev), _args(ev))),
+       fast={Kind.EXEC: _exec_cmdline})
 define("proc.exeline", "str", safe(lambda ev, cx: (lambda a: None if not a else " ".join(a))(_args(ev))))
 define("proc.cmdnargs", "int", safe(lambda ev, cx: (lambda a: None if a is None else max(0, len(a) - 1))(_args(ev))))
 define("proc.cmdlenargs", "int", safe(lambda ev, cx: (lambda a: None if a is None else sum(len(x) for x in a[1:]))(_args(ev))))
@@ -139,7 +187,6 @@ def _cwd(ev, cx):
 define("proc.cwd", "str", safe(_cwd))
 define("proc.tty", "int", safe(lambda ev, cx: _tty_nr(ev.tty if ev.kind is Kind.EXEC and ev.tty is not None
                                                    else ev.proc.tty if ev.proc is not None else None)))
-define("proc.env", "str", lambda ev, cx: None)
 define("proc.nthreads", "int", lambda ev, cx: None)
 define("proc.is_container_healthcheck", "bool", lambda ev, cx: False)
 define("proc.is_container_liveness_probe", "bool", lambda ev, cx: False)
