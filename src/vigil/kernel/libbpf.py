@@ -304,14 +304,20 @@ class Program:
             raise _err(f"attach {self.name} ({self.section}) to a cgroup")
         return Link(ptr, self.name)
 
-    def attach_uprobe(self, binary: str, func: str, pid: int = -1) -> "Link":
-        """Attach a uprobe at the entry of ``func`` (a symbol of ``binary``),
-        in process ``pid`` only (-1: every process)."""
-        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), func_name=func.encode())
+    def attach_uprobe(self, binary: str, func: str, pid: int = -1,
+                      retprobe: bool = False) -> "Link":
+        """Attach a uprobe at the entry of ``func`` (a symbol of ``binary``,
+        which libbpf resolves from the file's ELF symbols), or with
+        ``retprobe`` a uretprobe at its return, in process ``pid`` only
+        (-1: every process that maps the file, now or later)."""
+        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), func_name=func.encode(),
+                           retprobe=bool(retprobe))
+        take_log()
         ptr = lib().bpf_program__attach_uprobe_opts(self.ptr, pid, binary.encode(), 0,
                                                      ctypes.byref(opts))
         if not ptr:
-            raise _err(f"attach {self.name} ({self.section}) to {binary}:{func}")
+            what = "uretprobe" if retprobe else "uprobe"
+            raise _err(f"attach {self.name} as {what} to {binary}:{func}")
         return Link(ptr, self.name)
 
     def attach_tracepoint(self, tracefs: str, category: str, event: str) -> "Link":

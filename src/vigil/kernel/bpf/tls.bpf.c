@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: GPL-2.0
+/* TLS in plaintext: uprobes on OpenSSL's SSL_write/SSL_read (and the _ex
+ * forms) in libssl.so.3.  vigil.l7.tls attaches them once per library file.
+ *
+ * Entry: the thread is marked inside SSL_* (l7_tls_calls, tls.h), with the
+ * SSL object and the buffer.  The read/write syscalls the library makes meanwhile
+ * reach the L7 sensor, which notes the socket's fd in the mark and leaves the
+ * encrypted bytes alone (tls_claim).  Return: the plaintext (SSL_write's
+ * buffer, or what SSL_read filled) goes to the L7 sensor's emit path with that
+ * fd and L7_F_TLS.  A call served from OpenSSL's own buffer makes no syscall:
+ * its fd is the one last seen for the SSL object (tls_fds).
+ *
+ * The handshake and the close alert are marked too (SSL_do_handshake,
+ * SSL_shutdown): their bytes are not plaintext either, and the SSL object's
+ * fd is known before the first SSL_read. */
+#include "vigil.h"
+#include "tls.h"
+#include "l7.h"
+
+struct ssl_key {
+	__u64 ssl;
+	__u32 tgid;
+	__u32 pad;
+};
+
+/* (SSL object, process) -> the socket fd it was last seen using */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ssl_key);
+	__type(value, __s32);
+} tls_fds SEC(".maps");
+
+/* counters (user space reads them for the agent's health): enum tls_stat */
+enum tls_stat {
+	TLS_ST_CALLS = 0,	/* SSL_read/SSL_write returns with data */
+	TLS_ST_SENT,		/* chunks handed to the L7 emit path */
+	TLS_ST_NO_FD,		/* data on an SSL object whose socket is not known (not tracked) */
+	TLS_ST_NO_SLOT,		/* l7_tls_calls full: the call is not seen */
+	TLS_ST_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLS_ST_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} tls_stats SEC(".maps");
+
+static __always_inline void tls_count(__u32 slot)
+{
+	__u64 *v = bpf_map_lookup_elem(&tls_stats, &slot);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int tls_enter(void *ssl, const void *buf, void *len_ptr, __u32 op)
+{
+	if (!l7_tls_wanted())
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tls_call c = {
+		.ssl = (__u64)ssl, .buf = (__u64)buf, .len_ptr = (__u64)len_ptr, .fd = -1, .op = op,
+	};
+	if (bpf_map_update_elem(&l7_tls_calls, &id, &c, BPF_ANY))
+		tls_count(TLS_ST_NO_SLOT);
+	return 0;
+}
+
+static __always_inline int tls_leave(void *ctx, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tls_call *p = bpf_map_lookup_elem(&l7_tls_calls, &id);
+	if (!p)
+		return 0;
+	struct tls_call c = *p;
+	bpf_map_delete_elem(&l7_tls_calls, &id);
+
+	struct ssl_key k = { .ssl = c.ssl, .tgid = id >> 32 };
+	if (c.fd >= 0)
+		bpf_map_update_elem(&tls_fds, &k, &c.fd, BPF_ANY);
+	if (c.op == TLS_OP_OTHER)
+		return 0;
+	__u64 n = 0;
+	if (c.len_ptr) {			/* SSL_*_ex: 1 on success, the count in *len_ptr */
+		if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)c.len_ptr))
+			return 0;
+	} else {
+		if (ret <= 0)
+			return 0;
+		n = ret;
+	}
+	if (!n)
+		return 0;
+	tls_count(TLS_ST_CALLS);
+	int fd = c.fd;
+	if (fd < 0) {
+		__s32 *known = bpf_map_lookup_elem(&tls_fds, &k);
+		if (!known) {
+			tls_count(TLS_ST_NO_FD);
+			return 0;
+		}
+		fd = *known;
+	}
+	if (l7_emit_tls(ctx, fd, (const void *)c.buf, n, c.op == TLS_OP_WRITE) == 0)
+		tls_count(TLS_ST_SENT);
+	return 0;
+}
+
+/* int SSL_write(SSL *ssl, const void *buf, int num) */
+SEC("uprobe")
+int BPF_KPROBE(tls__ssl_write, void *ssl, const void *buf, int num)
+{
+	return tls_enter(ssl, buf, 0, TLS_OP_WRITE);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls__ssl_write_ret, int ret)
+{
+	return tls_leave(ctx, ret);
+}
+
+/* int SSL_read(SSL *ssl, void *buf, int num) */
+SEC("uprobe")
+int BPF_KPROBE(tls__ssl_read, void *ssl, void *buf, int num)
+{
+	return tls_enter(ssl, buf, 0, TLS_OP_READ);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls__ssl_read_ret, int ret)
+{
+	return tls_leave(ctx, ret);
+}
+
+/* int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written) */
+SEC("uprobe")
+int BPF_KPROBE(tls__ssl_write_ex, void *ssl, const void *buf, __u64 num, __u64 *written)
+{
+	return tls_enter(ssl, buf, written, TLS_OP_WRITE);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls__ssl_write_ret_ex, int ret)
+{
+	return tls_leave(ctx, ret);
+}
+
+/* int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes) */
+SEC("uprobe")
+int BPF_KPROBE(tls__ssl_read_ex, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	return tls_enter(ssl, buf, readbytes, TLS_OP_READ);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls__ssl_read_ret_ex, int ret)
+{
+	return tls_leave(ctx, ret);
+}
+
+/* int SSL_do_handshake(SSL *s), int SSL_shutdown(SSL *s) */
+SEC("uprobe")
+int BPF_KPROBE(tls__ssl_other, void *ssl)
+{
+	return tls_enter(ssl, 0, 0, TLS_OP_OTHER);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls__ssl_other_ret, int ret)
+{
+	return tls_leave(ctx, ret);
+}

@@ -1,0 +1,194 @@
+"""TLS in plaintext: uprobes on OpenSSL's SSL_read/SSL_write (libssl.so.3).
+
+The kernel side is ``kernel/bpf/tls.bpf.c``: its programs mark the thread
+"inside SSL_*" at a function's entry; the L7 sensor's read/write programs,
+seeing a tracked socket written or read by a marked thread, note the socket's
+fd there and do not parse those (encrypted) bytes; at SSL_write's entry /
+SSL_read's return the plaintext chunk goes up through the L7 sensor's emit
+path with that fd and ``L7_F_TLS``, and is paired like any plaintext data.
+
+Here: attaching those programs once per distinct library file (device and
+inode, ``tls_libs``), the host's copy at start and those processes map (a
+container's own copy): every process at start, then each process that execs
+(checked a few times while it loads its libraries, as Python loads libssl
+only at ``import ssl``), and every process again now and then.  Bounded: at
+most ``max_libs`` files, ``per_namespace`` of them from one mount namespace,
+so one container cannot use up the slots of the others.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from typing import Optional
+
+from vigil.kernel import libbpf
+from vigil.l7 import tls_libs
+from vigil.l7.tls_libs import TlsLib
+
+log = logging.getLogger("vigil.l7.tls")
+
+# (function, entry program, return program, required): the library is in use
+# once the required ones are attached; the others are attached if it has them
+PROBES = (
+    ("SSL_write", "tls__ssl_write", "tls__ssl_write_ret", True),
+    ("SSL_read", "tls__ssl_read", "tls__ssl_read_ret", True),
+    ("SSL_write_ex", "tls__ssl_write_ex", "tls__ssl_write_ret_ex", False),
+    ("SSL_read_ex", "tls__ssl_read_ex", "tls__ssl_read_ret_ex", False),
+    # the handshake and the close alert: marked too, so their encrypted bytes
+    # are not parsed and the fd of the SSL object is known before any data
+    ("SSL_do_handshake", "tls__ssl_other", "tls__ssl_other_ret", False),
+    ("SSL_shutdown", "tls__ssl_other", "tls__ssl_other_ret", False),
+)
+PROGRAMS = tuple(sorted({p for f, a, b, _ in PROBES for p in (a, b)}))
+
+EXEC_CHECKS = (0.05, 0.3, 1.5)     # s after an exec: look at the process's libraries
+RESCAN_SECONDS = 60.0              # every process again
+PENDING_MAX = 4096                 # execs waiting for a check (the oldest dropped)
+CHECKS_PER_TICK = 64               # maps files read per tick
+
+
+class TlsProbes:
+    """The uprobes of one loaded object with tls.bpf.c's programs."""
+
+    def __init__(self, obj: libbpf.BpfObject, max_libs: int = 32, per_namespace: int = 4,
+                 skip_pids=()):
+        self.programs = {p.name: p for p in obj.programs() if p.name in PROGRAMS}
+        self.max_libs = max_libs
+        self.per_namespace = per_namespace
+        self.skip_pids = frozenset(skip_pids)
+        self.libs: dict = {}          # key -> TlsLib attached
+        self.links: list = []
+        self.refused: set = set()     # keys that failed (not tried again)
+        self.disabled = ""            # why uprobes cannot be used at all
+        self._by_ns: dict = {}        # mount namespace -> keys attached from it
+        self._pending: dict = {}      # pid -> [times of the checks left]
+        self._next_scan = 0.0
+        self._full_logged = False
+        self.checks = 0               # processes looked at (stats)
+
+    # --- attaching ---
+
+    def add(self, lib: TlsLib) -> bool:
+        """Attach to ``lib`` unless its file already is (or failed, or the
+        bounds are reached); True if it is attached now."""
+        if self.disabled or lib.key in self.libs or lib.key in self.refused:
+            return lib.key in self.libs
+        if len(self.libs) >= self.max_libs or (
+                lib.mntns and len(self._by_ns.get(lib.mntns, ())) >= self.per_namespace):
+            if not self._full_logged:
+                log.warning("TLS: not probing %s: at most %d libraries (%d per mount namespace) "
+                            "are probed; its HTTPS traffic is not seen", lib.describe(),
+                            self.max_libs, self.per_namespace)
+                self._full_logged = True
+            self.refused.add(lib.key)
+            return False
+        links, missing = [], []
+        for func, entry, ret, required in PROBES:
+            got = []
+            try:
+                got.append(self.programs[entry].attach_uprobe(lib.path, func))
+                got.append(self.programs[ret].attach_uprobe(lib.path, func, retprobe=True))
+            except (KeyError, libbpf.BpfError) as e:
+                for link in got:
+                    link.destroy()
+                if required:
+                    self._failed(lib, func, e, links)
+                    return False
+                missing.append(func)
+                continue
+            links.extend(got)
+        self.libs[lib.key] = lib
+        self.links.extend(links)
+        if lib.mntns:
+            self._by_ns.setdefault(lib.mntns, set()).add(lib.key)
+        log.info("TLS: probing %s%s", lib.describe(),
+                 f" (not {', '.join(missing)})" if missing else "")
+        return True
+
+    def _failed(self, lib: TlsLib, func: str, err, links) -> None:
+        for link in links:
+            link.destroy()
+        self.refused.add(lib.key)
+        if isinstance(err, KeyError):
+            log.warning("TLS: %s: no program for %s in the object; not probed", lib.describe(),
+                        func)
+            return
+        if not self.libs and err.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM,
+                                           errno.EACCES, errno.ENODEV):
+            # the first library fails for a reason every other one would
+            self.disabled = err.strerror or str(err)
+            log.warning("TLS: uprobes unavailable (%s: %s); HTTPS is not seen in plaintext, "
+                        "plaintext L7 is unaffected", func, err.details or err.strerror)
+            return
+        log.warning("TLS: cannot probe %s (%s: %s); its HTTPS traffic is not seen",
+                    lib.describe(), func, err.details or err.strerror)
+
+    # --- finding libraries ---
+
+    def start(self, now: Optional[float] = None) -> "TlsProbes":
+        """The host's library, then every process's."""
+        host = tls_libs.host_lib()
+        if host is not None:
+            self.add(host)
+        self.rescan(now)
+        return self
+
+    def rescan(self, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._next_scan = now + RESCAN_SECONDS
+        for lib in tls_libs.scan_all(self.skip_pids):
+            self.checks += 1
+            if self.disabled:
+                return
+            self.add(lib)
+
+    def check_pid(self, pid: int) -> None:
+        self.checks += 1
+        for lib in tls_libs.process_libs(pid):
+            self.add(lib)
+
+    def on_exec(self, pid: int, now: Optional[float] = None) -> None:
+        """A process exec'd: look at what it maps a few times while it starts."""
+        if self.disabled or pid in self.skip_pids:
+            return
+        now = time.monotonic() if now is None else now
+        if len(self._pending) >= PENDING_MAX:
+            self._pending.pop(next(iter(self._pending)))
+        self._pending.pop(pid, None)
+        self._pending[pid] = [now + d for d in EXEC_CHECKS]
+
+    def tick(self, now: Optional[float] = None) -> None:
+        """Run the checks that are due (call often, from the event loop)."""
+        if self.disabled:
+            return
+        now = time.monotonic() if now is None else now
+        if now >= self._next_scan:
+            self.rescan(now)
+        done = 0
+        for pid in list(self._pending):
+            times = self._pending[pid]
+            if times[0] > now:
+                continue
+            if done >= CHECKS_PER_TICK:
+                break
+            done += 1
+            times.pop(0)
+            if not times:
+                del self._pending[pid]
+            self.check_pid(pid)
+
+    def on_exit(self, pid: int) -> None:
+        self._pending.pop(pid, None)
+
+    def close(self) -> None:
+        for link in self.links:
+            link.destroy()
+        self.links = []
+        self.libs = {}
+        self._by_ns = {}
+        self._pending = {}
+
+    def stats(self) -> dict:
+        return {"libraries": len(self.libs), "refused": len(self.refused),
+                "links": len(self.links), "checks": self.checks, "disabled": self.disabled}

@@ -1,0 +1,128 @@
+"""Where the OpenSSL libraries are: the host's libssl.so.3, and the copies
+processes map (a container's own, a vendored one below /opt ...).
+
+A library is known by the identity of its file (device and inode, as the
+kernel's uprobes know it), never by its path: the same file reached through
+two paths (``/lib`` and ``/usr/lib`` on a merged-/usr system, a bind mount, a
+container rootfs that is a host directory) is one library, and one copy in a
+container is a different one even where its path is the same as the host's.
+
+Statically linked OpenSSL, BoringSSL, GnuTLS, NSS, rustls and Go's crypto/tls
+are not found here (they have no libssl.so.3 to map): their traffic is not
+seen in plaintext.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from vigil.host_paths import host_path, proc_path
+
+# the file names of the libraries whose SSL_read/SSL_write are probed
+LIB_NAMES = ("libssl.so.3",)
+# where the host's own copy is (the first that exists; Debian/Ubuntu, Fedora/RHEL, others)
+HOST_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libssl.so.3", "/lib/x86_64-linux-gnu/libssl.so.3",
+                   "/usr/lib64/libssl.so.3", "/lib64/libssl.so.3", "/usr/lib/libssl.so.3")
+
+
+@dataclass(frozen=True)
+class TlsLib:
+    """One library file: ``key`` (major, minor, inode) is its identity;
+    ``path`` is where this process can open it; ``pid`` the process it was
+    found mapped in (0: the host's own copy); ``mntns`` that process's mount
+    namespace (inode; 0 unknown)."""
+    key: tuple
+    path: str
+    pid: int = 0
+    mntns: int = 0
+    shown: str = ""          # the path as the process sees it (for logs)
+
+    def describe(self) -> str:
+        where = f"pid {self.pid}" if self.pid else "host"
+        return f"{self.shown or self.path} ({where}, dev {self.key[0]}:{self.key[1]} ino {self.key[2]})"
+
+
+def is_lib_name(path: str) -> bool:
+    return os.path.basename(path) in LIB_NAMES
+
+
+def host_lib() -> Optional[TlsLib]:
+    """The host's libssl.so.3 (None when it has none)."""
+    for cand in HOST_CANDIDATES:
+        p = host_path(cand)
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if not os.path.isfile(p):
+            continue
+        return TlsLib((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), p, 0, 0, cand)
+    return None
+
+
+def parse_maps_line(line: str) -> Optional[tuple]:
+    """((major, minor, inode), path) of one /proc/PID/maps line that maps one
+    of LIB_NAMES from a file; None for any other line."""
+    parts = line.split(None, 5)
+    if len(parts) < 6:
+        return None
+    path = parts[5].rstrip("\n")
+    if path.endswith(" (deleted)") or not path.startswith("/") or not is_lib_name(path):
+        return None
+    try:
+        major, minor = (int(x, 16) for x in parts[3].split(":"))
+        ino = int(parts[4])
+    except ValueError:
+        return None
+    if not ino:
+        return None
+    return (major, minor, ino), path
+
+
+def mount_ns(pid: int) -> int:
+    try:
+        return os.stat(proc_path(pid, "ns", "mnt")).st_ino
+    except OSError:
+        return 0
+
+
+def process_libs(pid: int) -> list:
+    """The TLS libraries process ``pid`` maps (distinct files); [] if it maps
+    none, has gone, or cannot be read."""
+    seen = {}
+    try:
+        with open(proc_path(pid, "maps"), "r", errors="replace") as f:
+            for line in f:
+                if "libssl" not in line:
+                    continue
+                hit = parse_maps_line(line)
+                if hit is not None and hit[0] not in seen:
+                    seen[hit[0]] = hit[1]
+    except OSError:
+        return []
+    if not seen:
+        return []
+    ns = mount_ns(pid)
+    root = proc_path(pid, "root")
+    # the file as this process can open it: through the process's root (its
+    # container's file system), which stays valid as long as the process lives
+    return [TlsLib(key, root + path, pid, ns, path) for key, path in seen.items()]
+
+
+def pids() -> Iterator[int]:
+    try:
+        names = os.listdir(proc_path())
+    except OSError:
+        return
+    for n in names:
+        if n.isdigit():
+            yield int(n)
+
+
+def scan_all(skip=frozenset()) -> Iterator[TlsLib]:
+    """The TLS libraries of every process (pids in ``skip`` are not read);
+    a library mapped by several processes is yielded once per process."""
+    for pid in pids():
+        if pid not in skip:
+            yield from process_libs(pid)
