@@ -58,6 +58,18 @@ struct l7_scratch {
 };
 PERCPU_BUF(l7_buf, struct l7_scratch);
 
+/* Are new connections of the current task followed (L7 on, task in scope)? */
+static __always_inline int l7_wanted(void)
+{
+	struct vigil_cfg *cfg = kind_cfg(EV_L7);
+	if (!cfg || !cfg->l7_protocols)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
+		return 0;
+	return task_wanted(cfg);
+}
+
 /* The key of the current process's fd: its struct file's address (0: none). */
 static __always_inline __u64 l7_key(int fd)
 {
