@@ -216,6 +216,12 @@ class Pipeline:
         self._last_tick = now
         self.release_held()
         self.filters.tick(now)
+        tls = self.sensors.tls if self.sensors is not None else None
+        if tls is not None:
+            try:
+                tls.tick(now)           # the TLS libraries of new processes
+            except Exception:
+                log.exception("TLS library checks failed")
         for fn in self.tickers:
             try:
                 fn(now)
@@ -270,6 +276,8 @@ class Pipeline:
                 return
             if kind in _NAME_CHANGES:
                 self.filters.watched.note_event(ev)
+            elif kind == Kind.EXEC and self.sensors is not None and self.sensors.tls is not None:
+                self.sensors.tls.on_exec(ev.pid)
             ev.proc = self.proctable.update(ev)
             if self._hold is not None:
                 for out in self._hold.push(ev):

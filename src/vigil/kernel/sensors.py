@@ -30,7 +30,11 @@ from vigil.kernel.filters import DEFAULT_RINGBUF, DEFAULT_RINGBUF_HI, open_filte
 log = logging.getLogger("vigil.kernel.sensors")
 
 SHARED_MAPS = ("events", "events_hi", "vigil_config", "stats", "ignore_pids", "ignore_comms",
-               "cgroup_scope", "open_prefixes", "watched_inodes", "budgets", "l7_events", "l7_socks")
+               "cgroup_scope", "open_prefixes", "watched_inodes", "budgets", "l7_events", "l7_socks",
+               "l7_tls_calls")
+# programs attached to user-space functions: not at start, but by their owner
+# (tls.bpf.c: vigil.l7.tls, once per library file)
+UPROBE_SECTIONS = ("uprobe", "uretprobe")
 SCOPES = {"all": 0, "host": 1, "containers": 2}
 
 
@@ -94,6 +98,7 @@ class SensorManager:
         self._cfg = VigilCfg()
         self.started = False
         self.tracefs = None      # set by start(): where tracepoint ids are read
+        self.tls = None          # the TLS uprobes (vigil.l7.tls.TlsProbes) once attached
 
     # --- lifecycle ---
 
@@ -127,6 +132,9 @@ class SensorManager:
         return self
 
     def stop(self) -> None:
+        if self.tls is not None:
+            self.tls.close()
+            self.tls = None
         perf_fds = [fd for fd in detach_all(self.links) if fd is not None]
         self.links = []
         release_later(perf_fds)
@@ -167,6 +175,8 @@ class SensorManager:
             obj.set_max_entries("events_hi", self.ringbuf_hi_size)
             obj.set_max_entries("l7_events", self.l7_ringbuf_size)
             obj.set_max_entries("l7_socks", self.l7_connections)
+            # threads inside SSL_* at once (tls.bpf.c): a few when L7 is off
+            obj.set_max_entries("l7_tls_calls", min(8192, max(64, self.l7_connections // 4)))
             obj.load()
             self.maps = {name: obj.map(name) for name in SHARED_MAPS}
         except BaseException:
@@ -238,10 +248,14 @@ class SensorManager:
 
     def _attach(self) -> None:
         states = {(p.sensor, p.name): p for p in self.report.programs}
+        uprobes = {}
         for sensor, obj in self.objects.items():
             for prog in obj.programs():
                 st = states.get((sensor, prog.name))
                 if st is None or not st.loaded:
+                    continue
+                if prog.section.startswith(UPROBE_SECTIONS):
+                    uprobes.setdefault(sensor, obj)     # attached per library below
                     continue
                 try:
                     self.links.append(self._attach_one(prog))
@@ -253,9 +267,21 @@ class SensorManager:
                     else:
                         st.error = f"attach failed: {e.strerror}"
         self._warn_disabled()
+        if "tls" in uprobes:
+            self._attach_tls(uprobes["tls"], states)
         attached = [p for p in self.report.programs if p.attached]
         log.info("%d programs attached for kinds %s", len(attached),
                  ",".join(sorted(k.label for k in self.kinds)))
+
+    def _attach_tls(self, obj, states) -> None:
+        """The TLS uprobes (tls.bpf.c): once per libssl.so.3 file, the host's
+        and those processes map now or later (vigil.l7.tls)."""
+        from vigil.l7.tls import TlsProbes
+        self.tls = TlsProbes(obj).start()
+        for p in obj.programs():
+            st = states.get(("tls", p.name))
+            if st is not None and st.loaded:
+                st.attached = bool(self.tls.libs)
 
     def _warn_disabled(self) -> None:
         """One line for every program this kernel refused, by kind (events of

@@ -31,14 +31,14 @@ log = logging.getLogger("vigil.l7.tls")
 # (function, entry program, return program, required): the library is in use
 # once the required ones are attached; the others are attached if it has them
 PROBES = (
-    ("SSL_write", "tls__ssl_write", "tls__ssl_write_ret", True),
-    ("SSL_read", "tls__ssl_read", "tls__ssl_read_ret", True),
-    ("SSL_write_ex", "tls__ssl_write_ex", "tls__ssl_write_ret_ex", False),
-    ("SSL_read_ex", "tls__ssl_read_ex", "tls__ssl_read_ret_ex", False),
+    ("SSL_write", "l7__tls_write", "l7__tls_write_ret", True),
+    ("SSL_read", "l7__tls_read", "l7__tls_read_ret", True),
+    ("SSL_write_ex", "l7__tls_write_ex", "l7__tls_write_ret_ex", False),
+    ("SSL_read_ex", "l7__tls_read_ex", "l7__tls_read_ret_ex", False),
     # the handshake and the close alert: marked too, so their encrypted bytes
     # are not parsed and the fd of the SSL object is known before any data
-    ("SSL_do_handshake", "tls__ssl_other", "tls__ssl_other_ret", False),
-    ("SSL_shutdown", "tls__ssl_other", "tls__ssl_other_ret", False),
+    ("SSL_do_handshake", "l7__tls_other", "l7__tls_other_ret", False),
+    ("SSL_shutdown", "l7__tls_other", "l7__tls_other_ret", False),
 )
 PROGRAMS = tuple(sorted({p for f, a, b, _ in PROBES for p in (a, b)}))
 
@@ -46,6 +46,7 @@ EXEC_CHECKS = (0.05, 0.3, 1.5)     # s after an exec: look at the process's libr
 RESCAN_SECONDS = 60.0              # every process again
 PENDING_MAX = 4096                 # execs waiting for a check (the oldest dropped)
 CHECKS_PER_TICK = 64               # maps files read per tick
+REFUSED_MAX = 4096                 # library files remembered as not probed
 
 
 class TlsProbes:
@@ -59,11 +60,12 @@ class TlsProbes:
         self.skip_pids = frozenset(skip_pids)
         self.libs: dict = {}          # key -> TlsLib attached
         self.links: list = []
-        self.refused: set = set()     # keys that failed (not tried again)
+        self.refused: dict = {}       # keys that failed (not tried again), oldest first
         self.disabled = ""            # why uprobes cannot be used at all
         self._by_ns: dict = {}        # mount namespace -> keys attached from it
         self._pending: dict = {}      # pid -> [times of the checks left]
         self._next_scan = 0.0
+        self._scan = None             # the periodic pass over every process, under way
         self._full_logged = False
         self.checks = 0               # processes looked at (stats)
 
@@ -81,7 +83,7 @@ class TlsProbes:
                             "are probed; its HTTPS traffic is not seen", lib.describe(),
                             self.max_libs, self.per_namespace)
                 self._full_logged = True
-            self.refused.add(lib.key)
+            self._refuse(lib.key)
             return False
         links, missing = [], []
         for func, entry, ret, required in PROBES:
@@ -106,10 +108,15 @@ class TlsProbes:
                  f" (not {', '.join(missing)})" if missing else "")
         return True
 
+    def _refuse(self, key) -> None:
+        if len(self.refused) >= REFUSED_MAX:
+            self.refused.pop(next(iter(self.refused)))
+        self.refused[key] = True
+
     def _failed(self, lib: TlsLib, func: str, err, links) -> None:
         for link in links:
             link.destroy()
-        self.refused.add(lib.key)
+        self._refuse(lib.key)
         if isinstance(err, KeyError):
             log.warning("TLS: %s: no program for %s in the object; not probed", lib.describe(),
                         func)
@@ -135,13 +142,14 @@ class TlsProbes:
         return self
 
     def rescan(self, now: Optional[float] = None) -> None:
+        """Every process now (at start)."""
         now = time.monotonic() if now is None else now
         self._next_scan = now + RESCAN_SECONDS
-        for lib in tls_libs.scan_all(self.skip_pids):
-            self.checks += 1
+        for pid in tls_libs.pids():
             if self.disabled:
                 return
-            self.add(lib)
+            if pid not in self.skip_pids:
+                self.check_pid(pid)
 
     def check_pid(self, pid: int) -> None:
         self.checks += 1
@@ -163,9 +171,19 @@ class TlsProbes:
         if self.disabled:
             return
         now = time.monotonic() if now is None else now
-        if now >= self._next_scan:
-            self.rescan(now)
         done = 0
+        if self._scan is None and now >= self._next_scan:
+            self._scan = tls_libs.pids()        # every process again, a few a tick
+            self._next_scan = now + RESCAN_SECONDS
+        if self._scan is not None:
+            for pid in self._scan:
+                if pid not in self.skip_pids:
+                    self.check_pid(pid)
+                    done += 1
+                    if done >= CHECKS_PER_TICK // 2:
+                        break
+            else:
+                self._scan = None
         for pid in list(self._pending):
             times = self._pending[pid]
             if times[0] > now:

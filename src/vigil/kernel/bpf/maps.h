@@ -148,6 +148,24 @@ struct {
 	__type(value, struct l7_conn);
 } l7_socks SEC(".maps");
 
+/* TLS (tls.h, tls.bpf.c): the threads inside one of OpenSSL's SSL_* calls,
+ * pid_tgid -> struct tls_call; the L7 sensor notes there the socket the call
+ * reads or writes (user space sizes it: a few entries when L7 is off) */
+struct tls_call {
+	__u64 ssl;             /* the SSL object */
+	__u64 buf;             /* the caller's buffer */
+	__u64 len_ptr;         /* size_t * of the _ex calls (0: the length is the return value) */
+	__s32 fd;              /* the socket the call read or wrote (-1: none yet) */
+	__u32 op;              /* enum tls_op (tls.h) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct tls_call);
+} l7_tls_calls SEC(".maps");
+
 /* Not used at run time: its value type puts struct ev_btf (every layout and
  * shared enum, events.h) into the object's BTF. */
 struct {

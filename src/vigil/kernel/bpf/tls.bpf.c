@@ -14,8 +14,11 @@
  * SSL_shutdown): their bytes are not plaintext either, and the SSL object's
  * fd is known before the first SSL_read. */
 #include "vigil.h"
-#include "tls.h"
 #include "l7.h"
+#include "tls.h"
+
+/* libbpf 1.1's bpf_tracing.h has no BPF_UPROBE/BPF_URETPROBE: BPF_KPROBE and
+ * BPF_KRETPROBE read the same pt_regs. */
 
 struct ssl_key {
 	__u64 ssl;
@@ -34,8 +37,8 @@ struct {
 /* counters (user space reads them for the agent's health): enum tls_stat */
 enum tls_stat {
 	TLS_ST_CALLS = 0,	/* SSL_read/SSL_write returns with data */
-	TLS_ST_SENT,		/* chunks handed to the L7 emit path */
-	TLS_ST_NO_FD,		/* data on an SSL object whose socket is not known (not tracked) */
+	TLS_ST_SENT,		/* chunks handed to the L7 detector (l7_observe) */
+	TLS_ST_NO_FD,		/* data on an SSL object whose socket is not known or followed */
 	TLS_ST_NO_SLOT,		/* l7_tls_calls full: the call is not seen */
 	TLS_ST_MAX,
 };
@@ -56,7 +59,7 @@ static __always_inline void tls_count(__u32 slot)
 
 static __always_inline int tls_enter(void *ssl, const void *buf, void *len_ptr, __u32 op)
 {
-	if (!l7_tls_wanted())
+	if (!l7_wanted())
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	struct tls_call c = {
@@ -67,7 +70,7 @@ static __always_inline int tls_enter(void *ssl, const void *buf, void *len_ptr, 
 	return 0;
 }
 
-static __always_inline int tls_leave(void *ctx, long ret)
+static __always_inline int tls_leave(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct tls_call *p = bpf_map_lookup_elem(&l7_tls_calls, &id);
@@ -96,78 +99,81 @@ static __always_inline int tls_leave(void *ctx, long ret)
 	int fd = c.fd;
 	if (fd < 0) {
 		__s32 *known = bpf_map_lookup_elem(&tls_fds, &k);
-		if (!known) {
-			tls_count(TLS_ST_NO_FD);
-			return 0;
-		}
-		fd = *known;
+		fd = known ? *known : -1;
 	}
-	if (l7_emit_tls(ctx, fd, (const void *)c.buf, n, c.op == TLS_OP_WRITE) == 0)
-		tls_count(TLS_ST_SENT);
+	struct l7_conn *conn = fd >= 0 ? l7_conn_of(fd) : NULL;
+	if (!conn) {
+		tls_count(TLS_ST_NO_FD);
+		return 0;
+	}
+	__u32 len = n > 0xffffffff ? 0xffffffff : n;
+	l7_observe(conn, fd, c.op == TLS_OP_WRITE ? L7_DIR_WRITE : L7_DIR_READ, (const void *)c.buf,
+		   len, L7_F_TLS);
+	tls_count(TLS_ST_SENT);
 	return 0;
 }
 
 /* int SSL_write(SSL *ssl, const void *buf, int num) */
 SEC("uprobe")
-int BPF_KPROBE(tls__ssl_write, void *ssl, const void *buf, int num)
+int BPF_KPROBE(l7__tls_write, void *ssl, const void *buf, int num)
 {
 	return tls_enter(ssl, buf, 0, TLS_OP_WRITE);
 }
 
 SEC("uretprobe")
-int BPF_KRETPROBE(tls__ssl_write_ret, int ret)
+int BPF_KRETPROBE(l7__tls_write_ret, int ret)
 {
-	return tls_leave(ctx, ret);
+	return tls_leave(ret);
 }
 
 /* int SSL_read(SSL *ssl, void *buf, int num) */
 SEC("uprobe")
-int BPF_KPROBE(tls__ssl_read, void *ssl, void *buf, int num)
+int BPF_KPROBE(l7__tls_read, void *ssl, void *buf, int num)
 {
 	return tls_enter(ssl, buf, 0, TLS_OP_READ);
 }
 
 SEC("uretprobe")
-int BPF_KRETPROBE(tls__ssl_read_ret, int ret)
+int BPF_KRETPROBE(l7__tls_read_ret, int ret)
 {
-	return tls_leave(ctx, ret);
+	return tls_leave(ret);
 }
 
 /* int SSL_write_ex(SSL *s, const void *buf, size_t num, size_t *written) */
 SEC("uprobe")
-int BPF_KPROBE(tls__ssl_write_ex, void *ssl, const void *buf, __u64 num, __u64 *written)
+int BPF_KPROBE(l7__tls_write_ex, void *ssl, const void *buf, __u64 num, __u64 *written)
 {
 	return tls_enter(ssl, buf, written, TLS_OP_WRITE);
 }
 
 SEC("uretprobe")
-int BPF_KRETPROBE(tls__ssl_write_ret_ex, int ret)
+int BPF_KRETPROBE(l7__tls_write_ret_ex, int ret)
 {
-	return tls_leave(ctx, ret);
+	return tls_leave(ret);
 }
 
 /* int SSL_read_ex(SSL *ssl, void *buf, size_t num, size_t *readbytes) */
 SEC("uprobe")
-int BPF_KPROBE(tls__ssl_read_ex, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+int BPF_KPROBE(l7__tls_read_ex, void *ssl, void *buf, __u64 num, __u64 *readbytes)
 {
 	return tls_enter(ssl, buf, readbytes, TLS_OP_READ);
 }
 
 SEC("uretprobe")
-int BPF_KRETPROBE(tls__ssl_read_ret_ex, int ret)
+int BPF_KRETPROBE(l7__tls_read_ret_ex, int ret)
 {
-	return tls_leave(ctx, ret);
+	return tls_leave(ret);
 }
 
 /* int SSL_do_handshake(SSL *s), int SSL_shutdown(SSL *s) */
 SEC("uprobe")
-int BPF_KPROBE(tls__ssl_other, void *ssl)
+int BPF_KPROBE(l7__tls_other, void *ssl)
 {
 	return tls_enter(ssl, 0, 0, TLS_OP_OTHER);
 }
 
 SEC("uretprobe")
-int BPF_KRETPROBE(tls__ssl_other_ret, int ret)
+int BPF_KRETPROBE(l7__tls_other_ret, int ret)
 {
-	return tls_leave(ctx, ret);
+	return tls_leave(ret);
 }
