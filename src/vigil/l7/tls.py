@@ -42,7 +42,7 @@ PROBES = (
 )
 PROGRAMS = tuple(sorted({p for f, a, b, _ in PROBES for p in (a, b)}))
 
-EXEC_CHECKS = (0.05, 0.3, 1.5)     # s after an exec: look at the process's libraries
+EXEC_CHECKS = (0.02, 0.25, 1.5)     # s after an exec: look at the process's libraries
 RESCAN_SECONDS = 60.0              # every process again
 PENDING_MAX = 4096                 # execs waiting for a check (the oldest dropped)
 CHECKS_PER_TICK = 64               # maps files read per tick
