@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from typing import Optional
 
 from vigil.kernel import libbpf
+from vigil.kernel.detach import detach_all, release_later
 from vigil.l7 import tls_libs
 from vigil.l7.tls_libs import TlsLib
 
@@ -46,7 +48,9 @@ EXEC_CHECKS = (0.02, 0.25, 1.5)     # s after an exec: look at the process's lib
 RESCAN_SECONDS = 60.0              # every process again
 PENDING_MAX = 4096                 # execs waiting for a check (the oldest dropped)
 CHECKS_PER_TICK = 64               # maps files read per tick
-REFUSED_MAX = 4096                 # library files remembered as not probed
+REFUSED_MAX = 4096
+# attach errors no other library would escape: uprobes are off for the node
+NODE_WIDE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.EACCES)                 # library files remembered as not probed
 
 
 class TlsProbes:
@@ -85,15 +89,22 @@ class TlsProbes:
                 self._full_logged = True
             self._refuse(lib.key)
             return False
+        try:
+            offsets = tls_libs.function_offsets(lib.path, {f for f, *_ in PROBES})
+        except (OSError, ValueError) as e:
+            self._failed(lib, "", e, [])
+            return False
         links, missing = [], []
         for func, entry, ret, required in PROBES:
             got = []
             try:
-                got.append(self.programs[entry].attach_uprobe(lib.path, func))
-                got.append(self.programs[ret].attach_uprobe(lib.path, func, retprobe=True))
-            except (KeyError, libbpf.BpfError) as e:
-                for link in got:
-                    link.destroy()
+                if func not in offsets:
+                    raise LookupError(f"{func} is not defined there")
+                off = offsets[func]
+                got.append(self.programs[entry].attach_uprobe_at(lib.path, off))
+                got.append(self.programs[ret].attach_uprobe_at(lib.path, off, retprobe=True))
+            except (LookupError, libbpf.BpfError) as e:
+                self._release(got)
                 if required:
                     self._failed(lib, func, e, links)
                     return False
@@ -113,23 +124,27 @@ class TlsProbes:
             self.refused.pop(next(iter(self.refused)))
         self.refused[key] = True
 
+    @staticmethod
+    def _release(links) -> None:
+        release_later([fd for fd in detach_all(links) if fd is not None])
+
     def _failed(self, lib: TlsLib, func: str, err, links) -> None:
-        for link in links:
-            link.destroy()
+        self._release(links)
         self._refuse(lib.key)
         if isinstance(err, KeyError):
-            log.warning("TLS: %s: no program for %s in the object; not probed", lib.describe(),
-                        func)
-            return
-        if not self.libs and err.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM,
-                                           errno.EACCES, errno.ENODEV):
-            # the first library fails for a reason every other one would
-            self.disabled = err.strerror or str(err)
-            log.warning("TLS: uprobes unavailable (%s: %s); HTTPS is not seen in plaintext, "
-                        "plaintext L7 is unaffected", func, err.details or err.strerror)
-            return
-        log.warning("TLS: cannot probe %s (%s: %s); its HTTPS traffic is not seen",
-                    lib.describe(), func, err.details or err.strerror)
+            why = f"no program {err} in the object"
+        elif isinstance(err, libbpf.BpfError):
+            why = err.details or err.strerror
+            if err.errno in NODE_WIDE or not os.path.exists(libbpf._UPROBE_PMU):
+                # a reason every other library would fail for too
+                self.disabled = f"{func}: {why}"
+                log.warning("TLS: uprobes unavailable (%s); HTTPS is not seen in plaintext, "
+                            "plaintext L7 is unaffected", self.disabled)
+                return
+        else:
+            why = str(err)
+        log.warning("TLS: cannot probe %s (%s%s); its HTTPS traffic is not seen", lib.describe(),
+                    f"{func}: " if func else "", why)
 
     # --- finding libraries ---
 
@@ -200,8 +215,8 @@ class TlsProbes:
         self._pending.pop(pid, None)
 
     def close(self) -> None:
-        for link in self.links:
-            link.destroy()
+        # each uprobe's removal waits for the kernel: done by a helper process
+        self._release(self.links)
         self.links = []
         self.libs = {}
         self._by_ns = {}

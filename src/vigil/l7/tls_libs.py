@@ -14,6 +14,7 @@ seen in plaintext.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -108,6 +109,38 @@ def process_libs(pid: int) -> list:
     # the file as this process can open it: through the process's root (its
     # container's file system), which stays valid as long as the process lives
     return [TlsLib(key, root + path, pid, ns, path) for key, path in seen.items()]
+
+
+def function_offsets(path: str, names) -> dict:
+    """{name: file offset} of the functions ``names`` the ELF file at path
+    defines (its dynamic symbols, then its full symbol table), where a uprobe
+    goes; a name it does not define is absent.  Raises OSError if the file
+    cannot be read, ValueError if it is not an ELF object."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    want, found = set(names), {}
+    with open(path, "rb") as f:
+        try:
+            elf = ELFFile(f)
+            loads = [seg for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
+            for section in (".dynsym", ".symtab"):
+                table = elf.get_section_by_name(section)
+                if table is None or not hasattr(table, "iter_symbols"):
+                    continue
+                for sym in table.iter_symbols():
+                    name = sym.name.split("@", 1)[0]
+                    if name not in want or name in found or sym["st_value"] == 0 \
+                            or sym["st_info"]["type"] != "STT_FUNC" \
+                            or sym["st_shndx"] == "SHN_UNDEF":
+                        continue
+                    addr = sym["st_value"]
+                    for seg in loads:
+                        if seg["p_vaddr"] <= addr < seg["p_vaddr"] + seg["p_memsz"]:
+                            found[name] = addr - seg["p_vaddr"] + seg["p_offset"]
+                            break
+        except (ELFError, KeyError, struct.error) as e:
+            raise ValueError(f"{path}: not a readable ELF object ({e})") from None
+    return found
 
 
 def pids() -> Iterator[int]:
