@@ -183,6 +183,8 @@ class Agent:
         if protos:
             filters.l7_ringbuf_size = self.cfg["l7"]["ringbuf_size"]
             filters.l7_connections = max(4096, 4 * self.cfg["l7"]["max_connections"])
+        l7 = self.cfg["l7"]
+        filters.l7_tls_libraries = l7["tls_max_libraries"] if l7["tls"] else 0
         sinks = self.l7.sinks
         if Kind.HTTP in eng.required_kinds():
             if self._http_events is None:

@@ -130,7 +130,8 @@ class Pipeline:
         sensors = SensorManager(self.kernel_kinds(), ringbuf_size=f.ringbuf_size,
                                 ringbuf_hi_size=f.ringbuf_hi_size,
                                 args_max=f.args_max, l7_ringbuf_size=f.l7_ringbuf_size,
-                                l7_connections=f.l7_connections).start(configure=f.apply)
+                                l7_connections=f.l7_connections,
+                                l7_tls_libraries=f.l7_tls_libraries).start(configure=f.apply)
         sizes = {"l7_events": sensors.l7_ringbuf_size}
         try:
             side = [(sensors.maps[name].fd, sizes[name], fn)

@@ -77,7 +77,7 @@ class SensorManager:
     def __init__(self, kinds, ringbuf_size: int = DEFAULT_RINGBUF, args_max: int = 4096,
                  directory: Path | None = None, ignore_self: bool = True,
                  ringbuf_hi_size: int = DEFAULT_RINGBUF_HI, l7_ringbuf_size: int = 0,
-                 l7_connections: int = 0):
+                 l7_connections: int = 0, l7_tls_libraries: int = 32):
         self.kinds = {Kind(k) for k in kinds}
         # our own pid is ignored before anything is attached: attaching opens
         # tracefs files, which would otherwise be reported
@@ -89,6 +89,8 @@ class SensorManager:
         # entries when L7 is off (every object declares them)
         self.l7_ringbuf_size = l7_ringbuf_size or 4096
         self.l7_connections = l7_connections or 256
+        # the TLS uprobes: library files probed at most (0: tls.bpf.c not loaded)
+        self.l7_tls_libraries = l7_tls_libraries
         self.directory = Path(directory) if directory else bpf_dir()
         self.objects = {}        # sensor -> BpfObject
         self.links = []
@@ -175,8 +177,6 @@ class SensorManager:
             obj.set_max_entries("events_hi", self.ringbuf_hi_size)
             obj.set_max_entries("l7_events", self.l7_ringbuf_size)
             obj.set_max_entries("l7_socks", self.l7_connections)
-            # threads inside SSL_* at once (tls.bpf.c): a few when L7 is off
-            obj.set_max_entries("l7_tls_calls", min(8192, max(64, self.l7_connections // 4)))
             obj.load()
             self.maps = {name: obj.map(name) for name in SHARED_MAPS}
         except BaseException:
@@ -195,10 +195,11 @@ class SensorManager:
                 obj.set_const("cfg_args_max", struct.pack("<I", self.args_max))
             except KeyError:
                 pass        # an object without the setting
+            tls_off = sensor == "tls" and not self.l7_tls_libraries
             for p in obj.programs():
                 kind = program_kind(p.name)
                 # enforcement programs are vigil.enforce's to load and attach
-                p.autoload = (kind in self.kinds and kind not in ENFORCE_KINDS
+                p.autoload = (kind in self.kinds and kind not in ENFORCE_KINDS and not tls_off
                               and (only is None or p.name in only))
         except BaseException:
             obj.close()
@@ -277,7 +278,7 @@ class SensorManager:
         """The TLS uprobes (tls.bpf.c): once per libssl.so.3 file, the host's
         and those processes map now or later (vigil.l7.tls)."""
         from vigil.l7.tls import TlsProbes
-        self.tls = TlsProbes(obj).start()
+        self.tls = TlsProbes(obj, max_libs=self.l7_tls_libraries).start()
         for p in obj.programs():
             st = states.get(("tls", p.name))
             if st is not None and st.loaded:

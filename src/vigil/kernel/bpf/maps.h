@@ -148,21 +148,20 @@ struct {
 	__type(value, struct l7_conn);
 } l7_socks SEC(".maps");
 
-/* TLS (tls.h, tls.bpf.c): the threads inside one of OpenSSL's SSL_* calls,
- * pid_tgid -> struct tls_call; the L7 sensor notes there the socket the call
- * reads or writes (user space sizes it: a few entries when L7 is off) */
+/* TLS (tls.h, tls.bpf.c): per thread, the SSL_* call it is inside (op != 0),
+ * where the L7 sensor notes the socket the call reads or writes */
 struct tls_call {
 	__u64 ssl;             /* the SSL object */
 	__u64 buf;             /* the caller's buffer */
 	__u64 len_ptr;         /* size_t * of the _ex calls (0: the length is the return value) */
 	__s32 fd;              /* the socket the call read or wrote (-1: none yet) */
-	__u32 op;              /* enum tls_op (tls.h) */
+	__u32 op;              /* enum tls_op (tls.h); 0: not inside SSL_* */
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct tls_call);
 } l7_tls_calls SEC(".maps");
 

@@ -39,7 +39,7 @@ enum tls_stat {
 	TLS_ST_CALLS = 0,	/* SSL_read/SSL_write returns with data */
 	TLS_ST_SENT,		/* chunks handed to the L7 detector (l7_observe) */
 	TLS_ST_NO_FD,		/* data on an SSL object whose socket is not known or followed */
-	TLS_ST_NO_SLOT,		/* l7_tls_calls full: the call is not seen */
+	TLS_ST_NO_SLOT,		/* no task storage for the mark: the call is not seen */
 	TLS_ST_MAX,
 };
 
@@ -57,30 +57,36 @@ static __always_inline void tls_count(__u32 slot)
 		*v += 1;
 }
 
+/* The thread enters SSL_*: whether its connection is followed (L7 on, in
+ * scope) is known at the return, from the socket's l7_conn. */
 static __always_inline int tls_enter(void *ssl, const void *buf, void *len_ptr, __u32 op)
 {
-	if (!l7_wanted())
-		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	struct tls_call c = {
-		.ssl = (__u64)ssl, .buf = (__u64)buf, .len_ptr = (__u64)len_ptr, .fd = -1, .op = op,
-	};
-	if (bpf_map_update_elem(&l7_tls_calls, &id, &c, BPF_ANY))
+	struct tls_call *c = bpf_task_storage_get(&l7_tls_calls, bpf_get_current_task_btf(), 0,
+						  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c) {
 		tls_count(TLS_ST_NO_SLOT);
+		return 0;
+	}
+	c->ssl = (__u64)ssl;
+	c->buf = (__u64)buf;
+	c->len_ptr = (__u64)len_ptr;
+	c->fd = -1;
+	c->op = op;
 	return 0;
 }
 
 static __always_inline int tls_leave(long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct tls_call *p = bpf_map_lookup_elem(&l7_tls_calls, &id);
-	if (!p)
+	struct tls_call *p = bpf_task_storage_get(&l7_tls_calls, bpf_get_current_task_btf(), 0, 0);
+	if (!p || !p->op)
 		return 0;
 	struct tls_call c = *p;
-	bpf_map_delete_elem(&l7_tls_calls, &id);
+	p->op = 0;
 
-	struct ssl_key k = { .ssl = c.ssl, .tgid = id >> 32 };
-	if (c.fd >= 0)
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct ssl_key k = { .ssl = c.ssl, .tgid = tgid };
+	__s32 *known = bpf_map_lookup_elem(&tls_fds, &k);
+	if (c.fd >= 0 && (!known || *known != c.fd))
 		bpf_map_update_elem(&tls_fds, &k, &c.fd, BPF_ANY);
 	if (c.op == TLS_OP_OTHER)
 		return 0;
@@ -97,10 +103,8 @@ static __always_inline int tls_leave(long ret)
 		return 0;
 	tls_count(TLS_ST_CALLS);
 	int fd = c.fd;
-	if (fd < 0) {
-		__s32 *known = bpf_map_lookup_elem(&tls_fds, &k);
+	if (fd < 0)
 		fd = known ? *known : -1;
-	}
 	struct l7_conn *conn = fd >= 0 ? l7_conn_of(fd) : NULL;
 	if (!conn) {
 		tls_count(TLS_ST_NO_FD);

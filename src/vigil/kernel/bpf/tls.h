@@ -2,8 +2,8 @@
 /* vigil: what the TLS uprobes (tls.bpf.c) and the L7 sensor (l7.bpf.c) share
  * besides l7.h.  Include vigil.h first.
  *
- * A thread inside one of OpenSSL's SSL_* calls has an entry in l7_tls_calls
- * (maps.h; put there at the function's entry, taken at its return).  The L7
+ * A thread inside one of OpenSSL's SSL_* calls says so in its l7_tls_calls
+ * (maps.h, task storage: op set at the function's entry, cleared at its return).  The L7
  * sensor calls tls_claim() on every read/write of a followed socket: for a
  * thread inside SSL_* it notes the fd and returns 1 -- those bytes are TLS
  * records, not plaintext, and are not looked at.  The plaintext is handed to
@@ -20,9 +20,8 @@ enum tls_op {
 /* 1 if the current thread is inside SSL_* (fd is noted), else 0. */
 static __always_inline int tls_claim(int fd)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct tls_call *c = bpf_map_lookup_elem(&l7_tls_calls, &id);
-	if (!c)
+	struct tls_call *c = bpf_task_storage_get(&l7_tls_calls, bpf_get_current_task_btf(), 0, 0);
+	if (!c || !c->op)
 		return 0;
 	c->fd = fd;
 	return 1;
