@@ -347,3 +347,62 @@ def test_container_own_libssl(agent, cert, tmp_path):
     assert counts(out) == expected(PLAN) == counts(inb)
     assert all(r.tls and r.comm == "curl" for r in out)
     assert len({r.cgroup_id for r in out}) == 1 and out[0].cgroup_id != inb[0].cgroup_id
+
+
+def test_https_red_metrics_of_vigil_run_through_prometheus(bpf_objects, cert):
+    """`vigil run`: curl over HTTPS (from its own loopback address) gives the
+    same exact vigil_http_requests_total by method and status, both sides, as
+    Prometheus reads them."""
+    import random
+    from prom_env import PROMETHEUS, Prometheus, VigilAgent
+    if PROMETHEUS is None:
+        pytest.skip("prometheus not installed")
+    lean = [f"metrics.{m}=false" for m in ("tcp", "packets", "dns", "block_io", "runqueue")]
+    agent = VigilAgent(["-v"] + [x for m in lean + ["l7.protocols=[http]"] for x in ("-o", m)])
+    srv = Server(cert)
+    src = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    try:
+        urls = [x for _, p in PLAN for x in ("-o", "/dev/null", f"https://127.0.0.1:{srv.port}{p}")]
+        r = subprocess.run(["curl", "-sk", "--http1.1", "--interface", src, *urls], timeout=60)
+        assert r.returncode == 0
+        prom = Prometheus([agent.address])
+        try:
+            for sel in (f'direction="outbound",peer="127.0.0.1:{srv.port}"',
+                        f'direction="inbound",peer="{src}"'):
+                assert prom.wait_for(f"sum(vigil_http_requests_total{{{sel}}})",
+                                     lambda v: v >= len(PLAN)) == len(PLAN)
+                for (method, status), n in expected(PLAN).items():
+                    q = f'sum(vigil_http_requests_total{{{sel},method="{method}",status="{status}"}})'
+                    assert prom.value(q) == n, q
+        finally:
+            prom.stop()
+    finally:
+        srv.stop()
+        err = agent.stop()
+    assert "TLS: probing" in err
+
+
+def test_tls_off_loads_no_uprobes_plain_counted(bpf_objects):
+    """l7.tls: false (l7_tls_libraries 0): tls.bpf.c is not loaded, nothing is
+    probed, plain HTTP is counted as ever."""
+    f = KernelFilters({Kind.L7}, l7_protocols=protocol_bits(["http"]), l7_ringbuf_size=1 << 20,
+                      l7_connections=4096, ringbuf_size=1 << 20)
+    f.l7_tls_libraries = 0
+    p = Pipeline(f)
+    tracker = L7Tracker(1024)
+    got = []
+    tracker.sinks.append(got.append)
+    p.ring_handlers["l7_events"] = tracker.on_raw
+    p.start()
+    srv = Server()
+    try:
+        assert p.sensors.tls is None and "tls" not in p.sensors.objects
+        pid = curl(srv.port, PLAN, "http")
+        deadline = time.monotonic() + 10
+        while len([r for r in got if r.tgid == pid]) < len(PLAN) and time.monotonic() < deadline:
+            p.drain(settle=0)
+            time.sleep(0.05)
+    finally:
+        srv.stop()
+        p.stop()
+    assert counts(r for r in got if r.tgid == pid) == expected(PLAN)
