@@ -243,7 +243,7 @@ def test_identity_not_path(tmp_path):
     st = os.stat(copy)
     assert keys[2] == {(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)}
     line = "7f00-7f10 r-xp 00000000 fd:01 1234   /opt/x/libssl.so.3\n"
-    assert tls_libs.parse_maps_line(line) == ((0xfd, 1, 1234), "/opt/x/libssl.so.3")
+    assert tls_libs.parse_maps_line(line) == ((0xfd, 1, 1234), "/opt/x/libssl.so.3", "7f00-7f10")
     assert tls_libs.parse_maps_line(line.replace("\n", " (deleted)\n")) is None
     assert tls_libs.parse_maps_line(line.replace("libssl", "libcrypto")) is None
 

@@ -211,9 +211,6 @@ class TlsProbes:
                 del self._pending[pid]
             self.check_pid(pid)
 
-    def on_exit(self, pid: int) -> None:
-        self._pending.pop(pid, None)
-
     def close(self) -> None:
         # each uprobe's removal waits for the kernel: done by a helper process
         self._release(self.links)

@@ -63,8 +63,8 @@ def host_lib() -> Optional[TlsLib]:
 
 
 def parse_maps_line(line: str) -> Optional[tuple]:
-    """((major, minor, inode), path) of one /proc/PID/maps line that maps one
-    of LIB_NAMES from a file; None for any other line."""
+    """((major, minor, inode), path, address range) of one /proc/PID/maps line
+    that maps one of LIB_NAMES from a file; None for any other line."""
     parts = line.split(None, 5)
     if len(parts) < 6:
         return None
@@ -78,7 +78,7 @@ def parse_maps_line(line: str) -> Optional[tuple]:
         return None
     if not ino:
         return None
-    return (major, minor, ino), path
+    return (major, minor, ino), path, parts[0]
 
 
 def mount_ns(pid: int) -> int:
@@ -99,16 +99,26 @@ def process_libs(pid: int) -> list:
                     continue
                 hit = parse_maps_line(line)
                 if hit is not None and hit[0] not in seen:
-                    seen[hit[0]] = hit[1]
+                    seen[hit[0]] = hit[1:]
     except OSError:
         return []
     if not seen:
         return []
     ns = mount_ns(pid)
-    root = proc_path(pid, "root")
-    # the file as this process can open it: through the process's root (its
-    # container's file system), which stays valid as long as the process lives
-    return [TlsLib(key, root + path, pid, ns, path) for key, path in seen.items()]
+    out = []
+    for key, (path, span) in seen.items():
+        # the mapped file itself (map_files: what the process maps, whatever
+        # is at its path now), and its identity as the kernel's uprobes see it:
+        # an overlayfs file's real inode (maps shows the overlay's, one per
+        # container: two containers of one image map one real file)
+        mapped = proc_path(pid, "map_files", span)
+        try:
+            st = os.stat(mapped)
+            key = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        except OSError:
+            mapped = proc_path(pid, "root") + path     # through the process's root
+        out.append(TlsLib(key, mapped, pid, ns, path))
+    return out
 
 
 def function_offsets(path: str, names) -> dict:
