@@ -246,6 +246,52 @@ def test_identity_not_path(tmp_path):
     assert tls_libs.parse_maps_line(line) == ((0xfd, 1, 1234), "/opt/x/libssl.so.3", "7f00-7f10")
     assert tls_libs.parse_maps_line(line.replace("\n", " (deleted)\n")) is None
     assert tls_libs.parse_maps_line(line.replace("libssl", "libcrypto")) is None
+    assert tls_libs._overlay_layers("rw,lowerdir=/a:/b\\:c,upperdir=/u,workdir=/w") == \
+        ["/u", "/a", "/b:c"]
+    assert tls_libs._overlay_layers("rw,lowerdir+=/a,lowerdir+=/x\\040y,upperdir=rel") == \
+        ["/a", "/x y"]
+
+
+def test_overlay_copies_of_one_image_file_are_one_library(agent, tmp_path):
+    """Two overlayfs mounts over one lower layer (two containers of one image):
+    /proc/PID/maps names the file by each overlay's device, but it is one real
+    file -- probed once; a copy-up in an upper layer is a file of its own."""
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    shutil.copy(HOST_LIB.path, lower / "libssl.so.3")
+    mounts = []
+    for i in (1, 2, 3):
+        for d in ("u", "w", "m"):
+            (tmp_path / f"{d}{i}").mkdir()
+        if i == 3:          # a copy-up: the upper layer's own file hides the lower one
+            shutil.copy(HOST_LIB.path, tmp_path / "u3" / "libssl.so.3")
+        r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                            f"lowerdir={lower},upperdir={tmp_path}/u{i},workdir={tmp_path}/w{i}",
+                            str(tmp_path / f"m{i}")], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount overlayfs: {r.stderr.strip()}")
+        mounts.append(str(tmp_path / f"m{i}"))
+    procs = []
+    try:
+        procs = [_load_copy(f"{m}/libssl.so.3") for m in mounts]
+        libs = [tls_libs.process_libs(p.pid) for p in procs]
+        assert [len(x) for x in libs] == [1, 1, 1]
+        assert libs[0][0].key != libs[1][0].key          # the overlays' devices
+        st = os.stat(lower / "libssl.so.3")
+        real = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        assert tls_libs.resolve(libs[0][0]).key == tls_libs.resolve(libs[1][0]).key == real
+        up = os.stat(tmp_path / "u3" / "libssl.so.3")
+        assert tls_libs.resolve(libs[2][0]).key == (os.major(up.st_dev), os.minor(up.st_dev),
+                                                    up.st_ino)
+        before = len(agent.tls.libs)
+        assert agent.tls.add(libs[0][0]) and agent.tls.add(libs[1][0])
+        assert len(agent.tls.libs) == before + 1 and real in agent.tls.libs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for m in mounts:
+            subprocess.run(["umount", "-l", m], capture_output=True)
 
 
 def test_bad_library_one_line_plain_unaffected(agent, tmp_path, caplog):

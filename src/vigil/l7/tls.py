@@ -67,6 +67,7 @@ class TlsProbes:
         self.refused: dict = {}       # keys that failed (not tried again), oldest first
         self.disabled = ""            # why uprobes cannot be used at all
         self._by_ns: dict = {}        # mount namespace -> keys attached from it
+        self._real: dict = {}         # identity in /proc/PID/maps -> the real file's
         self._pending: dict = {}      # pid -> [times of the checks left]
         self._next_scan = 0.0
         self._scan = None             # the periodic pass over every process, under way
@@ -78,7 +79,18 @@ class TlsProbes:
     def add(self, lib: TlsLib) -> bool:
         """Attach to ``lib`` unless its file already is (or failed, or the
         bounds are reached); True if it is attached now."""
-        if self.disabled or lib.key in self.libs or lib.key in self.refused:
+        if self.disabled:
+            return False
+        seen_as = lib.key                     # as /proc/PID/maps shows it
+        real = self._real.get(seen_as)
+        if real is None:
+            real = tls_libs.resolve(lib).key
+            if len(self._real) >= REFUSED_MAX:
+                self._real.pop(next(iter(self._real)))
+            self._real[seen_as] = real
+        if real != lib.key:
+            lib = tls_libs.TlsLib(real, lib.path, lib.pid, lib.mntns, lib.shown)
+        if lib.key in self.libs or lib.key in self.refused:
             return lib.key in self.libs
         if len(self.libs) >= self.max_libs or (
                 lib.mntns and len(self._by_ns.get(lib.mntns, ())) >= self.per_namespace):

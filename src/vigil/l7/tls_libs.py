@@ -6,6 +6,9 @@ kernel's uprobes know it), never by its path: the same file reached through
 two paths (``/lib`` and ``/usr/lib`` on a merged-/usr system, a bind mount, a
 container rootfs that is a host directory) is one library, and one copy in a
 container is a different one even where its path is the same as the host's.
+/proc/PID/maps names a file on overlayfs (a container image) by the overlay's
+device, one per container: ``resolve`` finds the layer's real file, so the
+containers of one image share one library.
 
 Statically linked OpenSSL, BoringSSL, GnuTLS, NSS, rustls and Go's crypto/tls
 are not found here (they have no libssl.so.3 to map): their traffic is not
@@ -14,6 +17,7 @@ seen in plaintext.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -81,6 +85,74 @@ def parse_maps_line(line: str) -> Optional[tuple]:
     return (major, minor, ino), path, parts[0]
 
 
+def _unescape(s: str) -> str:
+    """mountinfo's octal escapes (\\040 for a space ...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def _overlay_layers(options: str) -> list:
+    """upperdir, then the lowerdirs, from an overlay's super options (absolute
+    paths only: relative ones are the mounter's, unknown here)."""
+    upper, lowers = [], []
+    for opt in re.split(r"(?<!\\),", options):
+        key, _, value = opt.partition("=")
+        if key == "upperdir":
+            upper = [value]
+        elif key == "lowerdir":
+            lowers += re.split(r"(?<!\\):", value)
+        elif key == "lowerdir+":
+            lowers.append(value)
+    layers = [_unescape(x.replace("\\:", ":").replace("\\,", ",")) for x in upper + lowers]
+    return [x for x in layers if x.startswith("/")]
+
+
+def real_file(pid: int, path: str, size: int) -> Optional[tuple]:
+    """For ``path`` (as process ``pid`` sees it) on an overlayfs mount: the
+    identity (major, minor, inode) of the layer's file it is (the upper
+    layer's, else the first lower layer's with that name and size) -- what
+    the kernel's uprobes attach to; None when not on overlayfs or not found."""
+    best = None
+    try:
+        with open(proc_path(pid, "mountinfo"), errors="replace") as f:
+            for line in f:
+                left, sep, right = line.partition(" - ")
+                fields, rfields = left.split(), right.split()
+                if not sep or len(fields) < 5 or len(rfields) < 3 or rfields[0] != "overlay":
+                    continue
+                point = _unescape(fields[4])
+                prefix = point.rstrip("/") + "/"
+                if path.startswith(prefix) and (best is None or len(point) > len(best[0])):
+                    best = (point, _unescape(fields[3]), rfields[2])
+    except OSError:
+        return None
+    if best is None:
+        return None
+    point, root, options = best
+    rel = os.path.join(root, path[len(point.rstrip("/")) + 1:]).lstrip("/")
+    for layer in _overlay_layers(options):
+        try:
+            st = os.stat(host_path(os.path.join(layer, rel)))
+        except OSError:
+            continue
+        if os.path.isfile(host_path(os.path.join(layer, rel))) and st.st_size == size:
+            return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        return None       # a file of another size (or a whiteout) hides the lower ones
+    return None
+
+
+def resolve(lib: "TlsLib") -> "TlsLib":
+    """``lib`` known by the file the kernel probes: on overlayfs (a container's
+    image) the layer's real file, one for every container of that image."""
+    try:
+        size = os.stat(lib.path).st_size
+    except OSError:
+        return lib
+    real = real_file(lib.pid, lib.shown, size) if lib.pid else None
+    if real is None or real == lib.key:
+        return lib
+    return TlsLib(real, lib.path, lib.pid, lib.mntns, lib.shown)
+
+
 def mount_ns(pid: int) -> int:
     try:
         return os.stat(proc_path(pid, "ns", "mnt")).st_ino
@@ -108,15 +180,10 @@ def process_libs(pid: int) -> list:
     out = []
     for key, (path, span) in seen.items():
         # the mapped file itself (map_files: what the process maps, whatever
-        # is at its path now), and its identity as the kernel's uprobes see it:
-        # an overlayfs file's real inode (maps shows the overlay's, one per
-        # container: two containers of one image map one real file)
+        # is at its path now), else the path through the process's root
         mapped = proc_path(pid, "map_files", span)
-        try:
-            st = os.stat(mapped)
-            key = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-        except OSError:
-            mapped = proc_path(pid, "root") + path     # through the process's root
+        if not os.path.exists(mapped):
+            mapped = proc_path(pid, "root") + path
         out.append(TlsLib(key, mapped, pid, ns, path))
     return out
 
