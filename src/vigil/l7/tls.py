@@ -32,17 +32,25 @@ log = logging.getLogger("vigil.l7.tls")
 
 # (function, entry program, return program, required): the library is in use
 # once the required ones are attached; the others are attached if it has them
-PROBES = (
+EXPORTED = (
     ("SSL_write", "l7__tls_write", "l7__tls_write_ret", True),
     ("SSL_read", "l7__tls_read", "l7__tls_read_ret", True),
     ("SSL_write_ex", "l7__tls_write_ex", "l7__tls_write_ret_ex", False),
     ("SSL_read_ex", "l7__tls_read_ex", "l7__tls_read_ret_ex", False),
-    # the handshake and the close alert: marked too, so their encrypted bytes
-    # are not parsed and the fd of the SSL object is known before any data
+)
+# where every data call goes through (tls_libs.internal_calls), with SSL_*_ex's
+# arguments: probed there when found, instead of EXPORTED
+INTERNAL = (
+    ("ssl_write_internal", "l7__tls_write_ex", "l7__tls_write_ret_ex", True),
+    ("ssl_read_internal", "l7__tls_read_ex", "l7__tls_read_ret_ex", True),
+)
+# the handshake and the close alert: marked too, so their encrypted bytes are
+# not parsed and the fd of the SSL object is known before any data
+MARKS = (
     ("SSL_do_handshake", "l7__tls_other", "l7__tls_other_ret", False),
     ("SSL_shutdown", "l7__tls_other", "l7__tls_other_ret", False),
 )
-PROGRAMS = tuple(sorted({p for f, a, b, _ in PROBES for p in (a, b)}))
+PROGRAMS = tuple(sorted({p for f, a, b, _ in EXPORTED + INTERNAL + MARKS for p in (a, b)}))
 
 EXEC_CHECKS = (0.02, 0.25, 1.5)     # s after an exec: look at the process's libraries
 RESCAN_SECONDS = 60.0              # every process again
@@ -102,12 +110,15 @@ class TlsProbes:
             self._refuse(lib.key)
             return False
         try:
-            offsets = tls_libs.function_offsets(lib.path, {f for f, *_ in PROBES})
+            offsets = tls_libs.function_offsets(lib.path, {f for f, *_ in EXPORTED + MARKS})
         except (OSError, ValueError) as e:
             self._failed(lib, "", e, [])
             return False
+        inner = tls_libs.internal_calls(lib.path, offsets)
+        offsets.update(inner)
+        plan = (INTERNAL if inner else EXPORTED) + MARKS
         links, missing = [], []
-        for func, entry, ret, required in PROBES:
+        for func, entry, ret, required in plan:
             got = []
             try:
                 if func not in offsets:
@@ -127,7 +138,8 @@ class TlsProbes:
         self.links.extend(links)
         if lib.mntns:
             self._by_ns.setdefault(lib.mntns, set()).add(lib.key)
-        log.info("TLS: probing %s%s", lib.describe(),
+        log.info("TLS: probing %s at %s%s", lib.describe(),
+                 "ssl_read_internal/ssl_write_internal" if inner else "SSL_read/SSL_write",
                  f" (not {', '.join(missing)})" if missing else "")
         return True
 

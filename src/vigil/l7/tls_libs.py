@@ -220,6 +220,62 @@ def function_offsets(path: str, names) -> dict:
     return found
 
 
+# x86-64 instructions SSL_read_ex/SSL_write_ex may begin with before their call
+_PROLOGUE = (b"\xf3\x0f\x1e\xfa",            # endbr64
+             b"\x48\x83\xec")                # sub $imm8,%rsp (+1 byte)
+
+
+def _call_after_prologue(code: bytes, at: int) -> Optional[int]:
+    """The target offset of the ``call rel32`` that follows the prologue of
+    the function at ``at`` (None if it does not look like that)."""
+    i = at
+    for _ in range(3):
+        if code[i:i + 4] == _PROLOGUE[0]:
+            i += 4
+        elif code[i:i + 3] == _PROLOGUE[1]:
+            i += 4
+        elif code[i:i + 1] == b"\xe8":
+            return i + 5 + struct.unpack_from("<i", code, i + 1)[0]
+        else:
+            return None
+    return None
+
+
+def _calls(code: bytes, at: int, target: int, span: int = 96) -> bool:
+    """Whether the function at ``at`` has a ``call target`` in its first bytes."""
+    for i in range(at, min(at + span, len(code) - 5)):
+        if code[i] == 0xe8 and i + 5 + struct.unpack_from("<i", code, i + 1)[0] == target:
+            return True
+    return False
+
+
+def internal_calls(path: str, offsets: dict) -> dict:
+    """OpenSSL 3's own funnels for the data calls: SSL_read, SSL_read_ex (and
+    an SSL BIO's reads) all call ssl_read_internal(s, buf, num, &readbytes),
+    the writes ssl_write_internal.  Probed there, one probe serves every
+    form, and on the x86-64 builds seen (a ``push`` first, which the kernel
+    emulates) a probe costs a fraction of one on SSL_read's first instruction
+    (a ``sub``, single-stepped).  Found from the call that follows
+    SSL_read_ex's prologue, checked to be SSL_read's call too; {} when the
+    library does not look like that (the exported functions are probed)."""
+    try:
+        with open(path, "rb") as f:
+            code = f.read()
+    except OSError:
+        return {}
+    out = {}
+    for inner, ex, plain in (("ssl_read_internal", "SSL_read_ex", "SSL_read"),
+                             ("ssl_write_internal", "SSL_write_ex", "SSL_write")):
+        if ex not in offsets or plain not in offsets:
+            return {}
+        target = _call_after_prologue(code, offsets[ex])
+        if target is None or not 0 < target < len(code) or \
+                not _calls(code, offsets[plain], target):
+            return {}
+        out[inner] = target
+    return out
+
+
 def pids() -> Iterator[int]:
     try:
         names = os.listdir(proc_path())
