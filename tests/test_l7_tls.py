@@ -200,6 +200,32 @@ def test_curl_https_counted_like_plain_http(agent, cert):
     assert agent.tls.libs.get(HOST_LIB.key) is not None
 
 
+def test_openssl_s_server_both_sides(agent, cert, tmp_path):
+    """curl against `openssl s_server -WWW` (which reads through an SSL BIO,
+    not SSL_read: seen where OpenSSL's reads meet, ssl_read_internal)."""
+    from l7_env import free_port
+    (tmp_path / "index.html").write_text("hello\n")
+    port = free_port()
+    srv = subprocess.Popen(["openssl", "s_server", "-quiet", "-WWW", "-accept", f"127.0.0.1:{port}",
+                            "-cert", cert[0], "-key", cert[1]], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        podman_env.poll(lambda: subprocess.run(["curl", "-sk", "-o", "/dev/null",
+                                                f"https://127.0.0.1:{port}/index.html"]
+                                               ).returncode == 0, timeout=20)
+        agent.pump(0.2)
+        before = len(agent.of(srv.pid, "inbound"))
+        plan = [("GET", "/index.html")] * 3
+        pid = curl(port, plan)
+        out = agent.wait(pid, "outbound", 3)
+        inb = agent.wait(srv.pid, "inbound", before + 3)[before:]
+    finally:
+        srv.kill()
+        srv.wait()
+    assert counts(out) == counts(inb) == Counter({("GET", 200): 3})
+    assert all(r.tls and r.path == "/index.html" for r in out + inb)
+
+
 def test_python_client_ssl_ex_calls(agent, cert):
     """Python's ssl module (SSL_write_ex / SSL_read_ex) as the client, GET and POST."""
     import json
