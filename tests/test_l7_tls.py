@@ -446,6 +446,9 @@ def test_https_red_metrics_of_vigil_run_through_prometheus(bpf_objects, cert):
                 for (method, status), n in expected(PLAN).items():
                     q = f'sum(vigil_http_requests_total{{{sel},method="{method}",status="{status}"}})'
                     assert prom.value(q) == n, q
+            # both sides' requests and responses went through the detector
+            assert prom.value('vigil_l7_tls_calls_total{result="sent"}') >= 4 * len(PLAN)
+            assert prom.value("vigil_l7_tls_libraries") >= 1
         finally:
             prom.stop()
     finally:

@@ -2,10 +2,14 @@
 
 The kernel side is ``kernel/bpf/tls.bpf.c``: its programs mark the thread
 "inside SSL_*" at a function's entry; the L7 sensor's read/write programs,
-seeing a tracked socket written or read by a marked thread, note the socket's
-fd there and do not parse those (encrypted) bytes; at SSL_write's entry /
-SSL_read's return the plaintext chunk goes up through the L7 sensor's emit
-path with that fd and ``L7_F_TLS``, and is paired like any plaintext data.
+seeing a followed socket written or read by a marked thread, note the socket's
+fd there and do not look at those (encrypted) bytes; at the function's return
+the plaintext (the buffer written, or what the read filled) goes to the L7
+detector with that fd and ``L7_F_TLS``, and is paired like any plaintext.
+The probes go on OpenSSL 3's ssl_read_internal/ssl_write_internal when they
+can be found (every read and write form passes there, and their first
+instruction is emulated by the kernel, not single-stepped), else on the
+exported SSL_read/SSL_write/SSL_read_ex/SSL_write_ex.
 
 Here: attaching those programs once per distinct library file (device and
 inode, ``tls_libs``), the host's copy at start and those processes map (a
@@ -17,6 +21,7 @@ so one container cannot use up the slots of the others.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -56,20 +61,19 @@ EXEC_CHECKS = (0.02, 0.25, 1.5)     # s after an exec: look at the process's lib
 RESCAN_SECONDS = 60.0              # every process again
 PENDING_MAX = 4096                 # execs waiting for a check (the oldest dropped)
 CHECKS_PER_TICK = 64               # maps files read per tick
-REFUSED_MAX = 4096
+REFUSED_MAX = 4096                 # library files remembered as not probed
 # attach errors no other library would escape: uprobes are off for the node
-NODE_WIDE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.EACCES)                 # library files remembered as not probed
+NODE_WIDE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.EACCES)
 
 
 class TlsProbes:
     """The uprobes of one loaded object with tls.bpf.c's programs."""
 
-    def __init__(self, obj: libbpf.BpfObject, max_libs: int = 32, per_namespace: int = 4,
-                 skip_pids=()):
+    def __init__(self, obj: libbpf.BpfObject, max_libs: int = 32, per_namespace: int = 4):
+        self.obj = obj
         self.programs = {p.name: p for p in obj.programs() if p.name in PROGRAMS}
         self.max_libs = max_libs
         self.per_namespace = per_namespace
-        self.skip_pids = frozenset(skip_pids)
         self.libs: dict = {}          # key -> TlsLib attached
         self.links: list = []
         self.refused: dict = {}       # keys that failed (not tried again), oldest first
@@ -97,7 +101,7 @@ class TlsProbes:
                 self._real.pop(next(iter(self._real)))
             self._real[seen_as] = real
         if real != lib.key:
-            lib = tls_libs.TlsLib(real, lib.path, lib.pid, lib.mntns, lib.shown)
+            lib = dataclasses.replace(lib, key=real)
         if lib.key in self.libs or lib.key in self.refused:
             return lib.key in self.libs
         if len(self.libs) >= self.max_libs or (
@@ -187,8 +191,7 @@ class TlsProbes:
         for pid in tls_libs.pids():
             if self.disabled:
                 return
-            if pid not in self.skip_pids:
-                self.check_pid(pid)
+            self.check_pid(pid)
 
     def check_pid(self, pid: int) -> None:
         self.checks += 1
@@ -197,7 +200,7 @@ class TlsProbes:
 
     def on_exec(self, pid: int, now: Optional[float] = None) -> None:
         """A process exec'd: look at what it maps a few times while it starts."""
-        if self.disabled or pid in self.skip_pids:
+        if self.disabled:
             return
         now = time.monotonic() if now is None else now
         if len(self._pending) >= PENDING_MAX:
@@ -216,11 +219,10 @@ class TlsProbes:
             self._next_scan = now + RESCAN_SECONDS
         if self._scan is not None:
             for pid in self._scan:
-                if pid not in self.skip_pids:
-                    self.check_pid(pid)
-                    done += 1
-                    if done >= CHECKS_PER_TICK // 2:
-                        break
+                self.check_pid(pid)
+                done += 1
+                if done >= CHECKS_PER_TICK // 2:
+                    break
             else:
                 self._scan = None
         for pid in list(self._pending):

@@ -16,6 +16,7 @@ seen in plaintext.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import struct
@@ -150,7 +151,7 @@ def resolve(lib: "TlsLib") -> "TlsLib":
     real = real_file(lib.pid, lib.shown, size) if lib.pid else None
     if real is None or real == lib.key:
         return lib
-    return TlsLib(real, lib.path, lib.pid, lib.mntns, lib.shown)
+    return dataclasses.replace(lib, key=real)
 
 
 def mount_ns(pid: int) -> int:
@@ -286,9 +287,3 @@ def pids() -> Iterator[int]:
             yield int(n)
 
 
-def scan_all(skip=frozenset()) -> Iterator[TlsLib]:
-    """The TLS libraries of every process (pids in ``skip`` are not read);
-    a library mapped by several processes is yielded once per process."""
-    for pid in pids():
-        if pid not in skip:
-            yield from process_libs(pid)

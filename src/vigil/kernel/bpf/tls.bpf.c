@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-/* TLS in plaintext: uprobes on OpenSSL's SSL_write/SSL_read (and the _ex
- * forms) in libssl.so.3.  vigil.l7.tls attaches them once per library file.
+/* TLS in plaintext: uprobes on OpenSSL's reads and writes in libssl.so.3.
+ * vigil.l7.tls attaches them once per library file: the _ex programs on
+ * ssl_read_internal/ssl_write_internal (same arguments as SSL_read_ex and
+ * SSL_write_ex, where every form of read and write goes) when it finds them,
+ * else every program on its exported function.
  *
  * Entry: the thread is marked inside SSL_* (l7_tls_calls, tls.h), with the
  * SSL object and the buffer.  The read/write syscalls the library makes meanwhile
@@ -34,7 +37,8 @@ struct {
 	__type(value, __s32);
 } tls_fds SEC(".maps");
 
-/* counters (user space reads them for the agent's health): enum tls_stat */
+/* counters, per CPU: vigil_l7_tls_calls_total (metrics/l7_tls.py names the
+ * slots by these values) */
 enum tls_stat {
 	TLS_ST_CALLS = 0,	/* SSL_read/SSL_write returns with data */
 	TLS_ST_SENT,		/* chunks handed to the L7 detector (l7_observe) */
