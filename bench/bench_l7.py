@@ -279,7 +279,7 @@ def main():
         res = {"machine": C.machine(), "command": C.command_line(), "quick": a.quick,
                "bpf": bpf_cost(200000 if a.quick else 1000000, port),
                "throughput": throughput(3 if a.quick else 5, 3 if a.quick else 5,
-                                        50000 if a.quick else 200000, port, redis.port)}
+                                        30000 if a.quick else 100000, port, redis.port)}
     finally:
         redis.stop()
         subprocess.run([nginx, "-c", f"{d}/nginx.conf", "-p", d, "-s", "stop"])

@@ -156,6 +156,9 @@ def test_only_the_enabled_protocols_are_detected(l7, redis_server, web):
         client = http_client(web.port, [("GET", "/status/200")] * 2)
         got = only_http.take(lambda r: r.tgid == client, want=2)
         assert by(got, "protocol", "status") == Counter({("http", 200): 2})
+        # the server listened before this sensor started: its accepts are followed
+        served = only_http.take(lambda r: r.tgid == web.pid, want=2)
+        assert by(served, "direction", "status") == Counter({("inbound", 200): 2})
         assert only_http.take(lambda r: r.protocol == "redis", timeout=0) == []
     finally:
         only_http.stop()
@@ -183,3 +186,23 @@ def test_bad_l7_settings_are_config_errors_with_file_and_line(tmp_path, text, wh
     assert r.returncode == 1
     assert f"{cfg}:{where}: {why}" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_connections_followed_in_user_space_are_bounded(bpf_objects, web):
+    import sys
+    small = L7Pipeline(protocols=("http",), max_connections=2)
+    code = ("import http.client, sys\n"
+            "cs = [http.client.HTTPConnection('127.0.0.1', int(sys.argv[1])) for _ in range(3)]\n"
+            "for c in cs:\n"
+            "    c.request('GET', '/status/200'); c.getresponse().read()\n"
+            "for c in cs:\n"
+            "    c.request('GET', '/status/202'); c.getresponse().read()\n")
+    try:
+        p = subprocess.Popen([sys.executable, "-c", code, str(web.port)])
+        assert p.wait(60) == 0
+        got = small.take(lambda r: r.tgid == p.pid, want=6)
+        assert by(got, "status") == Counter({(200,): 3, (202,): 3})
+        assert small.tracker.stats["evicted"] >= 1
+        assert len(small.tracker.conns) <= 2
+    finally:
+        small.stop()
