@@ -95,8 +95,8 @@ static __always_inline int tls_leave(long ret)
 	if (c.op == TLS_OP_OTHER)
 		return 0;
 	__u64 n = 0;
-	if (c.len_ptr) {			/* SSL_*_ex: 1 on success, the count in *len_ptr */
-		if (ret != 1 || bpf_probe_read_user(&n, sizeof(n), (void *)c.len_ptr))
+	if (c.len_ptr) {	/* SSL_*_ex, ssl_*_internal: > 0 on success, the count in *len_ptr */
+		if (ret <= 0 || bpf_probe_read_user(&n, sizeof(n), (void *)c.len_ptr))
 			return 0;
 	} else {
 		if (ret <= 0)
