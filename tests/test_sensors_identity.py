@@ -180,3 +180,23 @@ def test_rename_is_an_event_and_proc_name_stays(ident, tree):
     (e,) = opens_of(ident, pid)
     assert e.comm == "sshd"                                # what the kernel says now
     assert e.proc.comm == "vtool"                          # the exec-time name (proc.name)
+
+
+def test_watched_bits_cover_every_watched_inode(ident):
+    """The kernel skips the watched_inodes lookup when a file's Bloom bit is
+    clear: every watched key's bit (the Python hash, maps.h's watch_hash)
+    must be set, and emptying the set clears them."""
+    import struct
+    from vigil.kernel.watched import watch_hash
+    entries = ident.pipeline.filters.watched.entries
+    assert entries
+    raw = ident.sensors.maps["watched_bits"].lookup(struct.pack("<I", 0))
+    for kdev, ino in entries:
+        h = watch_hash(kdev, ino)
+        assert raw[h >> 3] >> (h & 7) & 1, (kdev, ino)
+    assert sum(bin(b).count("1") for b in raw) <= len(entries)
+    try:
+        ident.sensors.set_watched_inodes({})
+        assert not any(ident.sensors.maps["watched_bits"].lookup(struct.pack("<I", 0)))
+    finally:
+        ident.sensors.set_watched_inodes(ident.pipeline.filters.watched.scan())

@@ -30,8 +30,8 @@ from vigil.kernel.filters import DEFAULT_RINGBUF, DEFAULT_RINGBUF_HI, open_filte
 log = logging.getLogger("vigil.kernel.sensors")
 
 SHARED_MAPS = ("events", "events_hi", "vigil_config", "stats", "ignore_pids", "ignore_comms",
-               "cgroup_scope", "open_prefixes", "watched_inodes", "budgets", "l7_events", "l7_socks",
-               "l7_tls_calls")
+               "cgroup_scope", "open_prefixes", "watched_inodes", "watched_bits", "budgets",
+               "l7_events", "l7_socks", "l7_tls_calls")
 # programs attached to user-space functions: not at start, but by their owner
 # (tls.bpf.c: vigil.l7.tls, once per library file)
 UPROBE_SECTIONS = ("uprobe", "uretprobe")
@@ -98,6 +98,7 @@ class SensorManager:
         self._owner = None       # the object that owns the shared maps
         self.report = SensorReport()
         self._cfg = VigilCfg()
+        self._watch_bits = None  # what watched_bits holds (set_watched_inodes)
         self.started = False
         self.tracefs = None      # set by start(): where tracepoint ids are read
         self.tls = None          # the TLS uprobes (vigil.l7.tls.TlsProbes) once attached
@@ -147,6 +148,7 @@ class SensorManager:
             self._owner.close()
             self._owner = None
         self.maps = {}
+        self._watch_bits = None
         self.started = False
 
     def __enter__(self):
@@ -376,14 +378,25 @@ class SensorManager:
     def set_watched_inodes(self, entries: dict) -> None:
         """The files recognised by identity: {(kdev, ino): value} (file and
         children bits, vigil.kernel.watched); replaces what was there."""
-        from vigil.kernel.watched import inode_key
+        from vigil.kernel.watched import inode_key, watch_bits
         m = self.maps["watched_inodes"]
         want = {inode_key(d, i): bytes((v,)) for (d, i), v in entries.items()}
+        # the Bloom bits in front of the map: every key's bit is set before
+        # the key goes in, and cleared only once the keys are gone
+        bits = watch_bits(entries)
+        old = self._watch_bits
+        if old is None or bits != old:
+            union = bits if old is None else (int.from_bytes(bits, "little") | int.from_bytes(
+                old, "little")).to_bytes(len(bits), "little")
+            self.maps["watched_bits"].update(struct.pack("<I", 0), union)
         for k in list(m.keys()):
             if k not in want:
                 m.delete(k)
         for k, v in want.items():
             m.update(k, v)
+        if old is not None and bits != old:
+            self.maps["watched_bits"].update(struct.pack("<I", 0), bits)
+        self._watch_bits = bits
 
     def set_scope(self, scope: str) -> None:
         """all | host | containers: who is watched, decided in the kernel."""

@@ -56,6 +56,27 @@ def inode_key(kdev: int, ino: int) -> bytes:
     return _KEY.pack(kdev, 0, ino)
 
 
+# the watched_bits map (kernel/bpf/maps.h): a one-hash Bloom filter the
+# kernel tests before it looks a file up in watched_inodes
+WATCH_BITS_LOG2 = 20
+_MASK64 = (1 << 64) - 1
+
+
+def watch_hash(kdev: int, ino: int) -> int:
+    """watch_hash() of maps.h: the bit of (dev, ino)."""
+    return (((ino ^ (kdev << 40)) * 0x9E3779B97F4A7C15) & _MASK64) >> (64 - WATCH_BITS_LOG2)
+
+
+def watch_bits(entries) -> bytes:
+    """The watched_bits value for these (kdev, ino) keys (u64 words, little
+    endian: bit h is bit h % 8 of byte h // 8)."""
+    out = bytearray(1 << (WATCH_BITS_LOG2 - 3))
+    for kdev, ino in entries:
+        h = watch_hash(kdev, ino)
+        out[h >> 3] |= 1 << (h & 7)
+    return bytes(out)
+
+
 class WatchedFiles:
     """The identity side of the open filter: prefixes -> watched inodes."""
 
@@ -191,4 +212,4 @@ class WatchedFiles:
         return name
 
 
-__all__ = ["WatchedFiles", "inode_key"]
+__all__ = ["WatchedFiles", "inode_key", "watch_bits", "watch_hash"]

@@ -6,6 +6,7 @@ busiest are folded into ``destination="other"``."""
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, \
@@ -21,6 +22,9 @@ W = list(WORKLOAD_LABELS)
 NO_WORKLOAD = ("", "", "", "")      # a packet not yet on any socket
 LATENCY_SLOTS = 25                  # le up to 2^25 µs (33.5 s); beyond: +Inf
 SIZE_SLOTS = 17                     # le up to 128 KiB
+PEER_CACHE = 16384                  # the kernel's tcp_connects holds as many keys
+_CONN_KEY = struct.Struct("<Q16sHHI")   # struct tcp_conn_key (layouts.TcpConnKey)
+_U64 = struct.Struct("<Q")
 
 
 def latency_buckets(slots: list, n: int = LATENCY_SLOTS) -> list:
@@ -76,6 +80,7 @@ class KernelCollector:
         self.kernel = kernel
         self.workloads = workloads
         self.destinations = Destinations(max_destinations)
+        self._peer_names: dict = {}     # raw (daddr, dport, family) -> "IP:port"
 
     def describe(self):
         return []
@@ -95,26 +100,7 @@ class KernelCollector:
     def _tcp(self, k):
         if "tcp" not in k.objects:
             return
-        raw = k.counters("tcp", "tcp_connects", L.TcpConnKey)
-        per_peer: dict = {}
-        rows = []
-        for key, n in raw:
-            p = names.peer(key.family, bytes(key.daddr), key.dport)
-            per_peer[p] = per_peer.get(p, 0) + n
-            rows.append((key, p, n))
-        label = self.destinations.fold(per_peer)
-        agg: dict = {}
-        for key, p, n in rows:
-            r = L.TCP_RESULTS[key.result] if key.result < len(L.TCP_RESULTS) else "other"
-            lk = (r, label[p]) + self._w(key.cgroup_id)
-            agg[lk] = agg.get(lk, 0) + n
-        c = CounterMetricFamily("vigil_tcp_connects_total",
-                                "TCP connects by result and destination (IP:port; beyond "
-                                "metrics.max_destinations peers: other)",
-                                labels=["result", "destination"] + W)
-        for lk, n in sorted(agg.items()):
-            c.add_metric(list(lk), n)
-        yield c
+        yield self._tcp_connects(k)
         hists: dict = {}
         for cg, h in k.histograms("tcp", "tcp_connlat"):
             _merge(hists, self._w(cg), h)
@@ -142,6 +128,44 @@ class KernelCollector:
         for w, n in sorted(rt.items()):
             c.add_metric(list(w), n)
         yield c
+
+    def _tcp_connects(self, k):
+        """vigil_tcp_connects_total, from the map's raw batch (one struct
+        unpack a key, peers' names and workloads' labels cached): up to
+        thousands of series a scrape."""
+        m = k.map("tcp", "tcp_connects")
+        rows = L.read_all(m) if m is not None else []
+        peers = self._peer_names
+        if len(peers) > 4 * PEER_CACHE:
+            peers.clear()
+        per_peer: dict = {}
+        parsed = []
+        for kraw, vraw in rows:
+            cg, daddr, dport, fam, res = _CONN_KEY.unpack(kraw)
+            pk = kraw[8:28]
+            p = peers.get(pk)
+            if p is None:
+                p = peers[pk] = names.peer(fam, daddr, dport)
+            n = _U64.unpack(vraw)[0]
+            per_peer[p] = per_peer.get(p, 0) + n
+            parsed.append((cg, p, res, n))
+        label = self.destinations.fold(per_peer)
+        results = L.TCP_RESULTS
+        wl: dict = {}
+        agg: dict = {}
+        for cg, p, res, n in parsed:
+            w = wl.get(cg)
+            if w is None:
+                w = wl[cg] = self._w(cg)
+            lk = (results[res] if res < len(results) else "other", label[p]) + w
+            agg[lk] = agg.get(lk, 0) + n
+        c = CounterMetricFamily("vigil_tcp_connects_total",
+                                "TCP connects by result and destination (IP:port; beyond "
+                                "metrics.max_destinations peers: other)",
+                                labels=["result", "destination"] + W)
+        for lk, n in agg.items():
+            c.add_metric(lk, n)
+        return c
 
     def _packets(self, k):
         if "packets" not in k.objects:

@@ -78,16 +78,25 @@ static __always_inline int task_wanted(struct vigil_cfg *cfg)
 	return 1;
 }
 
-/* Is this kind wanted for the current task?  Cheap checks first. */
+/* Is the current task watched at all (ignored pids, then task_wanted)? */
+static __always_inline int task_watched(struct vigil_cfg *cfg)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
+		return 0;
+	return task_wanted(cfg);
+}
+
+/* Is this kind wanted for the current task?  Cheap checks first.  A sensor
+ * that filters most of its events out on what they are (opens: by path and
+ * identity) may instead check kind_cfg() first and task_watched() only for
+ * what it is about to send: the same events go up, at less cost. */
 static __always_inline int wanted(__u32 kind)
 {
 	struct vigil_cfg *cfg = kind_cfg(kind);
 	if (!cfg)
 		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
-		return 0;
-	return task_wanted(cfg);
+	return task_watched(cfg);
 }
 
 static __always_inline void fill_hdr(struct ev_hdr *h, __u32 kind)
@@ -290,12 +299,16 @@ static __always_inline void submit_hi_quiet(void *e, __u32 kind)
 /* Is an event of this kind with result ret wanted?  A failed one (ret < 0;
  * -EINPROGRESS is a connect under way, not a failure) is not when no rule
  * can match it (vigil_cfg.ok_only, derived from the rules). */
-static __always_inline int result_wanted(__u32 kind, long ret)
+static __always_inline int cfg_result_wanted(struct vigil_cfg *cfg, __u32 kind, long ret)
 {
 	if (ret >= 0 || ret == -EINPROGRESS)
 		return 1;
-	struct vigil_cfg *cfg = get_cfg();
 	return !(cfg && (cfg->ok_only & (1ULL << (kind & (EV_MAX - 1)))));
+}
+
+static __always_inline int result_wanted(__u32 kind, long ret)
+{
+	return cfg_result_wanted(get_cfg(), kind, ret);
 }
 
 static __always_inline struct scratch *get_scratch(void)
@@ -512,9 +525,9 @@ static __always_inline struct file *fd_file(struct task_struct *t, int fd)
 	struct fdtable *fdt = tt->files->fdt;
 	if ((unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
-	return f;
+	/* fd[fd] by a direct load: struct kiocb begins with a struct file * */
+	struct kiocb *slot = KCAST(struct kiocb, (void *)&fdt->fd[fd]);
+	return slot->ki_filp;
 }
 
 /* The absolute path of an open file into out (PATH_LEN), as dentry_to_str. */
@@ -593,18 +606,34 @@ static __always_inline int read_abs_path(const char *upath, int dirfd, char *out
  * value of the longest matching prefix (OPEN_WANT_* bits), 0 when none
  * matches, all bits when the filter cannot decide.  The spelling is taken as
  * it is: path_is_plain() says whether it can be trusted. */
+static __always_inline __u8 prefix_lookup(struct scratch *s, int len)
+{
+	s->key.prefixlen = (len < PREFIX_LEN - 1 ? len : PREFIX_LEN - 1) * 8;
+	__u8 *want = bpf_map_lookup_elem(&open_prefixes, &s->key);
+	return want ? *want : 0;
+}
+
+/* The same for a path (a PATH_LEN buffer) whose length len is known: its
+ * first PREFIX_LEN bytes are copied as they are (the trie reads only
+ * prefixlen bits of a key, so no string copy and no clearing is needed). */
+static __always_inline __u8 path_of_interest_len(const char *path, int len)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return OPEN_WANT_ALL;
+	__builtin_memcpy(s->key.data, path, PREFIX_LEN);
+	return prefix_lookup(s, len);
+}
+
 static __always_inline __u8 path_of_interest(const char *path)
 {
 	struct scratch *s = get_scratch();
 	if (!s)
 		return OPEN_WANT_ALL;
-	__builtin_memset(&s->key, 0, sizeof(s->key));
 	int n = bpf_probe_read_kernel_str(s->key.data, PREFIX_LEN, path);
 	if (n <= 0)
 		return OPEN_WANT_ALL;
-	s->key.prefixlen = (n - 1) * 8;
-	__u8 *want = bpf_map_lookup_elem(&open_prefixes, &s->key);
-	return want ? *want : 0;
+	return prefix_lookup(s, n - 1);
 }
 
 /* Is an absolute path spelled plainly: no "//", no "." or ".." component, no
@@ -640,6 +669,14 @@ static __always_inline int path_is_plain(const char *path)
 
 /* What an open reached: (dev, ino) of the file, and whether it, or the
  * directory it is in, is watched for one of the modes. */
+/* Might (dev, ino) be in watched_inodes?  0: surely not (its bit in
+ * watched_bits is clear); the exact answer is the map's. */
+static __always_inline int maybe_watched(__u64 *bits, __u32 dev, __u64 ino)
+{
+	__u64 h = watch_hash(dev, ino);
+	return (bits[(h >> 6) & (WATCH_WORDS - 1)] >> (h & 63)) & 1;
+}
+
 static __always_inline __u8 file_watched(struct file *f, __u8 modes, struct ev_open *e)
 {
 	struct file *ff = KCAST(struct file, f);
@@ -647,7 +684,10 @@ static __always_inline __u8 file_watched(struct file *f, __u8 modes, struct ev_o
 	struct inode_key k = {.dev = in->i_sb->s_dev, .ino = in->i_ino};
 	e->dev = e->hit_dev = k.dev;
 	e->ino = e->hit_ino = k.ino;
-	__u8 *w = bpf_map_lookup_elem(&watched_inodes, &k);
+	__u32 zero = 0;
+	__u64 *bits = bpf_map_lookup_elem(&watched_bits, &zero);
+	__u8 *w = !bits || maybe_watched(bits, k.dev, k.ino) ?
+		bpf_map_lookup_elem(&watched_inodes, &k) : NULL;
 	if (w && (*w & modes))
 		return WATCHED_FILE;
 	struct dentry *d = ff->f_path.dentry;
@@ -656,6 +696,8 @@ static __always_inline __u8 file_watched(struct file *f, __u8 modes, struct ev_o
 		return WATCHED_NONE;
 	k.dev = pin->i_sb->s_dev;
 	k.ino = pin->i_ino;
+	if (bits && !maybe_watched(bits, k.dev, k.ino))
+		return WATCHED_NONE;
 	w = bpf_map_lookup_elem(&watched_inodes, &k);
 	if (w && ((*w >> WATCH_CHILD_SHIFT) & modes)) {
 		e->hit_dev = k.dev;

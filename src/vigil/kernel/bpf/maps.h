@@ -79,6 +79,28 @@ struct {
 	__type(value, __u8);
 } watched_inodes SEC(".maps");
 
+/* A one-hash Bloom filter in front of watched_inodes: bit watch_hash(dev,
+ * ino) is set for every key in the map (user space sets it before it adds
+ * the key and clears it only after the key is gone: vigil.kernel.watched),
+ * so a clear bit spares the hash lookup for nearly every open. */
+#define WATCH_BITS_LOG2 20
+#define WATCH_WORDS (1 << (WATCH_BITS_LOG2 - 6))
+struct watch_bits {
+	__u64 w[WATCH_WORDS];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct watch_bits);
+} watched_bits SEC(".maps");
+
+/* the bit of (dev, ino): a multiplicative hash, the same in Python */
+static __always_inline __u64 watch_hash(__u32 dev, __u64 ino)
+{
+	return ((ino ^ ((__u64)dev << 40)) * 0x9E3779B97F4A7C15ULL) >> (64 - WATCH_BITS_LOG2);
+}
+
 /* per-CPU scratch for building paths */
 #define SCRATCH_LEN 1024
 #define SCRATCH_HALF 512

@@ -6,16 +6,24 @@
 
 #define TASK_RUNNING 0
 
-AGG_MAP(runq_start, BPF_MAP_TYPE_LRU_HASH, __u32, __u64, 65536);
+/* when each task was put on a run queue (0: it is not waiting), in the
+ * task's own storage: no hash update and delete per context switch, no
+ * entry to evict, gone with the task */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} runq_start SEC(".maps");
 AGG_MAP(runq_lat, BPF_MAP_TYPE_PERCPU_HASH, __u64, struct hist, 4096);
 
 static __always_inline void enqueued(struct task_struct *p)
 {
-	__u32 pid = BPF_CORE_READ(p, pid);
-	if (!pid)
+	if (!p->pid)
 		return;
-	__u64 now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&runq_start, &pid, &now, BPF_ANY);
+	__u64 *ts = bpf_task_storage_get(&runq_start, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (ts)
+		*ts = bpf_ktime_get_ns();
 }
 
 SEC("tp_btf/sched_wakeup")
@@ -38,15 +46,14 @@ int BPF_PROG(runq__switch, bool preempt, struct task_struct *prev, struct task_s
 {
 	if (prev_state == TASK_RUNNING)
 		enqueued(prev);       /* preempted: back on the run queue */
-	__u32 pid = BPF_CORE_READ(next, pid);
-	if (!pid)
+	if (!next->pid)
 		return 0;
-	__u64 *ts = bpf_map_lookup_elem(&runq_start, &pid);
-	if (!ts)
+	__u64 *ts = bpf_task_storage_get(&runq_start, next, 0, 0);
+	if (!ts || !*ts)
 		return 0;
 	__u64 d = bpf_ktime_get_ns() - *ts;
-	bpf_map_delete_elem(&runq_start, &pid);
-	__u64 cg = task_cgroup_id(next);
+	*ts = 0;
+	__u64 cg = next->cgroups->dfl_cgrp->kn->id;
 	struct hist *h = bpf_map_lookup_elem(&runq_lat, &cg);
 	if (!h) {
 		struct hist zero = {};

@@ -64,7 +64,64 @@ AGG_MAP(tcp_connects, BPF_MAP_TYPE_LRU_HASH, struct tcp_conn_key, __u64, 16384);
 AGG_MAP(tcp_connlat, BPF_MAP_TYPE_HASH, __u64, struct hist, 4096);
 AGG_MAP(tcp_active, BPF_MAP_TYPE_HASH, struct tcp_dir_key, __s64, 8192);
 AGG_MAP(tcp_retrans, BPF_MAP_TYPE_HASH, __u64, __u64, 4096);
-AGG_MAP(tcp_socks, BPF_MAP_TYPE_HASH, __u64, struct tcp_sock_info, 65536);
+
+/* The sockets vigil saw begin: an open-addressing table in an array, keyed
+ * by the socket's cookie (unique for the boot, never reused).  A socket
+ * claims a free slot among SOCK_PROBES (compare-and-swap on .sk, so two CPUs
+ * never take the same one) and frees it at CLOSE; its own state changes are
+ * serialised by the socket lock, so the rest of the slot needs no atomics.
+ * Array lookups are inlined and nothing is allocated or locked (a hash map
+ * takes a bucket lock and an element from its free list per update and
+ * delete).  A socket that finds its probes all taken is not followed, as a
+ * full hash map would refuse it. */
+#define SOCK_SLOTS_LOG2 16
+#define SOCK_SLOTS (1 << SOCK_SLOTS_LOG2)
+#define SOCK_PROBES 8
+struct tcp_sock_slot {
+	__u64 sk;            /* the socket's cookie; 0: free */
+	struct tcp_sock_info info;
+};
+AGG_MAP(tcp_socks, BPF_MAP_TYPE_ARRAY, __u32, struct tcp_sock_slot, SOCK_SLOTS);
+
+static __always_inline __u32 sock_hash(__u64 sk)
+{
+	return (sk * 0x9E3779B97F4A7C15ULL) >> (64 - SOCK_SLOTS_LOG2);
+}
+
+/* The slot of socket sk, or NULL. */
+static __always_inline struct tcp_sock_slot *sock_find(__u64 sk)
+{
+	__u32 h = sock_hash(sk);
+	for (__u32 i = 0; i < SOCK_PROBES; i++) {
+		__u32 idx = (h + i) & (SOCK_SLOTS - 1);
+		struct tcp_sock_slot *s = bpf_map_lookup_elem(&tcp_socks, &idx);
+		if (s && s->sk == sk)
+			return s;
+	}
+	return NULL;
+}
+
+/* A slot for socket sk (its own if it has one); NULL when all its probes
+ * are taken (as a full hash map would refuse the socket). */
+static __always_inline struct tcp_sock_slot *sock_claim(__u64 sk)
+{
+	struct tcp_sock_slot *own = sock_find(sk);
+	if (own)
+		return own;
+	__u32 h = sock_hash(sk);
+	for (__u32 i = 0; i < SOCK_PROBES; i++) {
+		__u32 idx = (h + i) & (SOCK_SLOTS - 1);
+		struct tcp_sock_slot *s = bpf_map_lookup_elem(&tcp_socks, &idx);
+		if (s && !s->sk && __sync_val_compare_and_swap(&s->sk, 0, sk) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+static __always_inline void sock_free(struct tcp_sock_slot *s)
+{
+	*(volatile __u64 *)&s->sk = 0;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -73,7 +130,7 @@ struct {
 
 /* Not used at run time: puts the layouts into the object's BTF. */
 struct tcp_btf { struct tcp_conn_key a; struct tcp_dir_key b; struct tcp_sock_info c;
-		 struct tcp_trace d; struct hist e; };
+		 struct tcp_trace d; struct hist e; struct tcp_sock_slot f; };
 AGG_MAP(tcp_layouts, BPF_MAP_TYPE_ARRAY, __u32, struct tcp_btf, 1);
 
 static __always_inline void peer(const struct sock *sk, __u16 fam, __u8 *daddr, __u8 *saddr)
@@ -161,23 +218,26 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 	if (newstate != TCP_SYN_SENT && newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE &&
 	    oldstate != TCP_ESTABLISHED)
 		return 0;
-	__u64 key = (__u64)sk;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 key = bpf_get_socket_cookie((void *)sk);
 	__u64 cg = btf_sock_cgroup_id(sk);
 
 	if (newstate == TCP_SYN_SENT) {
 		/* connect(): the process is current */
-		struct tcp_sock_info info = {.ts = now, .direction = DIR_OUT};
-		info.pid = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(info.comm, sizeof(info.comm));
-		bpf_map_update_elem(&tcp_socks, &key, &info, BPF_ANY);
+		struct tcp_sock_slot *ns = sock_claim(key);
+		if (!ns)
+			return 0;
+		ns->info = (struct tcp_sock_info){.ts = bpf_ktime_get_ns(), .direction = DIR_OUT};
+		ns->info.pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(ns->info.comm, sizeof(ns->info.comm));
 		return 0;
 	}
-	struct tcp_sock_info *info = bpf_map_lookup_elem(&tcp_socks, &key);
+	struct tcp_sock_slot *slot = sock_find(key);
+	struct tcp_sock_info *info = slot ? &slot->info : NULL;
 	if (newstate == TCP_ESTABLISHED) {
 		if (oldstate == TCP_SYN_SENT) {
 			count_connect(sk, cg, TCP_OK);
 			if (info) {
+				__u64 now = bpf_ktime_get_ns();
 				__u64 d = now - info->ts;
 				struct hist zero = {};
 				struct hist *h = agg_get(&tcp_connlat, &cg, &zero);
@@ -185,18 +245,21 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 					hist_add(h, d / 1000, d, 1);
 				info->established_ts = now;
 				info->counted = 1;
-				info->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-				info->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+				info->sport = sk->__sk_common.skc_num;
+				info->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 				active_add(cg, DIR_OUT, 1);
 				if (cfg_trace)
 					trace_out(sk, TRACE_CONNECT, d, info, TCP_OK, newstate);
 			}
 		} else if (oldstate == TCP_SYN_RECV) {
-			struct tcp_sock_info in = {.ts = now, .established_ts = now,
-						   .direction = DIR_IN, .counted = 1};
-			in.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-			in.dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-			bpf_map_update_elem(&tcp_socks, &key, &in, BPF_ANY);
+			struct tcp_sock_slot *ns = sock_claim(key);
+			if (!ns)
+				return 0;
+			__u64 now = bpf_ktime_get_ns();
+			ns->info = (struct tcp_sock_info){.ts = now, .established_ts = now,
+							  .direction = DIR_IN, .counted = 1};
+			ns->info.sport = sk->__sk_common.skc_num;
+			ns->info.dport = bpf_ntohs(sk->__sk_common.skc_dport);
 			active_add(cg, DIR_IN, 1);
 		}
 		return 0;
@@ -206,8 +269,9 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 		__u32 r = err == ECONNREFUSED ? TCP_REFUSED : err == ETIMEDOUT ? TCP_TIMEOUT : TCP_OTHER;
 		count_connect(sk, cg, r);
 		if (info && cfg_trace)
-			trace_out(sk, TRACE_CONNECT, now - info->ts, info, r, newstate);
-		bpf_map_delete_elem(&tcp_socks, &key);
+			trace_out(sk, TRACE_CONNECT, bpf_ktime_get_ns() - info->ts, info, r, newstate);
+		if (slot)
+			sock_free(slot);
 		return 0;
 	}
 	if (!info)
@@ -224,9 +288,9 @@ int BPF_PROG(tcp__set_state, const struct sock *sk, const int oldstate, const in
 				copy.pid = bpf_get_current_pid_tgid() >> 32;
 				bpf_get_current_comm(copy.comm, sizeof(copy.comm));
 			}
-			trace_out(sk, TRACE_LIFE, now - copy.ts, &copy, 0, oldstate);
+			trace_out(sk, TRACE_LIFE, bpf_ktime_get_ns() - copy.ts, &copy, 0, oldstate);
 		}
-		bpf_map_delete_elem(&tcp_socks, &key);
+		sock_free(slot);
 	}
 	return 0;
 }
