@@ -73,7 +73,17 @@ static __always_inline int l7_wanted(void)
 /* The key of the current process's fd: its struct file's address (0: none). */
 static __always_inline __u64 l7_key(int fd)
 {
-	return (__u64)fd_file(bpf_get_current_task_btf(), fd);
+	/* read as a number (bpf_probe_read_kernel), not fd_file()'s direct
+	 * load: a pointer the verifier tracks may not become a map key */
+	struct task_struct *t = KCAST(struct task_struct, bpf_get_current_task_btf());
+	if (fd < 0)
+		return 0;
+	struct fdtable *fdt = t->files->fdt;
+	if ((unsigned int)fd >= fdt->max_fds)
+		return 0;
+	__u64 key = 0;
+	bpf_probe_read_kernel(&key, sizeof(key), &fdt->fd[fd]);
+	return key;
 }
 
 /* The connection of a key, if the file is still the socket it was made for. */
