@@ -130,7 +130,8 @@ class Pipeline:
         sensors = SensorManager(self.kernel_kinds(), ringbuf_size=f.ringbuf_size,
                                 ringbuf_hi_size=f.ringbuf_hi_size,
                                 args_max=f.args_max, l7_ringbuf_size=f.l7_ringbuf_size,
-                                l7_connections=f.l7_connections).start(configure=f.apply)
+                                l7_connections=f.l7_connections,
+                                l7_tls_libraries=f.l7_tls_libraries).start(configure=f.apply)
         sizes = {"l7_events": sensors.l7_ringbuf_size}
         try:
             side = [(sensors.maps[name].fd, sizes[name], fn)
@@ -216,6 +217,12 @@ class Pipeline:
         self._last_tick = now
         self.release_held()
         self.filters.tick(now)
+        tls = self.sensors.tls if self.sensors is not None else None
+        if tls is not None:
+            try:
+                tls.tick(now)           # the TLS libraries of new processes
+            except Exception:
+                log.exception("TLS library checks failed")
         for fn in self.tickers:
             try:
                 fn(now)
@@ -270,6 +277,8 @@ class Pipeline:
                 return
             if kind in _NAME_CHANGES:
                 self.filters.watched.note_event(ev)
+            elif kind == Kind.EXEC and self.sensors is not None and self.sensors.tls is not None:
+                self.sensors.tls.on_exec(ev.pid)
             ev.proc = self.proctable.update(ev)
             if self._hold is not None:
                 for out in self._hold.push(ev):

@@ -64,7 +64,7 @@ DEFAULTS: dict = {
     # L7 (vigil.l7, docs/L7.md): requests paired with responses on the TCP connections
     # processes connect or accept; [] turns it off (nothing loaded)
     "l7": {"protocols": ["http", "redis", "postgres"], "ringbuf_size": 8 * 1024 * 1024,
-           "max_connections": 16384, "max_peers": 100},
+           "max_connections": 16384, "max_peers": 100, "tls": True, "tls_max_libraries": 32},
     # behavioural profiles (vigil.profiles, docs/PROFILES.md)
     "profiles": {"enabled": False, "window": 86400.0, "host": False,
                  "file_prefixes": ["/etc", "/bin", "/sbin", "/usr", "/lib", "/lib64", "/root",
@@ -289,6 +289,8 @@ def check_l7(s: Section, d: dict) -> None:
     d["ringbuf_size"] = ringbuf_size(s)
     s.int("max_connections", 1, maximum=1 << 20)
     s.int("max_peers", 1, maximum=10000)
+    s.bool("tls")
+    s.int("tls_max_libraries", 1, maximum=1024)
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[dict] = None,

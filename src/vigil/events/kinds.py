@@ -258,10 +258,10 @@ KINDS = (
              json=("target_pid", "old_name", "new_name"),
              detail=lambda e: f"{e.old_name} -> {e.new_name}"
              + (f" (pid {e.target_pid})" if e.target_pid != e.pid else "")),
-    # kernel/bpf/l7.bpf.c (and the TLS uprobes through l7.h): chunks of L7
+    # kernel/bpf/l7.bpf.c (and the TLS uprobes of tls.bpf.c): chunks of L7
     # traffic, read by vigil.l7 from their own ring (l7_events), not events
     # for rules; the http kind is made from them in user space (vigil.l7)
-    KindSpec("l7", 26, "l7", S.EvL7, "", (), "net", bookkeeping="l7"),
+    KindSpec("l7", 26, "l7", S.EvL7, "", (), "net", bookkeeping="l7", also_sensors=("tls",)),
     KindSpec("http", 27, "l7", S.EvL7, "", ("http",), "net", derived_from="l7",
              json=("method", "path", "status", "duration"),
              detail=lambda e: f"{e.method} {e.path} -> {e.status} {e.duration * 1000:.1f}ms"),

@@ -89,6 +89,8 @@ class KernelFilters:
         self.l7_protocols = l7_protocols
         self.l7_ringbuf_size = l7_ringbuf_size
         self.l7_connections = l7_connections
+        # the TLS uprobes (vigil.l7.tls): library files probed at most; 0 = none
+        self.l7_tls_libraries = 32
         self.ignore_pids: dict = {}      # pid -> inherit
         self.cgroup_scope: dict = {}     # cgroup id -> in scope (True/False)
         self.sensors = None              # the SensorManager they are applied to

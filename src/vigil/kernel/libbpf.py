@@ -304,15 +304,40 @@ class Program:
             raise _err(f"attach {self.name} ({self.section}) to a cgroup")
         return Link(ptr, self.name)
 
-    def attach_uprobe(self, binary: str, func: str, pid: int = -1) -> "Link":
-        """Attach a uprobe at the entry of ``func`` (a symbol of ``binary``),
-        in process ``pid`` only (-1: every process)."""
-        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), func_name=func.encode())
+    def attach_uprobe(self, binary: str, func: str, pid: int = -1,
+                      retprobe: bool = False) -> "Link":
+        """Attach a uprobe at the entry of ``func`` (a symbol of ``binary``,
+        which libbpf resolves from the file's ELF symbols), or with
+        ``retprobe`` a uretprobe at its return, in process ``pid`` only
+        (-1: every process that maps the file, now or later)."""
+        opts = _UprobeOpts(sz=ctypes.sizeof(_UprobeOpts), func_name=func.encode(),
+                           retprobe=bool(retprobe))
+        take_log()
         ptr = lib().bpf_program__attach_uprobe_opts(self.ptr, pid, binary.encode(), 0,
                                                      ctypes.byref(opts))
         if not ptr:
-            raise _err(f"attach {self.name} ({self.section}) to {binary}:{func}")
+            what = "uretprobe" if retprobe else "uprobe"
+            raise _err(f"attach {self.name} as {what} to {binary}:{func}")
         return Link(ptr, self.name)
+
+    def attach_uprobe_at(self, binary: str, offset: int, retprobe: bool = False,
+                         pid: int = -1) -> "Link":
+        """Attach a uprobe (or uretprobe) at file offset ``offset`` of
+        ``binary`` through a perf event this binding opens, so that the link
+        owns it: ``Link.destroy`` hands back its last reference, whose close
+        is what waits for the kernel to remove the probe (vigil.kernel.detach)."""
+        what = (f"attach {self.name} as {'uretprobe' if retprobe else 'uprobe'} to "
+                f"{binary}+{offset:#x}")
+        pfd = _perf_event_open_uprobe(binary, offset, retprobe, pid)
+        if pfd < 0:
+            raise BpfError(what, -pfd)
+        take_log()
+        ptr = lib().bpf_program__attach_perf_event(self.ptr, pfd)
+        if not ptr:
+            err = _err(what)
+            os.close(pfd)
+            raise err
+        return Link(ptr, self.name, perf_fd=pfd)
 
     def attach_tracepoint(self, tracefs: str, category: str, event: str) -> "Link":
         """Attach to a tracepoint whose id is read from *our* tracefs mount
@@ -351,6 +376,45 @@ def _perf_event_open_tracepoint(tp_id: int) -> int:
     struct.pack_into("<IIQQ", attr, 0, _PERF_TYPE_TRACEPOINT, _PERF_ATTR_SIZE_VER0, tp_id, 1)
     struct.pack_into("<I", attr, 48, 1)
     fd = _libc.syscall(ctypes.c_long(_NR_PERF_EVENT_OPEN), attr, c_int(-1), c_int(0), c_int(-1),
+                       ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        return -(ctypes.get_errno() or errno.EINVAL)
+    return fd
+
+
+_PERF_ATTR_SIZE_VER1 = 72     # with config1 (the uprobe's path) and config2 (its offset)
+_UPROBE_PMU = "/sys/bus/event_source/devices/uprobe"
+
+
+def _uprobe_pmu() -> tuple:
+    """(PMU type, retprobe bit) of the kernel's uprobe PMU, or raises OSError."""
+    with open(os.path.join(_UPROBE_PMU, "type")) as f:
+        pmu = int(f.read().strip())
+    bit = 0
+    try:
+        with open(os.path.join(_UPROBE_PMU, "format", "retprobe")) as f:
+            bit = int(f.read().strip().split(":", 1)[1])     # "config:0"
+    except (OSError, ValueError, IndexError):
+        pass
+    return pmu, bit
+
+
+def _perf_event_open_uprobe(path: str, offset: int, retprobe: bool, pid: int) -> int:
+    """perf_event_open(2) for a uprobe at path+offset (as libbpf does without
+    tracefs); the fd or -errno."""
+    lib()
+    try:
+        pmu, bit = _uprobe_pmu()
+    except (OSError, ValueError):
+        return -errno.ENOENT      # no uprobe PMU: a kernel without CONFIG_UPROBE_EVENTS
+    cpath = ctypes.create_string_buffer(path.encode())
+    attr = ctypes.create_string_buffer(_PERF_ATTR_SIZE_VER1)
+    # type, size, config (retprobe bit), sample_period; config1 at 56, config2 at 64
+    struct.pack_into("<IIQQ", attr, 0, pmu, _PERF_ATTR_SIZE_VER1,
+                     (1 << bit) if retprobe else 0, 1)
+    struct.pack_into("<QQ", attr, 56, ctypes.addressof(cpath), offset)
+    fd = _libc.syscall(ctypes.c_long(_NR_PERF_EVENT_OPEN), attr, c_int(pid if pid >= 0 else -1),
+                       c_int(0 if pid < 0 else -1), c_int(-1),
                        ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
     if fd < 0:
         return -(ctypes.get_errno() or errno.EINVAL)
@@ -396,9 +460,9 @@ class Link:
             raise _err(f"pin link {self.name} at {path}", rc)
 
     def destroy(self) -> Optional[int]:
-        """Detach.  For a tracepoint link, returns a duplicate of its perf
-        event fd, the event's last reference: closing it waits for the
-        kernel to unregister the tracepoint (vigil.kernel.detach)."""
+        """Detach.  For a link on a perf event (a tracepoint, a uprobe),
+        returns a duplicate of the event's fd, its last reference: closing it
+        waits for the kernel to unregister the probe (vigil.kernel.detach)."""
         keep = None
         if self.ptr:
             if self.perf_fd is not None:

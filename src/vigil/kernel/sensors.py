@@ -40,7 +40,10 @@ OPTIONAL = {
 }
 SHARED_MAPS = ("events", "events_hi", "vigil_config", "stats", "ignore_pids", "ignore_comms",
                "cgroup_scope", "open_prefixes", "watched_inodes", "watched_bits", "budgets",
-               "l7_events", "l7_socks")
+               "l7_events", "l7_socks", "l7_tls_calls")
+# programs attached to user-space functions: not at start, but by their owner
+# (tls.bpf.c: vigil.l7.tls, once per library file)
+UPROBE_SECTIONS = ("uprobe", "uretprobe")
 SCOPES = {"all": 0, "host": 1, "containers": 2}
 
 
@@ -84,7 +87,7 @@ class SensorManager:
     def __init__(self, kinds, ringbuf_size: int = DEFAULT_RINGBUF, args_max: int = 4096,
                  directory: Path | None = None, ignore_self: bool = True,
                  ringbuf_hi_size: int = DEFAULT_RINGBUF_HI, l7_ringbuf_size: int = 0,
-                 l7_connections: int = 0):
+                 l7_connections: int = 0, l7_tls_libraries: int = 32):
         self.kinds = {Kind(k) for k in kinds}
         # our own pid is ignored before anything is attached: attaching opens
         # tracefs files, which would otherwise be reported
@@ -96,6 +99,8 @@ class SensorManager:
         # entries when L7 is off (every object declares them)
         self.l7_ringbuf_size = l7_ringbuf_size or 4096
         self.l7_connections = l7_connections or 256
+        # the TLS uprobes: library files probed at most (0: tls.bpf.c not loaded)
+        self.l7_tls_libraries = l7_tls_libraries
         self.directory = Path(directory) if directory else bpf_dir()
         self.objects = {}        # sensor -> BpfObject
         self.links = []
@@ -106,6 +111,7 @@ class SensorManager:
         self._watch_bits = None  # what watched_bits holds (set_watched_inodes)
         self.started = False
         self.tracefs = None      # set by start(): where tracepoint ids are read
+        self.tls = None          # the TLS uprobes (vigil.l7.tls.TlsProbes) once attached
 
     # --- lifecycle ---
 
@@ -139,6 +145,9 @@ class SensorManager:
         return self
 
     def stop(self) -> None:
+        if self.tls is not None:
+            self.tls.close()
+            self.tls = None
         perf_fds = [fd for fd in detach_all(self.links) if fd is not None]
         self.links = []
         release_later(perf_fds)
@@ -198,10 +207,11 @@ class SensorManager:
                 obj.set_const("cfg_args_max", struct.pack("<I", self.args_max))
             except KeyError:
                 pass        # an object without the setting
+            tls_off = sensor == "tls" and not self.l7_tls_libraries
             for p in obj.programs():
                 kind = program_kind(p.name)
                 # enforcement programs are vigil.enforce's to load and attach
-                p.autoload = (kind in self.kinds and kind not in ENFORCE_KINDS
+                p.autoload = (kind in self.kinds and kind not in ENFORCE_KINDS and not tls_off
                               and (p.name in only if only is not None
                                    else p.name not in OPTIONAL))
         except BaseException:
@@ -285,11 +295,15 @@ class SensorManager:
 
     def _attach(self) -> None:
         states = {(p.sensor, p.name): p for p in self.report.programs}
+        uprobes = {}
         for key, obj in self.objects.items():
             sensor = key.split("+", 1)[0]      # "file+open__identity": an optional program
             for prog in obj.programs():
                 st = states.get((sensor, prog.name))
                 if st is None or not st.loaded or not prog.autoload:
+                    continue
+                if prog.section.startswith(UPROBE_SECTIONS):
+                    uprobes.setdefault(sensor, obj)     # attached per library below
                     continue
                 try:
                     self.links.append(self._attach_one(prog))
@@ -304,9 +318,21 @@ class SensorManager:
                         log.info("sensor %s: optional %s (%s) not used: %s", sensor, prog.name,
                                  prog.section, st.error)
         self._warn_disabled()
+        if "tls" in uprobes:
+            self._attach_tls(uprobes["tls"], states)
         attached = [p for p in self.report.programs if p.attached]
         log.info("%d programs attached for kinds %s", len(attached),
                  ",".join(sorted(k.label for k in self.kinds)))
+
+    def _attach_tls(self, obj, states) -> None:
+        """The TLS uprobes (tls.bpf.c): once per libssl.so.3 file, the host's
+        and those processes map now or later (vigil.l7.tls)."""
+        from vigil.l7.tls import TlsProbes
+        self.tls = TlsProbes(obj, max_libs=self.l7_tls_libraries).start()
+        for p in obj.programs():
+            st = states.get(("tls", p.name))
+            if st is not None and st.loaded:
+                st.attached = bool(self.tls.libs)
 
     def _warn_disabled(self) -> None:
         """One line for every program this kernel refused, by kind (events of

@@ -62,6 +62,12 @@ class AgentMetrics:
         self.l7 = L7Metrics(Workloads(resolver), max_peers)
         tracker.sinks.append(self.l7)
         self.registry.register(self.l7)
+        from vigil.metrics.l7_tls import TlsCollector
+
+        def probes():
+            p = getattr(self.agent, "pipeline", None)
+            return p.sensors.tls if p is not None and p.sensors is not None else None
+        self.registry.register(TlsCollector(probes))
 
     def stop(self) -> None:
         if self.server is not None:

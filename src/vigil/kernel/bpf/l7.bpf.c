@@ -8,6 +8,7 @@
  * arguments for the exit. */
 #include "vigil.h"
 #include "l7.h"
+#include "tls.h"
 
 enum l7_op {
 	L7_OP_CONNECT = 1,
@@ -45,6 +46,9 @@ static __always_inline __u64 l7_followed(int fd)
 {
 	__u64 key = l7_key(fd);
 	if (!key || !bpf_map_lookup_elem(&l7_socks, &key))
+		return 0;
+	/* inside SSL_read/SSL_write: TLS records, the plaintext comes from tls.bpf.c */
+	if (tls_claim(fd))
 		return 0;
 	return key;
 }
@@ -162,17 +166,6 @@ int l7__exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
 }
 
 /* --- which connections are followed --- */
-
-static __always_inline int l7_wanted(void)
-{
-	struct vigil_cfg *cfg = kind_cfg(EV_L7);
-	if (!cfg || !cfg->l7_protocols)
-		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
-		return 0;
-	return task_wanted(cfg);
-}
 
 SEC("tp/syscalls/sys_enter_connect")
 int l7__enter_connect(struct trace_event_raw_sys_enter *ctx)

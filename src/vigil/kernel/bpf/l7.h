@@ -58,18 +58,24 @@ struct l7_scratch {
 };
 PERCPU_BUF(l7_buf, struct l7_scratch);
 
+/* Are new connections of the current task followed (L7 on, task in scope)? */
+static __always_inline int l7_wanted(void)
+{
+	struct vigil_cfg *cfg = kind_cfg(EV_L7);
+	if (!cfg || !cfg->l7_protocols)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
+		return 0;
+	return task_wanted(cfg);
+}
+
 /* The key of the current process's fd: its struct file's address (0: none). */
 static __always_inline __u64 l7_key(int fd)
 {
-	if (fd < 0)
-		return 0;
-	struct task_struct *t = KCAST(struct task_struct, bpf_get_current_task_btf());
-	struct fdtable *fdt = t->files->fdt;
-	if ((unsigned int)fd >= fdt->max_fds)
-		return 0;
-	__u64 f = 0;      /* read as a number: it is a key, never dereferenced here */
-	bpf_probe_read_kernel(&f, sizeof(f), &fdt->fd[fd]);
-	return f;
+	/* fd_file() reads the slot as a number (bpf_probe_read_kernel): a
+	 * pointer the verifier tracks may not become a map key */
+	return (__u64)fd_file(bpf_get_current_task_btf(), fd);
 }
 
 /* The connection of a key, if the file is still the socket it was made for. */

@@ -170,6 +170,23 @@ struct {
 	__type(value, struct l7_conn);
 } l7_socks SEC(".maps");
 
+/* TLS (tls.h, tls.bpf.c): per thread, the SSL_* call it is inside (op != 0),
+ * where the L7 sensor notes the socket the call reads or writes */
+struct tls_call {
+	__u64 ssl;             /* the SSL object */
+	__u64 buf;             /* the caller's buffer */
+	__u64 len_ptr;         /* size_t * of the _ex calls (0: the length is the return value) */
+	__s32 fd;              /* the socket the call read or wrote (-1: none yet) */
+	__u32 op;              /* enum tls_op (tls.h); 0: not inside SSL_* */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tls_call);
+} l7_tls_calls SEC(".maps");
+
 /* Not used at run time: its value type puts struct ev_btf (every layout and
  * shared enum, events.h) into the object's BTF. */
 struct {
