@@ -31,3 +31,4 @@ main.add_command(_run)
 main.add_command(_capture)
 main.add_command(_replay)
 from vigil.cli.services import services as _services; main.add_command(_services)  # noqa: E402,E702
+from vigil.cli.top import top as _top; main.add_command(_top)  # noqa: E402,E702
