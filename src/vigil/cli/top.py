@@ -39,14 +39,15 @@ def _lat(v: float) -> str:
 
 
 def render(rows: list, sort: str, by: str, sampler: Sampler, namespace, limit: int):
+    from rich.console import Group
     from rich.table import Table
-    agent = ("agent: " + (sampler.base or "-") +
-             ("" if sampler.agent_ok else "  (not answering: no L7 columns, no names)"))
+    from rich.text import Text
+    agent = ("agent " + (sampler.base or "-") +
+             ("" if sampler.agent_ok else " not answering: no HTTP columns, no names"))
     scope = f"namespace {namespace}" if namespace is not None else "all namespaces"
-    t = Table(title=f"vigil top — {len(rows)} {by}{'es' if by == 'process' else 's'}, "
-                    f"{scope}, sorted by {sort}   {agent}",
-              title_justify="left", caption=HELP, caption_justify="left", expand=False,
-              pad_edge=False, box=None, header_style="bold reverse")
+    kind = "processes" if by == "process" else "containers"
+    head = Text(f"vigil top: {len(rows)} {kind}, {scope}, sorted by {sort}", style="bold")
+    t = Table(expand=False, pad_edge=False, box=None, header_style="bold reverse")
     cols = ([("PID", "right")] if by == "process" else [("PROCS", "right")]) + [
         ("NAME", "left"), ("NAMESPACE", "left"), ("CONTAINER", "left"), ("CPU%", "right"),
         ("SYSC/s", "right"), ("CONNS", "right"), ("BYTES/s", "right"), ("HTTP/s", "right"),
@@ -60,7 +61,7 @@ def render(rows: list, sort: str, by: str, sampler: Sampler, namespace, limit: i
                   f"{r.syscalls:.0f}", str(r.conns), _bytes(r.bytes),
                   f"{r.rate:.1f}" if r.rate or r._reqs else "-",
                   f"{r.errors * 100:.1f}" if r._reqs else "-", _lat(r.p50), _lat(r.p99))
-    return t
+    return Group(head, Text(agent), t, Text(HELP, style="dim"))
 
 
 def as_json(rows: list, sort: str) -> str:
@@ -134,9 +135,10 @@ def top(metrics_url, config, sort, namespace, by_container, interval, once, json
         raise click.BadParameter("--json goes with --once", param_hint="--json")
     sampler = Sampler(base_url(metrics_url, config))
     by = "container" if by_container else "process"
-    sampler.rows()
+    sampler.sample()
     if once:
         time.sleep(interval)
+        sampler.sample()
         rows = sampler.rows(by, namespace)
         if json_out:
             click.echo(as_json(rows, sort))
@@ -159,12 +161,11 @@ def top(metrics_url, config, sort, namespace, by_container, interval, once, json
                     sort = KEYS[k]
                 elif k == "g":
                     by = "process" if by == "container" else "container"
-                    sampler.prev = None
-                    sampler.rows(by, namespace)
-                    rows = []
+                rows = sampler.rows(by, namespace)
                 live.update(render(rows, sort, by, sampler, namespace,
                                    limit or max(console.height - 5, 1)), refresh=True)
             if time.monotonic() >= next_at:
+                sampler.sample()
                 rows = sampler.rows(by, namespace)
                 next_at = time.monotonic() + interval
                 live.update(render(rows, sort, by, sampler, namespace,

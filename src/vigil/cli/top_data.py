@@ -180,15 +180,17 @@ class Sampler:
         self.base = agent_base
         self.protocol = protocol
         self.cg_root = cgroup_root()
-        self.prev = None
+        self.prev = self.cur = None
         self.agent_ok = None
 
-    def sample(self):
-        return time.monotonic(), sample_procs(self.cg_root), agent_sample(self.base)
+    def sample(self) -> None:
+        """One more sample: the rows are the difference from the one before."""
+        self.prev, self.cur = self.cur, (time.monotonic(), sample_procs(self.cg_root),
+                                         agent_sample(self.base))
 
     def rows(self, by: str = "process", namespace: Optional[str] = None) -> list:
-        cur = self.sample()
-        prev, self.prev = self.prev, cur
+        """The last two samples as rows, per process or per container."""
+        prev, cur = self.prev, self.cur
         if prev is None:
             return []
         t0, procs0, agent0 = prev
