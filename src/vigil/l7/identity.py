@@ -104,6 +104,10 @@ class Identities:
             return ("", self.host_name(tgid), "host")
         return container_workload(info) + (netns_key(info),)
 
+    def netns(self, cgroup_id: int) -> str:
+        """The network namespace key of the observing process (loopback addresses)."""
+        return netns_key(self.info(cgroup_id))
+
     def host_name(self, tgid: int) -> str:
         p = self.proctable.lookup_or_read(tgid) if self.proctable is not None else None
         name = ""

@@ -79,6 +79,7 @@ class ServiceMap:
         self._named: set = set()              # edges (cns, cwl, sns, swl, proto) with a series
         self.requests: dict = {}              # edge + (proto, status_class) -> n
         self.durations: dict = {}             # edge + (proto,) -> Hist
+        self._expired_at = -1e18
         self.duplicates = 0                   # client records dropped: the server counted them
         self.folded = 0                       # edges folded into "other"
 
@@ -86,7 +87,8 @@ class ServiceMap:
     def __call__(self, req: L7Request) -> None:
         now = self._clock()
         with self._lock:
-            self._expire(now)
+            if now - self._expired_at >= 0.05:      # settling is checked 20 times a second
+                self._expire(now)
             self._add(req, now)
 
     def flush(self, now=None) -> None:
@@ -102,10 +104,9 @@ class ServiceMap:
         else:
             cip, cport = req.local_ip, req.local_port
             sig = (req.tgid, req.fd, req.peer_ip, req.peer_port)
-        obs = self.ids.observer(req.cgroup_id, req.tgid)
         key = (req.protocol, cip, cport)
         if cip.startswith("127.") or cip in ("::1", "::ffff:127.0.0.1"):
-            key += (obs[2],)
+            key += (self.ids.netns(req.cgroup_id),)
         conn = self._conns.get(key)
         if conn is not None:
             held = conn.server if server_side else conn.client
@@ -123,9 +124,10 @@ class ServiceMap:
             self._conns.move_to_end(key)
             conn.last = now
         if server_side:
-            conn.server, conn.server_obs = sig, obs
-        else:
-            conn.client, conn.client_obs = sig, obs
+            if conn.server is None:         # named once per connection end
+                conn.server, conn.server_obs = sig, self.ids.observer(req.cgroup_id, req.tgid)
+        elif conn.client is None:
+            conn.client, conn.client_obs = sig, self.ids.observer(req.cgroup_id, req.tgid)
         if conn.counted is None:
             conn.pending.append(req)
             if (conn.client is not None and conn.server is not None) \
@@ -184,6 +186,7 @@ class ServiceMap:
         h.observe(req.duration_s)
 
     def _expire(self, now: float) -> None:
+        self._expired_at = now
         q = self._unsettled
         while q and (q[0][2].counted is not None or now - q[0][0] >= self.window):
             _, _, conn = q.popleft()
