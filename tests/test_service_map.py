@@ -4,12 +4,19 @@ through the agent's /metrics, `vigil services`, a real Prometheus (every dashboa
 expression), and `vigil top`'s HTTP columns."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
+import textwrap
+import time
 import uuid
 
 import pytest
 
 from conftest import VIGIL, closed_port
+from prom_env import VigilAgent
+from tui_env import TMUX, Tmux
 from podman_env import make_rootfs, podman, poll, skip_reason
 
 PODMAN_SKIP = skip_reason()
@@ -75,3 +82,228 @@ def test_services_without_an_agent_is_one_error_line():
     assert r.returncode == 2 and "must be more than 0" in r.stderr
 
 
+
+
+# --- with a running agent and real traffic -----------------------------------------------
+
+HTTP_SERVER = textwrap.dedent("""
+    import http.server, sys, time
+    class H(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"          # keep-alive
+        def do_GET(self):
+            code = {"/ok": 200, "/missing": 404, "/fail": 500, "/slow": 200}.get(self.path, 404)
+            if self.path == "/slow":
+                time.sleep(0.3)
+            body = b"x" * 10
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    s = http.server.HTTPServer(("127.0.0.1", 0), H)
+    print(s.server_address[1], flush=True)
+    s.serve_forever()
+""")
+# one keep-alive connection (curl reuses it for every URL of one command line)
+PATHS = ["/ok"] * 5 + ["/missing"] * 2 + ["/fail"] * 3 + ["/slow"]
+
+
+@pytest.fixture(scope="module")
+def agent():
+    a = VigilAgent()
+    yield a
+    a.stop()
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    p = subprocess.Popen([sys.executable, "-c", HTTP_SERVER], stdout=subprocess.PIPE,
+                         text=True)
+    port = int(p.stdout.readline())
+    yield p, port
+    p.kill()
+    p.wait()
+
+
+def curl(port, paths):
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\\n",
+                        *[f"http://127.0.0.1:{port}{x}" for x in paths]],
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout.split()
+
+
+def service_samples(agent) -> dict:
+    """(client, server, protocol, status_class) -> n, from the agent's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+    out = {}
+    for fam in text_string_to_metric_families(agent.metrics_text()):
+        if fam.name == "vigil_service_requests":
+            for s in fam.samples:
+                lb = s.labels
+                c = "/".join(x for x in (lb["client_namespace"], lb["client_workload"]) if x)
+                sv = "/".join(x for x in (lb["server_namespace"], lb["server_workload"]) if x)
+                out[(c, sv, lb["protocol"], lb["status_class"])] = s.value
+    return out
+
+
+def edge_of(samples, client, server, proto="http") -> dict:
+    return {k[3]: v for k, v in samples.items() if k[:3] == (client, server, proto)}
+
+
+def wait_edge(agent, client, server, want: dict, before: dict, timeout=20.0) -> dict:
+    """Poll /metrics until the edge grew by ``want`` (status class -> n); the growth."""
+    grown = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = edge_of(service_samples(agent), client, server)
+        grown = {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+        if grown == want:
+            return grown
+        time.sleep(0.3)
+    return grown
+
+
+def exe_of(pid) -> str:
+    return "host/" + os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+
+
+def test_host_client_and_server_count_once(agent, http_server):
+    server, port = http_server
+    client, srv = "host/curl", exe_of(server.pid)
+    before = edge_of(service_samples(agent), client, srv)
+    assert curl(port, PATHS) == ["200"] * 5 + ["404"] * 2 + ["500"] * 3 + ["200"]
+    grown = wait_edge(agent, client, srv, {"2xx": 6, "4xx": 2, "5xx": 3}, before)
+    assert grown == {"2xx": 6, "4xx": 2, "5xx": 3}
+    # nothing else was counted for this exchange: no edge named from an address
+    s = service_samples(agent)
+    assert not [k for k in s if k[0] == client and k[1] in ("host", "other")], s
+
+
+def test_podman_pods_edge(agent, pods):
+    client, server = "shop/shopper", "shop/web"
+    before = edge_of(service_samples(agent), client, server)
+    url = f"http://{pods['server_ip']}:8080"
+    r = podman("exec", pods["client"], "/bin/sh", "-c",
+               f"for i in 1 2 3; do wget -q -O /dev/null {url}/index.html; done; "
+               f"wget -q -O /dev/null {url}/missing; echo done")
+    assert r.stdout.strip() == "done", r.stderr
+    grown = wait_edge(agent, client, server, {"2xx": 3, "4xx": 1}, before)
+    assert grown == {"2xx": 3, "4xx": 1}
+
+
+def test_vigil_services_prints_the_interval(agent, http_server):
+    server, port = http_server
+    srv = exe_of(server.pid)
+    p = subprocess.Popen([VIGIL, "services", "--json", "--interval", "8s", "--metrics-url",
+                          agent.address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stderr.readline().startswith("sampling http://")   # first scrape taken
+        before = edge_of(service_samples(agent), "host/curl", srv)
+        assert len(curl(port, ["/ok"] * 7 + ["/fail"] + ["/slow"] * 2)) == 10
+        assert wait_edge(agent, "host/curl", srv, {"2xx": 9, "5xx": 1}, before) == \
+            {"2xx": 9, "5xx": 1}
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    doc = json.loads(out)
+    [row] = [r for r in doc["edges"] if (r["client"], r["server"]) == ("host/curl", srv)]
+    assert row["requests"] == 10 and row["status"] == {"2xx": 9, "5xx": 1}
+    assert row["error_ratio"] == pytest.approx(0.1)
+    assert row["rate"] == pytest.approx(10 / doc["interval_seconds"])
+    # 8 fast ones and 2 of 0.3 s: p50 in the fast buckets, p99 in (0.25, 0.5]
+    assert row["p50_seconds"] < 0.1 and 0.25 < row["p99_seconds"] <= 0.5
+    # the same interval as Graphviz and as a table
+    r = subprocess.run([VIGIL, "services", "--dot", "--interval", "100ms", "--metrics-url",
+                        agent.address], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("digraph vigil_services {"), r.stderr
+
+
+HTTP_LOOP = textwrap.dedent("""
+    import http.client, sys, time
+    c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+    while True:
+        for path in ("/ok", "/ok", "/ok", "/fail"):
+            c.request("GET", path)
+            c.getresponse().read()
+        time.sleep(0.05)
+""")
+
+
+@pytest.fixture
+def http_loop(http_server):
+    _, port = http_server
+    p = subprocess.Popen([sys.executable, "-c", HTTP_LOOP, str(port)])
+    yield p
+    p.kill()
+    p.wait()
+
+
+def test_top_shows_each_process_http_traffic(agent, http_server, http_loop):
+    server, _ = http_server
+    r = subprocess.run([VIGIL, "top", "--once", "--json", "--interval", "3s", "--sort", "rate",
+                        "--metrics-url", agent.address], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {x["pid"]: x for x in json.loads(r.stdout)}
+    for pid in (server.pid, http_loop.pid):         # the server's view and the client's
+        row = rows[pid]
+        assert row["http_requests"] >= 20, row
+        assert row["http_error_ratio"] == pytest.approx(0.25, abs=0.06), row
+        assert row["http_p50_seconds"] is not None and row["http_p99_seconds"] < 0.25, row
+        assert row["container"] == "host" and row["connections"] >= 1, row
+
+
+@pytest.mark.skipif(not TMUX, reason="tmux not installed")
+def test_top_live_http_columns_in_a_terminal(agent, http_server, http_loop):
+    server, _ = http_server
+    term = Tmux([VIGIL, "top", "--metrics-url", agent.address, "--sort", "rate"])
+    try:
+        def served(s):
+            f = next((line.split() for line in s.splitlines()
+                      if line.split()[:1] == [str(server.pid)]), None)
+            return f is not None and f[8] != "-" and float(f[8]) > 0 and f[11] != "-"
+        s = term.wait_for(served, timeout=20)
+        assert served(s), s
+        assert "sorted by rate" in s and "not answering" not in s
+    finally:
+        term.close()
+
+
+def test_top_namespace_filter_and_container_rows(agent, pods):
+    r = subprocess.run([VIGIL, "top", "--once", "--json", "--containers", "--namespace", "shop",
+                        "--interval", "500ms", "--metrics-url", agent.address],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert {(x["namespace"], x["pod"], x["container"]) for x in rows} == \
+        {("shop", "web", "httpd"), ("shop", "shopper", "wget")}, rows
+
+
+def test_every_dashboard_expression_against_prometheus(agent, http_server, http_loop):
+    """Each expression of deploy/grafana/vigil-services.json through a real Prometheus
+    scraping the agent: HTTP and service-map panels return data (the traffic above),
+    Redis and PostgreSQL ones are valid queries (their traffic: tests/test_l7_*)."""
+    from prom_env import Prometheus
+    from test_services_dashboard import concrete, exprs
+    prom = Prometheus([agent.address])
+    try:
+        assert prom.wait_for("sum(vigil_service_requests_total)", lambda v: v > 0, 30)
+        assert prom.wait_for("count(rate(vigil_service_requests_total[30s]) > 0)",
+                             lambda v: v > 0, 30)
+        empty = []
+        for title, ref, e in exprs():
+            res = prom.query(concrete(e))            # raises on a query error
+            if not res and not any(p in title for p in ("Redis", "PostgreSQL")):
+                empty.append((title, ref))
+        assert not empty, empty
+        nodes = prom.query(concrete(next(e for t, r, e in exprs() if r == "nodes")))
+        edges = prom.query(concrete(next(e for t, r, e in exprs() if r == "edges")))
+        ids = {n["metric"]["id"] for n in nodes}
+        for e in edges:        # every edge joins two nodes of the node graph
+            assert {e["metric"]["source"], e["metric"]["target"]} <= ids, (e, ids)
+        assert "host/curl" in ids or any(i.startswith("host/python") for i in ids), ids
+    finally:
+        prom.stop()

@@ -140,6 +140,7 @@ def services(metrics_url, config, interval, as_dot, as_json):
     base = base_url(metrics_url, config)
     first = snapshot(get(base, "/metrics").text)
     t0 = time.monotonic()
+    click.echo(f"sampling {base}/metrics for {interval:g}s ...", err=True)
     time.sleep(interval)
     second = snapshot(get(base, "/metrics").text)
     took = time.monotonic() - t0
