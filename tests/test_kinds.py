@@ -34,7 +34,8 @@ def python_enums() -> dict:
     return {"ev_kind": ev_kind, "ev_syscall": ev_syscall, "open_want": open_want,
             "open_via": open_via, "open_watched": open_watched,
             "exe_flag": dict(S.EXE_FLAGS),
-            "ev_record": dict(kinds.RECORDS), "stat_slot": dict(counters.STAT_SLOTS_ENUM)}
+            "ev_record": dict(kinds.RECORDS), "stat_slot": dict(counters.STAT_SLOTS_ENUM),
+            "l7_dir": dict(S.L7_DIRS), "l7_proto": dict(S.L7_PROTOS), "l7_flag": dict(S.L7_FLAGS)}
 
 
 def enum_diffs(btf: dict, name: str, python: dict) -> list:
@@ -134,7 +135,9 @@ def test_every_kind_is_served_by_programs_of_its_sensor(programs):
             assert sensor in (k.spec.sensor,) + k.spec.also_sensors, \
                 f"{name} is in {sensor}, the registry says {k.spec.sensor}"
             served.setdefault(k, set()).add(name)
-    assert set(served) == set(Kind)
+    # a derived kind (http) is made in user space from its source kind's events
+    assert set(served) == set(Kind) - set(kinds.DERIVED)
+    assert all(src in served for src in kinds.DERIVED.values())
 
 
 def test_registry_sensors_are_the_sources():
@@ -161,7 +164,7 @@ def test_trace_groups_come_from_the_registry():
                                    Kind.MKDIR, Kind.CHMOD}
     assert TRACE_KINDS["net"] == {Kind.CONNECT, Kind.ACCEPT, Kind.LISTEN, Kind.BIND, Kind.CLOSE,
                                   Kind.DNS}
-    assert TRACE_KINDS["all"] == set(Kind) - kinds.CGROUP_KINDS
+    assert TRACE_KINDS["all"] == set(Kind) - kinds.CGROUP_KINDS - {Kind.L7, Kind.HTTP}
     for view in ("open", "connect", "accept", "dns"):
         assert TRACE_KINDS[view] == {kinds.KIND_BY_NAME[view]}
     # as execsnoop: the exec view has the failed execs too (issue 9, RET column)

@@ -60,9 +60,12 @@ def dry_run(cfg: Config, selection=None) -> dict:
                 Section(("outputs", name), raw, t.defaults)
             except ConfigError as e:
                 raise cfg.locate(e) from None
+    from vigil import l7
+    from vigil.events.kinds import kernel_kinds_for
     from vigil.profiles import kernel_kinds
     kinds = engine.required_kinds() | kernel_kinds(cfg)
-    needed = kinds | LIFECYCLE | (CGROUP_KINDS if cfg["containers"]["enabled"] else set())
+    needed = (kernel_kinds_for(kinds) | l7.kernel_kinds(cfg, kinds) | LIFECYCLE
+              | (CGROUP_KINDS if cfg["containers"]["enabled"] else set()))
     sensors = sorted({SPECS[k].sensor for k in needed})
     missing = [s for s in sensors if not (bpf_dir() / f"{s}.bpf.o").exists()]
     return {"files": files, "rules": len(engine.rules), "enabled": len(engine.enabled_rules()),
@@ -140,6 +143,10 @@ class Agent:
         self.metrics = None         # vigil.metrics.AgentMetrics unless metrics.address is ""
         self._started = False
         self.profiles = None        # vigil.profiles.manager.ProfileManager when enabled
+        # vigil.l7.tracker.L7Tracker: requests paired with their responses; consumers of
+        # completed requests (fn(L7Request)) append themselves to agent.l7.sinks
+        self.l7 = None
+        self._http_events = None    # the sink making http events, while a rule needs them
         self.reloads = 0
         self.reload_errors = 0
         self._past_matches: dict = {}   # (rule, priority) -> alerts of engines reloaded away
@@ -158,9 +165,33 @@ class Agent:
             log.warning("%s", w)
         return eng
 
-    def _kernel_kinds(self, eng) -> set:
+    def _kernel_kinds(self, eng, cfg: Optional[Config] = None) -> set:
+        from vigil import l7
+        from vigil.events.kinds import kernel_kinds_for
         from vigil.profiles import kernel_kinds
-        return eng.required_kinds() | kernel_kinds(self.cfg)
+        cfg = cfg or self.cfg
+        rule_kinds = eng.required_kinds()
+        return kernel_kinds_for(rule_kinds | kernel_kinds(cfg)) | l7.kernel_kinds(cfg, rule_kinds)
+
+    def _setup_l7(self, eng, filters) -> None:
+        """The L7 protocols in the kernel, and the http events while a rule needs them."""
+        from vigil.events import Kind
+        from vigil.l7 import wanted_protocols
+        from vigil.l7.tracker import protocol_bits
+        protos = wanted_protocols(self.cfg, eng.required_kinds())
+        filters.set_l7_protocols(protocol_bits(protos))
+        if protos:
+            filters.l7_ringbuf_size = self.cfg["l7"]["ringbuf_size"]
+            filters.l7_connections = max(4096, 4 * self.cfg["l7"]["max_connections"])
+        sinks = self.l7.sinks
+        if Kind.HTTP in eng.required_kinds():
+            if self._http_events is None:
+                from vigil.l7.events import HttpEvents
+                self._http_events = HttpEvents(lambda ev: self.pipeline.process(ev))
+                sinks.append(self._http_events)
+        elif self._http_events is not None:
+            sinks.remove(self._http_events)
+            self._http_events = None
 
     def _open_prefixes(self, eng):
         from vigil.profiles import open_prefixes
@@ -235,6 +266,7 @@ class Agent:
             f = p.filters
             f.set_open_prefixes(self._open_prefixes(eng))
             f.set_ok_only(eng.ok_only_kinds())
+            self._setup_l7(eng, f)
             if f.set_kinds(self._kernel_kinds(eng)):
                 # programs for new kinds must be loaded: done by run() once the
                 # event loop has returned (the loop holds the current ring)
@@ -295,6 +327,15 @@ class Agent:
                 ringbuf_hi_size=s["ringbuf_hi_size"], args_max=s["args_max"])
             self.pipeline = p = Pipeline(filters, proctable=self.proctable,
                                          containers=self.resolver, ignore_children=True)
+            from vigil.l7.tracker import L7Tracker
+            self.l7 = L7Tracker(cfg["l7"]["max_connections"])
+            p.ring_handlers["l7_events"] = self.l7.on_raw
+            self._setup_l7(self.engine, filters)
+            if self.metrics is not None and cfg["l7"]["protocols"]:
+                self.metrics.add_l7(self.l7, self.resolver, cfg["l7"]["max_peers"])
+                # the service map and the per-process counts of `vigil top` (docs/SERVICES.md)
+                self.l7.sinks.extend(self.metrics.l7_sinks(self.resolver, self.kube,
+                                                           self.proctable))
             d = cfg["syscall_event_drops"]
             self.drops = DropReporter(p.losses, p.kernel_stats, self.alerts.emit,
                                       actions=d["actions"], rate=d["rate"],
@@ -457,6 +498,9 @@ class Agent:
             out.setdefault("enforce", {}).update(self.killer.stats())
         if self.profiles is not None:
             out["profiles"] = self.profiles.stats()
+        if self.l7 is not None:
+            out["l7"] = dict(self.l7.stats, connections=len(self.l7.conns),
+                             pending=self.l7.pending())
         return out
 
 

@@ -50,6 +50,9 @@ class Pipeline:
         self.batch_end: list = []     # called after each batch read from the ring
         self.tickers: list = []
         self.loss_handlers: list = []   # fn(dict) for each loss record (struct ev_loss)
+        # shared ring map name -> fn(buffer, offset) for its records, not events
+        # (the L7 chunks of l7_events: vigil.l7.L7Tracker.on_raw)
+        self.ring_handlers: dict = {}
         self.seed = seed
         # the agent also ignores what it runs itself (metadata helpers); a library
         # user that spawns the processes it wants to watch leaves this off
@@ -126,10 +129,14 @@ class Pipeline:
         # filters are set before any program is attached (configure=)
         sensors = SensorManager(self.kernel_kinds(), ringbuf_size=f.ringbuf_size,
                                 ringbuf_hi_size=f.ringbuf_hi_size,
-                                args_max=f.args_max).start(configure=f.apply)
+                                args_max=f.args_max, l7_ringbuf_size=f.l7_ringbuf_size,
+                                l7_connections=f.l7_connections).start(configure=f.apply)
+        sizes = {"l7_events": sensors.l7_ringbuf_size}
         try:
+            side = [(sensors.maps[name].fd, sizes[name], fn)
+                    for name, fn in self.ring_handlers.items()]
             self.ring = Rings((sensors.maps["events_hi"].fd, f.ringbuf_hi_size),
-                              (sensors.maps["events"].fd, f.ringbuf_size))
+                              (sensors.maps["events"].fd, f.ringbuf_size), side)
         except BaseException:
             f.detach()
             sensors.stop()

@@ -62,6 +62,10 @@ DEFAULTS: dict = {
                 "tcp": True,
                 "packets": True, "dns": True, "block_io": True, "runqueue": True,
                 "syscalls": False, "resources": True},
+    # L7 (vigil.l7, docs/L7.md): requests paired with responses on the TCP connections
+    # processes connect or accept; [] turns it off (nothing loaded)
+    "l7": {"protocols": ["http", "redis", "postgres"], "ringbuf_size": 8 * 1024 * 1024,
+           "max_connections": 16384, "max_peers": 100},
     # behavioural profiles (vigil.profiles, docs/PROFILES.md)
     "profiles": {"enabled": False, "window": 86400.0, "host": False,
                  "file_prefixes": ["/etc", "/bin", "/sbin", "/usr", "/lib", "/lib64", "/root",
@@ -74,7 +78,7 @@ JSON_INCLUDE_KEYS = tuple(k for k in DEFAULTS if k.startswith("json_include_"))
 
 SECTIONS = {k: set(v) for k, v in DEFAULTS.items()
             if k in ("sensors", "scope", "containers", "kubernetes", "enforce",
-                     "syscall_event_drops", "metrics", "profiles")}
+                     "syscall_event_drops", "metrics", "profiles", "l7")}
 TOP_KEYS = set(DEFAULTS)
 PAGE_SIZE = 4096
 # the kernel's ring buffer size is a 32-bit number: 2 GiB is the largest power of two
@@ -227,6 +231,7 @@ class Config:
 
         check_metrics(sec["metrics"])
         check_profiles(sec["profiles"], d["profiles"])
+        check_l7(sec["l7"], d["l7"])
 
         k8s = sec["kubernetes"]
         k8s.choice("enabled", (True, False, "auto"))
@@ -272,6 +277,20 @@ def check_profiles(s: Section, d: dict) -> None:
             raise s.bad("file_prefixes", f"{p!r} is not an absolute path")
     if not isinstance(d.get("store") or "", str):
         raise s.bad("store", "expected a path (empty: the alert store's file)")
+
+
+def check_l7(s: Section, d: dict) -> None:
+    """The l7: section: protocols among the known ones, sizes."""
+    from vigil.l7.record import PROTOCOLS
+    protos = s.str_list("protocols", f"protocols ({', '.join(PROTOCOLS)})")
+    bad = [p for p in protos if p not in PROTOCOLS]
+    if bad:
+        raise s.bad("protocols", f"unknown protocol {bad[0]!r} (known: {', '.join(PROTOCOLS)})",
+                    quote=False)
+    d["protocols"] = list(dict.fromkeys(protos))
+    d["ringbuf_size"] = ringbuf_size(s)
+    s.int("max_connections", 1, maximum=1 << 20)
+    s.int("max_peers", 1, maximum=10000)
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[dict] = None,

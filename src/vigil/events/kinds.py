@@ -20,9 +20,12 @@ An entry (:class:`KindSpec`) says
   ``all`` lists every kind but the cgroup bookkeeping ones (an enforcement
   kind in it attaches nothing: only vigil.enforce loads those programs);
 * ``bookkeeping``: ``lifecycle`` (the process table needs it whatever was
-  asked for), ``cgroup`` (the container resolver needs it) or ``enforce``
+  asked for), ``cgroup`` (the container resolver needs it), ``enforce``
   (a verdict of vigil.enforce, whose programs only the enforcement manager
-  loads and attaches);
+  loads and attaches) or ``l7`` (chunks vigil.l7 reads from a ring of their
+  own, not events);
+* ``derived_from``: a kind user space makes from another's events (``http``
+  from ``l7``): it has no programs; asking for it asks the kernel for that one;
 * ``json`` and ``detail``: its own keys in ``vigil trace --json`` and its
   DETAILS column.
 
@@ -99,6 +102,7 @@ class KindSpec:
     bookkeeping: str = ""
     also_sensors: tuple = ()    # other objects with programs serving it
     json: tuple = ()            # "key", "key?" (only when set), "out=attr"
+    derived_from: str = ""      # made in user space from this kind's events (no programs)
     detail: Optional[Callable] = None
     json_fields: tuple = field(init=False, repr=False, compare=False)
 
@@ -252,6 +256,13 @@ KINDS = (
              json=("target_pid", "old_name", "new_name"),
              detail=lambda e: f"{e.old_name} -> {e.new_name}"
              + (f" (pid {e.target_pid})" if e.target_pid != e.pid else "")),
+    # kernel/bpf/l7.bpf.c (and the TLS uprobes through l7.h): chunks of L7
+    # traffic, read by vigil.l7 from their own ring (l7_events), not events
+    # for rules; the http kind is made from them in user space (vigil.l7)
+    KindSpec("l7", 26, "l7", S.EvL7, "", (), "net", bookkeeping="l7"),
+    KindSpec("http", 27, "l7", S.EvL7, "", ("http",), "net", derived_from="l7",
+             json=("method", "path", "status", "duration"),
+             detail=lambda e: f"{e.method} {e.path} -> {e.status} {e.duration * 1000:.1f}ms"),
     # the capability sets and session / process-group ids change: the events
     # carry them after the call (vigil.state.proctable keeps them)
     _cred("capset", 40, ("capset",), "user", ("syscall",),
@@ -308,10 +319,19 @@ SENSORS = tuple(dict.fromkeys(x for s in KINDS for x in (s.sensor,) + s.also_sen
 LIFECYCLE = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "lifecycle")
 CGROUP_KINDS = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "cgroup")
 ENFORCE_KINDS = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "enforce")
+L7_KINDS = frozenset(k for k, s in SPECS.items() if s.bookkeeping == "l7")
+DERIVED = {k: KIND_BY_NAME[s.derived_from] for k, s in SPECS.items() if s.derived_from}
+
+
+def kernel_kinds_for(kinds) -> set:
+    """The kinds the kernel must deliver for these: a derived kind is asked
+    for as the kind it is made from."""
+    return {DERIVED.get(k, k) for k in kinds}
 
 TRACE_GROUPS = {g: frozenset(k for k, s in SPECS.items() if g in s.trace)
                 for g in TRACE_GROUPS_NAMED}
-TRACE_GROUPS["all"] = frozenset(k for k in Kind if k not in CGROUP_KINDS)
+TRACE_GROUPS["all"] = frozenset(k for k in Kind if k not in CGROUP_KINDS and k not in L7_KINDS
+                                and k not in DERIVED)
 
 # --- what the rules need: evt.type, evt.dir, evt.category per kind ---
 
@@ -346,7 +366,7 @@ def _check() -> None:
     if not all(0 < v < EV_MAX for v in values):
         raise ValueError(f"event kinds: values must be in 1..{EV_MAX - 1}")
     for s in KINDS:
-        if s.bookkeeping not in ("", "lifecycle", "cgroup", "enforce"):
+        if s.bookkeeping not in ("", "lifecycle", "cgroup", "enforce", "l7"):
             raise ValueError(f"event kind {s.name}: bookkeeping {s.bookkeeping!r}")
         if not set(s.trace) <= set(TRACE_GROUPS_NAMED):
             raise ValueError(f"event kind {s.name}: trace groups {s.trace!r}")

@@ -61,6 +61,9 @@ FIELDS = (
     "sock_type", "nstype", "cmd",
     # open: the path before normalisation, when it differs (fd.nameraw)
     "path_raw",
+    # http (vigil.l7): the request's method and path, the response's status
+    # code (0: none, the connection closed), seconds to the response
+    "method", "status", "duration", "direction",
 )
 # kinds read by the generic decoder bring their layouts' member names
 FIELDS += tuple(f for f in generic_fields() if f not in FIELDS)

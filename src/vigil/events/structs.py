@@ -158,11 +158,33 @@ class EvLoss(ctypes.Structure):
     ]
 
 
+# L7 (kernel/bpf/events.h enum l7_dir, l7_proto, l7_flag; l7.h says what is sent when)
+L7_DATA_LEN = 1024
+L7_DIRS = {"L7_DIR_READ": 1, "L7_DIR_WRITE": 2, "L7_DIR_CLOSE": 3}
+L7_PROTOS = {"L7_PROTO_HTTP": 1, "L7_PROTO_REDIS": 2, "L7_PROTO_POSTGRES": 4}
+L7_FLAGS = {"L7_F_TLS": 1, "L7_F_REQUEST": 2, "L7_F_RESPONSE": 4, "L7_F_CLIENT": 8,
+            "L7_F_SERVER": 16}
+
+
+class EvL7(ctypes.Structure):
+    """One chunk of a read or write on a followed TCP connection, or its
+    close; sent L7_HDR_SIZE + cap bytes long (data holds cap bytes)."""
+    _fields_ = [
+        ("h", EvHdr), ("fd", c_int32), ("len", c_uint32), ("dir", c_uint8),
+        ("protocol", c_uint8), ("flags", c_uint16), ("family", c_uint16), ("cap", c_uint16),
+        ("sport", c_uint16), ("dport", c_uint16), ("_pad", c_uint32),
+        ("saddr", c_uint8 * 16), ("daddr", c_uint8 * 16), ("data", c_uint8 * L7_DATA_LEN),
+    ]
+
+
+L7_HDR_SIZE = EvL7.data.offset
+
+
 class VigilCfg(ctypes.Structure):
     _fields_ = [
         ("kinds", c_uint64), ("scope", c_uint8), ("open_filter", c_uint8),
         ("comm_filter", c_uint8), ("cgroup_filter", c_uint8), ("budget_rate", c_uint32),
-        ("ok_only", c_uint64), ("budget_burst", c_uint32), ("_pad", c_uint32),
+        ("ok_only", c_uint64), ("budget_burst", c_uint32), ("l7_protocols", c_uint32),
     ]
 
 
@@ -181,7 +203,7 @@ MIRRORS = {
     "ev_sys": EvSys, "ev_cred": EvCred, "ev_execfail": EvExecfail,
     "ev_cgroup": EvCgroup, "ev_rename": EvRename, "ev_loss": EvLoss, "vigil_cfg": VigilCfg,
     "ev_net_verdict": EvNetVerdict, "ev_exec_verdict": EvExecVerdict,
-    "inode_key": InodeKey,
+    "inode_key": InodeKey, "ev_l7": EvL7,
 }
 
 _FMT = {

@@ -64,7 +64,8 @@ class KernelFilters:
     def __init__(self, kinds: Iterable[Kind] = (), *, open_prefixes=None, scope: str = "all",
                  dns_ports=(53,), ignore_comms=(), ringbuf_size: int = DEFAULT_RINGBUF,
                  args_max: int = 4096, ringbuf_hi_size: int = DEFAULT_RINGBUF_HI,
-                 ok_only: Iterable[Kind] = (), budget: tuple = (0, 0)):
+                 ok_only: Iterable[Kind] = (), budget: tuple = (0, 0),
+                 l7_protocols: int = 0, l7_ringbuf_size: int = 0, l7_connections: int = 0):
         self.kinds = set(kinds)          # what the user (or the rules) wants
         self.always: set = set()         # kinds the pipeline itself needs (set by it)
         # None (every open), a list of path prefixes, or a dict prefix -> modes
@@ -80,6 +81,11 @@ class KernelFilters:
         self.ok_only = frozenset(ok_only)
         # (events/s, burst) each process may send on the bulk ring; rate 0 = no budget
         self.budget = tuple(budget)
+        # L7 (vigil.l7): enum l7_proto bits detected, its ring and connection table
+        # (0: the sensor manager's minimum, L7 off)
+        self.l7_protocols = l7_protocols
+        self.l7_ringbuf_size = l7_ringbuf_size
+        self.l7_connections = l7_connections
         self.ignore_pids: dict = {}      # pid -> inherit
         self.cgroup_scope: dict = {}     # cgroup id -> in scope (True/False)
         self.sensors = None              # the SensorManager they are applied to
@@ -112,6 +118,8 @@ class KernelFilters:
         for cgid, inside in self.cgroup_scope.items():
             sensors.set_cgroup_scope(cgid, inside)
         sensors.set_dns_ports(self.dns_ports)
+        if self.l7_protocols:
+            sensors.set_l7_protocols(self.l7_protocols)
         self.sensors = sensors
 
     def detach(self) -> None:
@@ -134,6 +142,12 @@ class KernelFilters:
             return True
         self.sensors.set_kinds(self.kernel_kinds())
         return False
+
+    def set_l7_protocols(self, bits: int) -> None:
+        """The L7 protocols detected (enum l7_proto bits), at once."""
+        self.l7_protocols = bits
+        if self.sensors is not None:
+            self.sensors.set_l7_protocols(bits)
 
     def set_open_prefixes(self, prefixes) -> None:
         self.open_prefixes = prefixes

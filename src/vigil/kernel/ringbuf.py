@@ -133,13 +133,18 @@ class Rings:
     a batch reads bulk records only up to the time the high-priority ring
     was read to (an exec comes before the connect its process makes next)."""
 
-    def __init__(self, hi: tuple, bulk: tuple):
-        """``hi``, ``bulk``: (map fd, size) of each ring."""
+    def __init__(self, hi: tuple, bulk: tuple, side=()):
+        """``hi``, ``bulk``: (map fd, size) of each ring.  ``side``: (map fd,
+        size, handler) of rings whose records go to a handler of their own
+        (the L7 chunks), read after the two, in the same batches."""
         self._ep = select.epoll()
         self.hi = self.bulk = None
+        self.side = []
         try:
             self.hi = RingBuffer(hi[0], hi[1], epoll=self._ep)
             self.bulk = RingBuffer(bulk[0], bulk[1], epoll=self._ep)
+            for fd, size, handler in side:
+                self.side.append((RingBuffer(fd, size, epoll=self._ep), handler))
         except BaseException:
             self.close()
             raise
@@ -150,7 +155,10 @@ class Rings:
         left = self.hi.next_ts()           # the hi ring was not read to the end
         if left is not None:
             cut = min(cut, left)
-        return n + self.bulk.consume(on_bulk, limit, at=at, until_ts=cut)
+        n += self.bulk.consume(on_bulk, limit, at=at, until_ts=cut)
+        for ring, handler in self.side:
+            n += ring.consume(handler, limit, at=at)
+        return n
 
     def poll(self, on_hi, on_bulk, timeout: float = 0.1, limit: int = 1 << 30,
              at: bool = False) -> int:
@@ -162,13 +170,17 @@ class Rings:
         return self.consume(on_hi, on_bulk, limit, at)
 
     def available(self) -> int:
-        return self.hi.available() + self.bulk.available()
+        return self.hi.available() + self.bulk.available() + sum(r.available()
+                                                                 for r, _ in self.side)
 
     def stats(self) -> dict:
-        return {"hi": self.hi.records, "bulk": self.bulk.records}
+        out = {"hi": self.hi.records, "bulk": self.bulk.records}
+        for i, (r, _) in enumerate(self.side):
+            out[f"side{i}"] = r.records
+        return out
 
     def close(self) -> None:
-        for r in (self.hi, self.bulk):
+        for r in [self.hi, self.bulk] + [r for r, _ in self.side]:
             if r is not None:
                 r.close()
         if self._ep is not None:

@@ -30,7 +30,7 @@ from vigil.kernel.filters import DEFAULT_RINGBUF, DEFAULT_RINGBUF_HI, open_filte
 log = logging.getLogger("vigil.kernel.sensors")
 
 SHARED_MAPS = ("events", "events_hi", "vigil_config", "stats", "ignore_pids", "ignore_comms",
-               "cgroup_scope", "open_prefixes", "watched_inodes", "budgets")
+               "cgroup_scope", "open_prefixes", "watched_inodes", "budgets", "l7_events", "l7_socks")
 SCOPES = {"all": 0, "host": 1, "containers": 2}
 
 
@@ -72,7 +72,8 @@ class SensorManager:
 
     def __init__(self, kinds, ringbuf_size: int = DEFAULT_RINGBUF, args_max: int = 4096,
                  directory: Path | None = None, ignore_self: bool = True,
-                 ringbuf_hi_size: int = DEFAULT_RINGBUF_HI):
+                 ringbuf_hi_size: int = DEFAULT_RINGBUF_HI, l7_ringbuf_size: int = 0,
+                 l7_connections: int = 0):
         self.kinds = {Kind(k) for k in kinds}
         # our own pid is ignored before anything is attached: attaching opens
         # tracefs files, which would otherwise be reported
@@ -80,6 +81,10 @@ class SensorManager:
         self.ringbuf_size = ringbuf_size
         self.ringbuf_hi_size = ringbuf_hi_size
         self.args_max = args_max
+        # L7 (vigil.l7): its ring and connection table; one page / a few
+        # entries when L7 is off (every object declares them)
+        self.l7_ringbuf_size = l7_ringbuf_size or 4096
+        self.l7_connections = l7_connections or 256
         self.directory = Path(directory) if directory else bpf_dir()
         self.objects = {}        # sensor -> BpfObject
         self.links = []
@@ -160,6 +165,8 @@ class SensorManager:
                 p.autoload = False
             obj.set_max_entries("events", self.ringbuf_size)
             obj.set_max_entries("events_hi", self.ringbuf_hi_size)
+            obj.set_max_entries("l7_events", self.l7_ringbuf_size)
+            obj.set_max_entries("l7_socks", self.l7_connections)
             obj.load()
             self.maps = {name: obj.map(name) for name in SHARED_MAPS}
         except BaseException:
@@ -383,6 +390,11 @@ class SensorManager:
         ``burst`` at once; 0 = no budget."""
         self._cfg.budget_rate = max(0, int(rate))
         self._cfg.budget_burst = max(1, int(burst)) if rate else 0
+        self._write_cfg()
+
+    def set_l7_protocols(self, bits: int) -> None:
+        """The L7 protocols detected (enum l7_proto bits); 0 = none."""
+        self._cfg.l7_protocols = int(bits)
         self._write_cfg()
 
     def set_dns_ports(self, ports) -> None:

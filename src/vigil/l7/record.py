@@ -30,6 +30,8 @@ class L7Request:
     error: bool = False           # HTTP >= 500 or no response; Redis -ERR; PostgreSQL ErrorResponse
     closed: bool = False          # the connection closed before a response
     tls: bool = False             # seen in plaintext through the TLS uprobes
+    uid: Optional[int] = None     # the observing thread's uid when the request was seen
+    comm: str = ""                # its name then
 
     @property
     def status_class(self) -> str:

@@ -31,6 +31,7 @@ class AgentMetrics:
         self.service_map = None     # vigil.l7.servicemap.ServiceMap once L7 runs
         self.processes = None       # vigil.l7.processes.ProcessStats (for vigil top)
         self._resources = None
+        self.l7 = None              # vigil.metrics.l7.L7Metrics when L7 is on
 
     @property
     def address(self) -> Optional[str]:
@@ -55,6 +56,14 @@ class AgentMetrics:
             from vigil.metrics.resources import ResourceCollector
             self._resources = ResourceCollector(workloads)
             self.registry.register(self._resources)
+
+    def add_l7(self, tracker, resolver, max_peers: int = 100) -> None:
+        """The L7 RED metrics (vigil.metrics.l7): a sink of the tracker, read at scrape time."""
+        from vigil.metrics.l7 import L7Metrics
+        from vigil.metrics.workloads import Workloads
+        self.l7 = L7Metrics(Workloads(resolver), max_peers)
+        tracker.sinks.append(self.l7)
+        self.registry.register(self.l7)
 
     def l7_sinks(self, resolver, kube=None, proctable=None) -> list:
         """The service map (vigil_service_*) and the per-process L7 counts served at

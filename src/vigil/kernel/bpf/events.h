@@ -45,6 +45,9 @@ enum ev_kind {
 	EV_CGROUP_RMDIR = 23,
 	EV_IO_URING_SETUP = 24,
 	EV_PRCTL = 25,
+	/* l7.bpf.c (and the TLS uprobes, through l7.h): chunks of L7 traffic */
+	EV_L7 = 26,
+	EV_HTTP = 27,          /* made in user space from paired HTTP exchanges (rules) */
 	EV_CAPSET = 40,
 	EV_SETID = 41,
 	EV_SESSION = 42,
@@ -329,6 +332,52 @@ struct ev_exec_verdict {
 	char exe[PATH_LEN];
 };
 
+/* L7: one chunk of a read or write on a TCP connection vigil tracks, or its
+ * close (l7.h says what is sent when; src/vigil/l7/ pairs them).  Sent on
+ * the l7_events ring (maps.h), L7_HDR_SIZE + cap bytes long. */
+enum l7_dir {
+	L7_DIR_READ = 1,       /* the observed process read the bytes */
+	L7_DIR_WRITE = 2,      /* it wrote them */
+	L7_DIR_CLOSE = 3,      /* it closed the connection (no data) */
+};
+
+/* protocols: bits of vigil_cfg.l7_protocols; ev_l7.protocol is one of them */
+enum l7_proto {
+	L7_PROTO_HTTP = 1,
+	L7_PROTO_REDIS = 2,
+	L7_PROTO_POSTGRES = 4,
+};
+
+/* ev_l7.flags */
+enum l7_flag {
+	L7_F_TLS = 1,          /* plaintext seen by the TLS uprobes (SSL_read/SSL_write) */
+	L7_F_REQUEST = 2,      /* taken for the start of a request (or of several) */
+	L7_F_RESPONSE = 4,     /* the first bytes of a response after a request */
+	L7_F_CLIENT = 8,       /* the process connect()ed the socket: it is the client */
+	L7_F_SERVER = 16,      /* the process accept()ed it: it is the server */
+};
+
+#define L7_DATA_LEN 1024
+
+struct ev_l7 {
+	struct ev_hdr h;
+	__s32 fd;
+	__u32 len;         /* bytes the call moved (its result); 0 for a close */
+	__u8 dir;          /* enum l7_dir */
+	__u8 protocol;     /* enum l7_proto: one bit; 0 for a close */
+	__u16 flags;       /* enum l7_flag bits */
+	__u16 family;      /* AF_INET / AF_INET6 */
+	__u16 cap;         /* bytes of data captured: <= len, <= L7_DATA_LEN */
+	__u16 sport;       /* local port, host byte order */
+	__u16 dport;       /* peer port */
+	__u32 _pad;
+	__u8 saddr[16];    /* local address */
+	__u8 daddr[16];    /* peer address */
+	__u8 data[L7_DATA_LEN];
+};
+
+#define L7_HDR_SIZE (sizeof(struct ev_l7) - L7_DATA_LEN)
+
 /* A record on the high-priority ring that is not an event: the first event
  * a process lost in a second, over its budget or to a full bulk ring
  * (helpers.h process_loss), so user space can name who floods. */
@@ -368,7 +417,7 @@ struct vigil_cfg {
 	__u64 ok_only;         /* bit (1 << kind): events whose result is an error
 				* (ret < 0 but not -EINPROGRESS) are not wanted */
 	__u32 budget_burst;    /* events a process may send at once */
-	__u32 _pad;
+	__u32 l7_protocols;    /* enum l7_proto bits: the L7 protocols detected (0: none) */
 };
 
 /* open_prefixes values: which opens below the prefix are wanted
@@ -414,6 +463,7 @@ union ev_layouts {
 	struct ev_exec_verdict exec_verdict;
 	struct ev_rename rename;
 	struct ev_loss loss;
+	struct ev_l7 l7;
 	struct vigil_cfg cfg;
 	struct inode_key inode;
 };
@@ -428,6 +478,9 @@ struct ev_btf {
 	enum open_watched open_watched;
 	enum ev_record record;
 	enum stat_slot stat_slot;
+	enum l7_dir l7_dir;
+	enum l7_proto l7_proto;
+	enum l7_flag l7_flag;
 };
 
 #endif /* VIGIL_EVENTS_H */

@@ -110,6 +110,44 @@ struct {
 	__type(value, struct tbucket);
 } budgets SEC(".maps");
 
+/* L7 (l7.h): the ring its chunks go to -- apart from the security events,
+ * so a busy service cannot crowd them out, and outside the per-process
+ * budget (user space sizes it: one page when L7 is off) -- and the TCP
+ * connections it follows: struct file address -> struct l7_conn (a file, so
+ * the processes and fds sharing it -- fork, dup, fd passing -- share it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} l7_events SEC(".maps");
+
+/* what the kernel decided about one direction-pair of bytes on a connection:
+ * the plaintext on the socket, or the TLS plaintext (l7.h) */
+struct l7_stream {
+	__u8 proto;            /* enum l7_proto bit once detected; L7_GAVE_UP; 0 = not yet */
+	__u8 awaiting;         /* a request was sent up, its response not yet */
+	__u8 misses;           /* chunks looked at without detecting a protocol */
+	__u8 sent;             /* something was sent up (its close is then sent too) */
+};
+
+struct l7_conn {
+	__u64 sock;            /* the file's struct socket: a reused file address is told apart */
+	__u16 role;            /* L7_F_CLIENT or L7_F_SERVER */
+	__u16 family;
+	__u16 sport;           /* local */
+	__u16 dport;           /* peer */
+	struct l7_stream plain;
+	struct l7_stream tls;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct l7_conn);
+} l7_socks SEC(".maps");
+
 /* Not used at run time: its value type puts struct ev_btf (every layout and
  * shared enum, events.h) into the object's BTF. */
 struct {

@@ -1,13 +1,13 @@
 """Falco field names mapped onto vigil events, one module per field class as in
 libsinsp: :mod:`.evt`, :mod:`.proc` (and thread; :mod:`.proc_state` the kernel-reported state: capabilities,
 session and process group, start time, executable inode), :mod:`.fd` (and fs.path),
-:mod:`.user` (and group), :mod:`.container` (and k8s).  :mod:`.base` holds the
+:mod:`.user` (and group), :mod:`.container` (and k8s), :mod:`.http` (L7 exchanges).  :mod:`.base` holds the
 registry, lookup, transformers and rendering; :mod:`.kinds` the Falco event
 types of each vigil kind.
 
 Importing this package registers every field.
 """
-from vigil.rules.fields import container, evt, fd, proc, proc_state, user  # noqa: F401  (register the fields)
+from vigil.rules.fields import container, evt, fd, http, proc, proc_state, user  # noqa: F401  (register the fields)
 from vigil.rules.fields.base import (FIELDS, TRANSFORMS, BadFieldArg, Extractor, FieldDef, UnknownField,
                                      all_field_names, json_value, known, lookup, parse_ip, render_value,
                                      transform)
