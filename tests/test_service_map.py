@@ -60,9 +60,10 @@ def test_a_peer_ip_on_this_node_names_its_pod(pods):
     from vigil.state.containers.resolver import ContainerResolver
     with ContainerResolver() as r:
         r.seed()
-        cid = podman("inspect", "-f", "{{.Id}}", pods["server"]).stdout.strip()
-        assert poll(lambda: (r.containers().get(cid) or None) and r.containers()[cid].complete,
-                    15)
+        for name in ("server", "client"):
+            cid = podman("inspect", "-f", "{{.Id}}", pods[name]).stdout.strip()
+            assert poll(lambda: (r.containers().get(cid) or None) and
+                        r.containers()[cid].complete, 15)
         ids = Identities(r)
         me = ("", "host/pytest", "host")
         assert ids.peer(pods["server_ip"], "host", me) == ("shop", "web")
@@ -127,8 +128,8 @@ def http_server():
 
 
 def curl(port, paths):
-    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}\\n",
-                        *[f"http://127.0.0.1:{port}{x}" for x in paths]],
+    urls = [a for x in paths for a in ("-o", "/dev/null", f"http://127.0.0.1:{port}{x}")]
+    r = subprocess.run(["curl", "-s", "-w", "%{http_code}\\n", *urls],
                        capture_output=True, text=True, timeout=60)
     return r.stdout.split()
 
@@ -190,6 +191,9 @@ def test_podman_pods_edge(agent, pods):
     assert r.stdout.strip() == "done", r.stderr
     grown = wait_edge(agent, client, server, {"2xx": 3, "4xx": 1}, before)
     assert grown == {"2xx": 3, "4xx": 1}
+    # once: neither end was also counted under a name from its address
+    others = {k[:2] for k in service_samples(agent) if client in k[:2] or server in k[:2]}
+    assert others == {(client, server)}, others
 
 
 def test_vigil_services_prints_the_interval(agent, http_server):

@@ -13,8 +13,9 @@
   address of the node itself is ``host``; anything else is external, folded to its
   ``/24`` (IPv6: ``/64``), namespace "".
 
-The IP index is rebuilt on a miss, at most once per ``refresh`` seconds, and at
-once after the container resolver learnt a new container.
+The IP index is rebuilt on a miss, at most once per ``refresh`` seconds, and
+(at most 10 times a second) after the container resolver learnt, changed or forgot
+a container.
 """
 from __future__ import annotations
 
@@ -124,9 +125,12 @@ class Identities:
         if a.is_loopback:
             return observer[:2] if observer_netns != "host" else HOST
         with self._lock:
+            since = self._clock() - self._last_refresh
+            if self._dirty and since >= 0.1:      # a container came, went or got its names
+                self._refresh()
+                since = 0.0
             got = self._lookup(a)
-            if got is None and (self._dirty or
-                                self._clock() - self._last_refresh >= self.refresh_every):
+            if got is None and since >= self.refresh_every:
                 self._refresh()
                 got = self._lookup(a)
         return got if got is not None else ("", external_name(a))
