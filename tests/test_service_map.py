@@ -88,7 +88,9 @@ def test_services_without_an_agent_is_one_error_line():
 # --- with a running agent and real traffic -----------------------------------------------
 
 HTTP_SERVER = textwrap.dedent("""
-    import http.server, sys, time
+    import ctypes, http.server, sys, time
+    if len(sys.argv) > 1:                      # a name the agent is told to ignore
+        ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
     class H(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"          # keep-alive
         def do_GET(self):
@@ -110,9 +112,12 @@ HTTP_SERVER = textwrap.dedent("""
 PATHS = ["/ok"] * 5 + ["/missing"] * 2 + ["/fail"] * 3 + ["/slow"]
 
 
+UNWATCHED = "unwatchedsrv"      # a server the agent does not follow (sensors.ignore_comms)
+
+
 @pytest.fixture(scope="module")
 def agent():
-    a = VigilAgent()
+    a = VigilAgent(["-o", f"sensors.ignore_comms=[{UNWATCHED}]"])
     yield a
     a.stop()
 
@@ -179,6 +184,21 @@ def test_host_client_and_server_count_once(agent, http_server):
     # nothing else was counted for this exchange: no edge named from an address
     s = service_samples(agent)
     assert not [k for k in s if k[0] == client and k[1] in ("host", "other")], s
+
+
+def test_only_the_client_seen_names_the_server_from_its_address(agent):
+    p = subprocess.Popen([sys.executable, "-c", HTTP_SERVER, UNWATCHED],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(p.stdout.readline())
+        before = edge_of(service_samples(agent), "host/curl", "host")
+        assert curl(port, ["/ok"] * 4 + ["/fail"]) == ["200"] * 4 + ["500"]
+        # 127.0.0.1 seen from a host process: a host process, not named (it is not observed)
+        grown = wait_edge(agent, "host/curl", "host", {"2xx": 4, "5xx": 1}, before)
+        assert grown == {"2xx": 4, "5xx": 1}
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_podman_pods_edge(agent, pods):
