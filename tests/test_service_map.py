@@ -234,7 +234,7 @@ def test_vigil_services_prints_the_interval(agent, http_server):
     assert p.returncode == 0, err
     doc = json.loads(out)
     [row] = [r for r in doc["edges"] if (r["client"], r["server"]) == ("host/curl", srv)]
-    assert row["requests"] == 10 and row["status"] == {"2xx": 9, "5xx": 1}
+    assert row["requests"] == 10 and row["status"] == {"2xx": 9, "5xx": 1}, (row, doc, err)
     assert row["error_ratio"] == pytest.approx(0.1)
     assert row["rate"] == pytest.approx(10 / doc["interval_seconds"])
     # 8 fast ones and 2 of 0.3 s: p50 in the fast buckets, p99 in (0.25, 0.5]

@@ -84,7 +84,7 @@ def test_client_only_names_the_server_from_its_ip_after_the_window():
     me = os.getpid()
     sm(rec(OUTBOUND, ("10.0.0.5", 41000), ("203.0.113.77", 443), tgid=me, status=503))
     assert sm.requests == {}                      # waits for the server's view
-    clock.t += 0.5
+    clock.t += 1.5
     sm.flush()
     assert sm.requests == {}
     clock.t += 0.6
@@ -100,25 +100,30 @@ def test_server_only_names_a_loopback_client_host():
     me = os.getpid()
     sm(rec(INBOUND, ("127.0.0.1", 6379), ("127.0.0.1", 50000), tgid=me, proto=REDIS,
            status=0, error=True))
-    clock.t += 2
+    clock.t += 3
     sm.flush()
     assert sm.requests == {("", "host", "", exe_name(me), REDIS, "error"): 1}
 
 
-def test_a_server_seen_late_takes_over():
+def test_a_server_seen_late_takes_over_without_counting_twice():
     server = sleeper()
     try:
         sm, clock = host_map()
         me = os.getpid()
         c, s = ("127.0.0.1", 40002), ("127.0.0.1", 8081)
-        sm(rec(OUTBOUND, c, s, tgid=me))
-        clock.t += 2
-        sm.flush()
-        sm(rec(INBOUND, s, c, tgid=server.pid))
-        sm(rec(OUTBOUND, c, s, tgid=me))
+        sm(rec(OUTBOUND, c, s, tgid=me))                  # exchange 1, client's view
+        sm(rec(OUTBOUND, c, s, tgid=me, status=404))      # exchange 2
+        clock.t += 3
+        sm.flush()                                         # settled: client only
+        sm(rec(INBOUND, s, c, tgid=server.pid))            # the server's 1 and 2, late
+        sm(rec(INBOUND, s, c, tgid=server.pid, status=404))
+        sm(rec(INBOUND, s, c, tgid=server.pid, status=500))  # exchange 3: the server's
+        sm(rec(OUTBOUND, c, s, tgid=me, status=500))       # and the client's 3: dropped
         cl, sv = exe_name(me), exe_name(server.pid)
         assert sm.requests == {("", cl, "", "host", HTTP, "2xx"): 1,
-                               ("", cl, "", sv, HTTP, "2xx"): 1}
+                               ("", cl, "", "host", HTTP, "4xx"): 1,
+                               ("", cl, "", sv, HTTP, "5xx"): 1}
+        assert sm.duplicates == 3
     finally:
         server.kill()
 
@@ -128,10 +133,10 @@ def test_a_reused_client_port_is_a_new_connection():
     me = os.getpid()
     c = ("10.0.0.5", 42000)
     sm(rec(OUTBOUND, c, ("198.51.100.1", 80), tgid=me, fd=7))
-    clock.t += 2
+    clock.t += 3
     sm.flush()
     sm(rec(OUTBOUND, c, ("192.0.2.9", 80), tgid=me, fd=7))
-    clock.t += 2
+    clock.t += 3
     sm.flush()
     cl = exe_name(me)
     assert sm.requests == {("", cl, "", "198.51.100.0/24", HTTP, "2xx"): 1,
@@ -143,7 +148,7 @@ def test_edges_beyond_the_bound_fold_the_unobserved_end():
     me = os.getpid()
     for i in range(6):
         sm(rec(OUTBOUND, ("10.0.0.5", 43000 + i), (f"198.51.{i}.1", 80), tgid=me))
-    clock.t += 2
+    clock.t += 3
     sm.flush()
     cl = exe_name(me)
     assert sm.requests == {("", cl, "", "198.51.0.0/24", HTTP, "2xx"): 1,
@@ -153,7 +158,7 @@ def test_edges_beyond_the_bound_fold_the_unobserved_end():
     assert sm.folded == 3
     # a named edge keeps its series after the bound is reached
     sm(rec(OUTBOUND, ("10.0.0.5", 44000), ("198.51.1.9", 80), tgid=me))
-    clock.t += 2
+    clock.t += 3
     sm.flush()
     assert sm.requests[("", cl, "", "198.51.1.0/24", HTTP, "2xx")] == 2
 
@@ -164,7 +169,7 @@ def test_scrape_families():
     sm(rec(OUTBOUND, ("10.0.0.5", 45000), ("198.51.100.1", 80), tgid=me, dur=0.3))
     fams = {f.name: f for f in sm.collect()}     # a scrape settles what the window passed
     assert fams["vigil_service_requests"].samples == []
-    clock.t += 2
+    clock.t += 3
     fams = {f.name: f for f in sm.collect()}
     [s] = fams["vigil_service_requests"].samples
     assert s.labels["server_workload"] == "198.51.100.0/24" and s.value == 1

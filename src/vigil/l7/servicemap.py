@@ -19,8 +19,10 @@ wait up to ``window`` seconds for the other end; then the connection is *settled
 * only the client was observed: its outbound records count, the server named from
   the IP it connected to.
 
-A server whose first record comes after the connection settled on the client takes
-over from then on.  A record whose end (process, fd, addresses) differs from what
+A server whose first record comes after the connection settled on the client (its
+records held up longer than the window) takes over from the first exchange the
+client's view did not count: the exchanges of one connection come in the same order
+on both ends, so none counts twice.  A record whose end (process, fd, addresses) differs from what
 the connection held starts a new connection (a reused client port).
 
 **Bounded.**  The first ``max_edges`` distinct edges (client, server, protocol) get
@@ -42,7 +44,7 @@ from vigil.l7.stats import Hist
 
 EDGE_LABELS = ["client_namespace", "client_workload", "server_namespace", "server_workload",
                "protocol"]
-DEFAULT_WINDOW = 1.0        # seconds a connection's first records wait for its other end
+DEFAULT_WINDOW = 2.0        # seconds a connection's first records wait for its other end
 DEFAULT_IDLE = 300.0        # seconds a quiet connection is remembered
 MAX_CONNECTIONS = 65536
 MAX_PENDING = 64            # records one unsettled connection holds (then it settles)
@@ -50,7 +52,7 @@ MAX_PENDING = 64            # records one unsettled connection holds (then it se
 
 class _Conn:
     __slots__ = ("client", "server", "first", "last", "pending", "counted", "edge",
-                 "client_obs", "server_obs")
+                 "client_obs", "server_obs", "by_client", "skip")
 
     def __init__(self, now: float):
         self.client = self.server = None      # signature of each end seen
@@ -59,6 +61,8 @@ class _Conn:
         self.pending: list = []               # records waiting for the settle
         self.counted = None                   # "client" | "server" once settled
         self.edge = None                      # (cns, cwl, sns, swl)
+        self.by_client = 0                    # exchanges counted from the client's view
+        self.skip = 0                         # late server records the client counted
 
 
 class ServiceMap:
@@ -135,12 +139,18 @@ class ServiceMap:
                 self._settle(conn)
             return
         if server_side and conn.counted == "client":
-            conn.counted, conn.edge = "server", None    # the server showed up: its view now
+            # the server's records came late: its view from the first exchange the
+            # client's did not count (the exchanges of a connection come in order)
+            conn.counted, conn.edge, conn.skip = "server", None, conn.by_client
             self._name(conn, req)
-        if (conn.counted == "server") == server_side:
-            self._count(conn.edge, req)
-        else:
+        if (conn.counted == "server") != server_side:
             self.duplicates += 1
+        elif conn.skip:
+            conn.skip -= 1
+            self.duplicates += 1
+        else:
+            self._count(conn.edge, req)
+            conn.by_client += not server_side
 
     def _settle(self, conn: _Conn) -> None:
         if conn.counted is not None:
@@ -152,6 +162,7 @@ class ServiceMap:
                 if conn.edge is None:
                     self._name(conn, req)
                 self._count(conn.edge, req)
+                conn.by_client += req.direction != INBOUND
             else:
                 self.duplicates += 1
 
