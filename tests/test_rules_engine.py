@@ -377,10 +377,11 @@ def kinds_of(cond):
     ("evt.type = execve and evt.dir = >", set()),
     ("evt.type = sendfile", set()),
     ("not (evt.type != openat)", {"open"}),
-    # every kind but exit and those without Falco types (cgroup bookkeeping, failed execs)
+    # every kind but exit and those without Falco types (cgroup bookkeeping, failed execs,
+    # the L7 chunks)
     ("evt.type != procexit and proc.name = x", set(F.KIND_TYPES) - {Kind.EXIT, Kind.CGROUP_MKDIR,
                                                                     Kind.CGROUP_RMDIR,
-                                                                    Kind.EXECFAIL}),
+                                                                    Kind.EXECFAIL, Kind.L7}),
 ])
 def test_required_kinds(cond, kinds):
     want = {k.label if isinstance(k, Kind) else k for k in kinds}
