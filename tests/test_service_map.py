@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -132,9 +134,27 @@ def http_server():
     p.wait()
 
 
+CLIENT_DIR = tempfile.mkdtemp(prefix="vigil-svcmap-")
+
+
+def own_copy(path: str, name: str) -> str:
+    """A copy of a client under a name only these tests use: their edges are theirs
+    alone on a node where other processes call servers too (a host process is named
+    by its executable)."""
+    dst = os.path.join(CLIENT_DIR, name)
+    if not os.path.exists(dst):
+        shutil.copy2(path, dst)
+    return dst
+
+
+CURL = "svcmap-curl"
+CURL_EDGE = "host/" + CURL
+
+
 def curl(port, paths):
     urls = [a for x in paths for a in ("-o", "/dev/null", f"http://127.0.0.1:{port}{x}")]
-    r = subprocess.run(["curl", "-s", "-w", "%{http_code}\\n", *urls],
+    r = subprocess.run([own_copy(shutil.which("curl"), CURL), "-s", "-w", "%{http_code}\\n",
+                        *urls],
                        capture_output=True, text=True, timeout=60)
     return r.stdout.split()
 
@@ -157,16 +177,52 @@ def edge_of(samples, client, server, proto="http") -> dict:
     return {k[3]: v for k, v in samples.items() if k[:3] == (client, server, proto)}
 
 
-def wait_edge(agent, client, server, want: dict, before: dict, timeout=20.0) -> dict:
-    """Poll /metrics until the edge grew by ``want`` (status class -> n); the growth."""
+@pytest.fixture(scope="module")
+def redis_pg():
+    from l7_env import Postgres, RedisServer, pg_bin
+    if not (shutil.which("redis-server") and pg_bin("initdb")):
+        pytest.skip("redis-server or PostgreSQL not installed")
+    redis, pg = RedisServer(), Postgres()
+    yield redis, pg
+    redis.stop()
+    pg.stop()
+
+
+def own_psql(pg, sql: str):
+    from l7_env import pg_bin
+    # Debian's /usr/bin/psql is a wrapper that execs the real one: copy that
+    exe = own_copy(pg_bin("psql"), "svcmap-psql")
+    return subprocess.run([exe, "-X", "-q", "-h", "127.0.0.1", "-p", str(pg.port), "-U",
+                           "postgres", "-d", "postgres", "-f", "-"], input=sql, text=True,
+                          env=dict(os.environ, PGSSLMODE="disable", PGGSSENCMODE="disable"),
+                          capture_output=True, timeout=60)
+
+
+def l7_lost(agent) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+    return sum(s.value for fam in text_string_to_metric_families(agent.metrics_text())
+               if fam.name == "vigil_events_lost" for s in fam.samples
+               if s.labels.get("kind") == "l7")
+
+
+def exactly(agent, make, client, server, want: dict, proto="http", tries: int = 3) -> dict:
+    """Run ``make()`` (the traffic) and return the edge's growth once it is ``want``; on a
+    node busy enough that the kernel lost L7 records meanwhile (counted in
+    vigil_events_lost_total{kind="l7"}), try again: exact counts need every record."""
     grown = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = edge_of(service_samples(agent), client, server)
-        grown = {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
-        if grown == want:
-            return grown
-        time.sleep(0.3)
+    for _ in range(tries):
+        lost = l7_lost(agent)
+        before = edge_of(service_samples(agent), client, server, proto)
+        make()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = edge_of(service_samples(agent), client, server, proto)
+            grown = {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+            if grown == want:
+                return grown
+            time.sleep(0.3)
+        if l7_lost(agent) == lost:
+            break
     return grown
 
 
@@ -176,10 +232,11 @@ def exe_of(pid) -> str:
 
 def test_host_client_and_server_count_once(agent, http_server):
     server, port = http_server
-    client, srv = "host/curl", exe_of(server.pid)
-    before = edge_of(service_samples(agent), client, srv)
-    assert curl(port, PATHS) == ["200"] * 5 + ["404"] * 2 + ["500"] * 3 + ["200"]
-    grown = wait_edge(agent, client, srv, {"2xx": 6, "4xx": 2, "5xx": 3}, before)
+    client, srv = CURL_EDGE, exe_of(server.pid)
+
+    def make():
+        assert curl(port, PATHS) == ["200"] * 5 + ["404"] * 2 + ["500"] * 3 + ["200"]
+    grown = exactly(agent, make, client, srv, {"2xx": 6, "4xx": 2, "5xx": 3})
     assert grown == {"2xx": 6, "4xx": 2, "5xx": 3}
     # nothing else was counted for this exchange: no edge named from an address
     s = service_samples(agent)
@@ -191,10 +248,11 @@ def test_only_the_client_seen_names_the_server_from_its_address(agent):
                          stdout=subprocess.PIPE, text=True)
     try:
         port = int(p.stdout.readline())
-        before = edge_of(service_samples(agent), "host/curl", "host")
-        assert curl(port, ["/ok"] * 4 + ["/fail"]) == ["200"] * 4 + ["500"]
+
+        def make():
+            assert curl(port, ["/ok"] * 4 + ["/fail"]) == ["200"] * 4 + ["500"]
         # 127.0.0.1 seen from a host process: a host process, not named (it is not observed)
-        grown = wait_edge(agent, "host/curl", "host", {"2xx": 4, "5xx": 1}, before)
+        grown = exactly(agent, make, CURL_EDGE, "host", {"2xx": 4, "5xx": 1})
         assert grown == {"2xx": 4, "5xx": 1}
     finally:
         p.kill()
@@ -203,13 +261,14 @@ def test_only_the_client_seen_names_the_server_from_its_address(agent):
 
 def test_podman_pods_edge(agent, pods):
     client, server = "shop/shopper", "shop/web"
-    before = edge_of(service_samples(agent), client, server)
     url = f"http://{pods['server_ip']}:8080"
-    r = podman("exec", pods["client"], "/bin/sh", "-c",
-               f"for i in 1 2 3; do wget -q -O /dev/null {url}/index.html; done; "
-               f"wget -q -O /dev/null {url}/missing; echo done")
-    assert r.stdout.strip() == "done", r.stderr
-    grown = wait_edge(agent, client, server, {"2xx": 3, "4xx": 1}, before)
+
+    def make():
+        r = podman("exec", pods["client"], "/bin/sh", "-c",
+                   f"for i in 1 2 3; do wget -q -O /dev/null {url}/index.html; done; "
+                   f"wget -q -O /dev/null {url}/missing; echo done")
+        assert r.stdout.strip() == "done", r.stderr
+    grown = exactly(agent, make, client, server, {"2xx": 3, "4xx": 1})
     assert grown == {"2xx": 3, "4xx": 1}
     # once: neither end was also counted under a name from its address
     others = {k[:2] for k in service_samples(agent) if client in k[:2] or server in k[:2]}
@@ -224,16 +283,18 @@ def test_vigil_services_prints_the_interval(agent, http_server):
                          text=True)
     try:
         assert p.stderr.readline().startswith("sampling http://")   # first scrape taken
-        before = edge_of(service_samples(agent), "host/curl", srv)
-        assert len(curl(port, ["/ok"] * 7 + ["/fail"] + ["/slow"] * 2)) == 10
-        assert wait_edge(agent, "host/curl", srv, {"2xx": 9, "5xx": 1}, before) == \
-            {"2xx": 9, "5xx": 1}
+        lost = l7_lost(agent)
+        grown = exactly(agent, lambda: curl(port, ["/ok"] * 7 + ["/fail"] + ["/slow"] * 2),
+                        CURL_EDGE, srv, {"2xx": 9, "5xx": 1}, tries=1)
+        if grown != {"2xx": 9, "5xx": 1} and l7_lost(agent) > lost:
+            pytest.skip("the kernel lost L7 records meanwhile (a busy node)")
+        assert grown == {"2xx": 9, "5xx": 1}
         out, err = p.communicate(timeout=30)
     finally:
         p.kill()
     assert p.returncode == 0, err
     doc = json.loads(out)
-    [row] = [r for r in doc["edges"] if (r["client"], r["server"]) == ("host/curl", srv)]
+    [row] = [r for r in doc["edges"] if (r["client"], r["server"]) == (CURL_EDGE, srv)]
     assert row["requests"] == 10 and row["status"] == {"2xx": 9, "5xx": 1}, (row, doc, err)
     assert row["error_ratio"] == pytest.approx(0.1)
     assert row["rate"] == pytest.approx(10 / doc["interval_seconds"])
@@ -306,28 +367,52 @@ def test_top_namespace_filter_and_container_rows(agent, pods):
         {("shop", "web", "httpd"), ("shop", "shopper", "wget")}, rows
 
 
-def test_every_dashboard_expression_against_prometheus(agent, http_server, http_loop):
+def test_redis_and_postgres_edges(agent, redis_pg):
+    redis, pg = redis_pg
+    rcli = own_copy(shutil.which("redis-cli"), "svcmap-rcli")
+    cli = "host/svcmap-rcli"
+    srv = exe_of(redis.pid)             # Debian's redis-server is redis-check-rdb
+
+    def redis_cmds():
+        for args in (["SET", "k", "v"], ["GET", "k"], ["INCR", "k"]):
+            subprocess.run([rcli, "-p", str(redis.port), *args], capture_output=True,
+                           timeout=30)
+    want = {"ok": 2, "error": 1}           # INCR of "v": an error reply
+    assert exactly(agent, redis_cmds, cli, srv, want, "redis") == want
+    pg_server = exe_of(pg.pid)
+    psql = "host/svcmap-psql"
+
+    def queries():
+        r = own_psql(pg, "SELECT 1;\nSELECT 2;\nSELECT * FROM no_such_table;\n")
+        assert "no_such_table" in r.stderr
+    assert exactly(agent, queries, psql, pg_server, want, "postgres") == want
+
+
+def test_every_dashboard_expression_against_prometheus(agent, http_server, http_loop,
+                                                       redis_pg):
     """Each expression of deploy/grafana/vigil-services.json through a real Prometheus
-    scraping the agent: HTTP and service-map panels return data (the traffic above),
-    Redis and PostgreSQL ones are valid queries (their traffic: tests/test_l7_*)."""
+    scraping the agent returns data: HTTP, Redis and PostgreSQL traffic above."""
     from prom_env import Prometheus
     from test_services_dashboard import concrete, exprs
+    redis, pg = redis_pg
     prom = Prometheus([agent.address])
     try:
+        # traffic while Prometheus scrapes: rate() over 30s wants it in two samples
+        for i in range(3):
+            subprocess.run(["redis-cli", "-p", str(redis.port), "INCR", "k"],
+                           capture_output=True, timeout=30)
+            pg.psql("SELECT 1;\nSELECT * FROM no_such_table;\n")
+            time.sleep(1)
         assert prom.wait_for("sum(vigil_service_requests_total)", lambda v: v > 0, 30)
         assert prom.wait_for("count(rate(vigil_service_requests_total[30s]) > 0)",
                              lambda v: v > 0, 30)
-        empty = []
-        for title, ref, e in exprs():
-            res = prom.query(concrete(e))            # raises on a query error
-            if not res and not any(p in title for p in ("Redis", "PostgreSQL")):
-                empty.append((title, ref))
+        empty = [(t, ref) for t, ref, e in exprs() if not prom.query(concrete(e))]
         assert not empty, empty
         nodes = prom.query(concrete(next(e for t, r, e in exprs() if r == "nodes")))
         edges = prom.query(concrete(next(e for t, r, e in exprs() if r == "edges")))
         ids = {n["metric"]["id"] for n in nodes}
         for e in edges:        # every edge joins two nodes of the node graph
             assert {e["metric"]["source"], e["metric"]["target"]} <= ids, (e, ids)
-        assert "host/curl" in ids or any(i.startswith("host/python") for i in ids), ids
+        assert CURL_EDGE in ids or any(i.startswith("host/python") for i in ids), ids
     finally:
         prom.stop()
