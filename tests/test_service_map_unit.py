@@ -197,3 +197,15 @@ def test_quantiles_as_histogram_quantile():
     assert len(h.cumulative()) == len(DURATION_BUCKETS) + 1
     assert quantile(0.99, [(1.0, 0), (math.inf, 3)]) == 1.0     # only +Inf: its lower bound
 
+
+
+def test_max_edges_setting(tmp_path):
+    import pytest
+    from vigil.config import ConfigError, load_config
+    f = tmp_path / "vigil.yaml"
+    f.write_text("metrics:\n  max_edges: 20\n")
+    assert load_config(str(f))["metrics"]["max_edges"] == 20
+    f.write_text("metrics:\n  address: 127.0.0.1:9476\n  max_edges: 0\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(f))
+    assert f"{f}:3" in str(e.value) and "max_edges" in str(e.value)
