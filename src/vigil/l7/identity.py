@@ -64,6 +64,16 @@ def netns_key(info) -> str:
     return info.pod_uid or info.id
 
 
+class _Probe:
+    """What the resolver reads of an event, for a record's cgroup."""
+    __slots__ = ("cgroup_id", "pid")
+    kind = None
+    cgroup_name = None
+
+    def __init__(self, cgroup_id: int, pid: int):
+        self.cgroup_id, self.pid = cgroup_id, pid
+
+
 class Identities:
     def __init__(self, resolver=None, kube=None, proctable=None, refresh: float = 2.0,
                  clock=time.monotonic):
@@ -96,9 +106,13 @@ class Identities:
         return r.peek(cgroup_id) if cgroup_id else None
 
     def observer(self, cgroup_id: int, tgid: int) -> tuple:
-        """(namespace, workload, netns key) of the process that saw the exchange."""
+        """(namespace, workload, netns key) of the process that saw the exchange
+        (on the event loop: a cgroup the resolver has not cached yet is placed as an
+        event's would be)."""
         r = self.resolver
         info = self.info(cgroup_id)
+        if info is None and r is not None and cgroup_id:
+            info = r.resolve(_Probe(cgroup_id, tgid))
         if r is not None and (info is None or not info.id):
             return UNKNOWN + ("?",)
         if info is None or info.is_host:
