@@ -26,6 +26,9 @@ STAMP := .venv/.installed
 IMAGE ?= localhost/vigil:latest
 BASE_IMAGE ?= localhost/vigil-base:12
 BUILD_FLAGS ?=
+# the build stage's pip trusts the host's CA bundle (a site's TLS-inspecting proxy
+# is in it); PIP_CERT= (empty) builds with the image's own CAs only
+PIP_CERT ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
 
 .PHONY: all setup deps venv bpf run test bench clean image wheel
 

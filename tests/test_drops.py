@@ -60,11 +60,14 @@ def test_reports_are_rate_limited_and_the_next_one_counts_everything_since():
     now = [0.0]
     r, got = reporter(k, rate=0.1, max_burst=1, clock=lambda: now[0])
     k.totals["dropped"] = 10
+    r.on_record({"pid": 9, "comm": "f", "over_budget": 0, "lost": 10})
     assert r.tick(0.0)
     for t in range(1, 10):
         k.totals["dropped"] += 10
+        r.on_record({"pid": 9, "comm": "f", "over_budget": 0, "lost": k.totals["dropped"]})
         assert not r.tick(float(t))
     k.totals["dropped"] += 10
+    r.on_record({"pid": 9, "comm": "f", "over_budget": 0, "lost": k.totals["dropped"]})
     assert r.tick(10.0)
     assert [a.output_fields["n_drops"] for a in got] == [10, 100]
 
@@ -81,11 +84,32 @@ def test_offenders_are_counted_from_the_last_report():
     assert got[1].output_fields["vigil.drops.top_procs"] == "a[1]=50"
 
 
+def test_a_tick_between_the_count_and_its_loss_record_waits_for_the_record():
+    # the kernel counts a loss just before its record goes on the high-priority
+    # ring: a tick in between waits (a bounded grace) so the report names the process
+    k = Kernel()
+    r, got = reporter(k)
+    k.totals["dropped"] = 5
+    assert not r.tick(1.0) and not r.tick(1.2)
+    r.on_record({"pid": 3, "comm": "flooder", "over_budget": 0, "lost": 5})
+    assert r.tick(1.25)
+    assert got[0].output_fields["vigil.drops.top_procs"] == "flooder[3]=5"
+    # no record at all (e.g. no memory for a bucket): reported after the grace, unnamed
+    k2 = Kernel()
+    r2, got2 = reporter(k2)
+    k2.totals["no_stash"] = 2
+    assert not r2.tick(5.0) and not r2.tick(5.2)
+    assert r2.tick(5.31)
+    assert got2[0].output_fields["n_drops_stash"] == 2
+    assert got2[0].output_fields["vigil.drops.top_procs"] == ""
+
+
 def test_actions():
     k = Kernel()
     k.totals["dropped"] = 1
     r, got = reporter(k, actions=["log"])
-    assert r.tick(1.0) and got == []
+    assert not r.tick(1.0)
+    assert r.tick(1.5) and got == []
     r, got = reporter(k, actions=["ignore"])
     assert not r.tick(1.0) and got == []
 

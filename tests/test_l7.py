@@ -183,3 +183,23 @@ def test_bad_l7_settings_are_config_errors_with_file_and_line(tmp_path, text, wh
     assert r.returncode == 1
     assert f"{cfg}:{where}: {why}" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_connections_followed_in_user_space_are_bounded(bpf_objects, web):
+    import sys
+    small = L7Pipeline(protocols=("http",), max_connections=2)
+    code = ("import http.client, sys\n"
+            "cs = [http.client.HTTPConnection('127.0.0.1', int(sys.argv[1])) for _ in range(3)]\n"
+            "for c in cs:\n"
+            "    c.request('GET', '/status/200'); c.getresponse().read()\n"
+            "for c in cs:\n"
+            "    c.request('GET', '/status/202'); c.getresponse().read()\n")
+    try:
+        p = subprocess.Popen([sys.executable, "-c", code, str(web.port)])
+        assert p.wait(60) == 0
+        got = small.take(lambda r: r.tgid == p.pid, want=6)
+        assert by(got, "status") == Counter({(200,): 3, (202,): 3})
+        assert small.tracker.stats["evicted"] >= 1
+        assert len(small.tracker.conns) <= 2
+    finally:
+        small.stop()

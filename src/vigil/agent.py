@@ -183,6 +183,11 @@ class Agent:
         if protos:
             filters.l7_ringbuf_size = self.cfg["l7"]["ringbuf_size"]
             filters.l7_connections = max(4096, 4 * self.cfg["l7"]["max_connections"])
+            if self.metrics is not None and self.metrics.l7 is None:
+                self.metrics.add_l7(self.l7, self.resolver, self.cfg["l7"]["max_peers"])
+                # the service map and the per-process counts of `vigil top` (docs/SERVICES.md)
+                self.l7.sinks.extend(self.metrics.l7_sinks(self.resolver, self.kube,
+                                                           self.proctable))
         sinks = self.l7.sinks
         if Kind.HTTP in eng.required_kinds():
             if self._http_events is None:
@@ -331,11 +336,6 @@ class Agent:
             self.l7 = L7Tracker(cfg["l7"]["max_connections"])
             p.ring_handlers["l7_events"] = self.l7.on_raw
             self._setup_l7(self.engine, filters)
-            if self.metrics is not None and cfg["l7"]["protocols"]:
-                self.metrics.add_l7(self.l7, self.resolver, cfg["l7"]["max_peers"])
-                # the service map and the per-process counts of `vigil top` (docs/SERVICES.md)
-                self.l7.sinks.extend(self.metrics.l7_sinks(self.resolver, self.kube,
-                                                           self.proctable))
             d = cfg["syscall_event_drops"]
             self.drops = DropReporter(p.losses, p.kernel_stats, self.alerts.emit,
                                       actions=d["actions"], rate=d["rate"],

@@ -26,6 +26,10 @@ ACTIONS = ("ignore", "log", "alert")
 DEFAULTS = {"actions": ["log", "alert"], "rate": 0.03333, "max_burst": 1}
 TOP = 5                        # offending processes named in a report
 MAX_PROCS = 10_000             # processes remembered between two reports
+# a loss is counted in the kernel just before its loss record goes on the
+# high-priority ring: a tick between the two waits this long for the record
+# so the report names who lost events
+RECORD_GRACE = 0.3
 
 # loss reasons (vigil.kernel.counters.losses) -> Falco-style output field
 _FIELDS = (("dropped", "n_drops_buffer"), ("dropped_hi", "n_drops_buffer_hi"),
@@ -54,6 +58,7 @@ class DropReporter:
         self._reported = {}          # reason -> total at the last report
         self._kinds_reported = {}    # kind -> {slot: total} at the last report
         self._procs = {}             # pid -> [comm, total now, total at the last report]
+        self._waiting_since = None   # losses seen, no loss record yet (RECORD_GRACE)
         self.reports = 0
         self.alerts = 0
 
@@ -85,8 +90,16 @@ class DropReporter:
         now = self.clock() if now is None else now
         totals = self.losses()
         delta = {r: n - self._reported.get(r, 0) for r, n in totals.items()}
-        if sum(delta.values()) <= 0 or not self._take_token(now):
+        if sum(delta.values()) <= 0:
             return False
+        if not any(t > r for _, t, r in self._procs.values()):
+            if self._waiting_since is None:
+                self._waiting_since = now
+            if now - self._waiting_since < RECORD_GRACE:
+                return False
+        if not self._take_token(now):
+            return False
+        self._waiting_since = None
         self._report(now, totals, delta)
         return True
 
