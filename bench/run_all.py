@@ -13,8 +13,9 @@ bench_flood.py (budget, result filter, one flooder vs another process),
 bench_metrics.py (BPF ns per connect and packet, agent CPU, scrape time, wrk
 with metrics on/off) and bench_profiles.py (per-event profile check with 10,
 1k, 50k learned entries) and bench_l7.py (BPF ns per read/write on fds L7 does
-not follow, wrk/nginx and redis-benchmark with no agent vs L7 off vs on); each
-also leaves its own output in bench/results/.
+not follow, wrk/nginx and redis-benchmark with no agent vs L7 off vs on) and
+bench_services.py (the service map's ns per L7 record, its scrape, one `vigil top`
+sample); each also leaves its own output in bench/results/.
 """
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ def main():
     subprocess.run([py, str(C.BENCH / "bench_l7.py")] + q, check=True)
     timings["bench_l7"] = round(time.monotonic() - t, 1)
     extra += "\n" + _demote((C.RESULTS / "l7.md").read_text()) + "\n"
+    print(f"=== bench_services {' '.join(q)}", flush=True)
+    subprocess.run([py, str(C.BENCH / "bench_services.py")] + q, check=True,
+                   stdout=subprocess.DEVNULL)
+    extra += "\n" + _demote((C.RESULTS / "services.md").read_text()) + "\n"
     total = round(time.monotonic() - t0, 1)
 
     meta = C.machine()
