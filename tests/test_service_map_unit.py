@@ -209,3 +209,40 @@ def test_max_edges_setting(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(str(f))
     assert f"{f}:3" in str(e.value) and "max_edges" in str(e.value)
+
+
+def test_services_rows_dot_and_table_from_two_scrapes():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from rich.console import Console
+
+    from vigil.cli.services import dot, edges, snapshot, table
+    sm, clock = host_map()
+    reg = CollectorRegistry()
+    reg.register(sm)
+    me = os.getpid()
+
+    def traffic(port, n_ok, n_fail, dur):
+        for i in range(n_ok + n_fail):
+            sm(rec(OUTBOUND, ("10.0.0.5", port), ("203.0.113.7", 80), tgid=me,
+                   status=200 if i < n_ok else 503, dur=dur))
+        clock.t += 3
+        sm.flush()
+
+    traffic(46000, 5, 0, 0.002)
+    first = snapshot(generate_latest(reg).decode())
+    traffic(46000, 8, 2, 0.002)
+    traffic(46001, 0, 0, 0)
+    second = snapshot(generate_latest(reg).decode())
+    [row] = edges(first, second, 10.0)
+    assert (row["client"], row["server"], row["protocol"]) == (exe_name(me), "203.0.113.0/24",
+                                                                "http")
+    assert row["requests"] == 10 and row["status"] == {"2xx": 8, "5xx": 2}
+    assert row["rate"] == 1.0 and row["error_ratio"] == 0.2
+    assert 0.001 < row["p50_seconds"] <= 0.0025 and row["p99_seconds"] <= 0.0025
+    g = dot([row], 10.0)
+    assert f'"{exe_name(me)}" -> "203.0.113.0/24" [label="http 1.0/s err 20.0% p50 ' in g
+    assert g.rstrip().endswith("}") and 'color="red"' in g
+    c = Console(width=160, record=True)
+    c.print(table([row], 10.0))
+    text = c.export_text()
+    assert "203.0.113.0/24" in text and "20.0" in text and " 10 " in text
