@@ -83,6 +83,18 @@ def test_live_view_in_a_terminal(probe):
         term.close()
 
 
+@pytest.mark.skipif(not TMUX, reason="tmux not installed")
+def test_ctrl_c_leaves_quietly():
+    term = Tmux([VIGIL, "top", "--metrics-url", f"127.0.0.1:{closed_port()}"])
+    try:
+        assert "vigil top:" in term.wait_for(lambda s: "vigil top:" in s)
+        term.keys("C-c")
+        term.wait_for(lambda s: term.dead(), timeout=10)
+        assert term.dead() and "Traceback" not in term.screen()
+    finally:
+        term.close()
+
+
 def test_once_json_and_namespace_filter(probe):
     url = f"127.0.0.1:{closed_port()}"
     r = subprocess.run([VIGIL, "top", "--once", "--json", "--interval", "500ms",

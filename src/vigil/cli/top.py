@@ -147,12 +147,20 @@ def top(metrics_url, config, sort, namespace, by_container, interval, once, json
             Console(width=max(Console().width, 140)).print(
                 render(rows, sort, by, sampler, namespace, limit or len(rows) or 1))
         return
+    try:
+        _live(sampler, sort, by, namespace, interval, limit)
+    except KeyboardInterrupt:
+        pass
+
+
+def _live(sampler, sort, by, namespace, interval, limit) -> None:
     from rich.console import Console
     from rich.live import Live
     console = Console()
     with _Keys() as keys, Live(console=console, screen=True, auto_refresh=False) as live:
         next_at = time.monotonic() + interval
         rows: list = []
+        live.update(render(rows, sort, by, sampler, namespace, 1), refresh=True)
         while True:
             for k in keys.wait(next_at - time.monotonic()):
                 if k in ("q", "Q", "\x03"):
