@@ -117,3 +117,18 @@ def test_bad_options_are_one_line_errors():
     r = subprocess.run([VIGIL, "top", "--interval", "soon"], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 2 and "not a duration" in r.stderr
+
+
+def test_an_agent_without_l7_is_told_apart(probe):
+    from prometheus_client import CollectorRegistry
+
+    from vigil.metrics.server import MetricsServer
+    srv = MetricsServer(CollectorRegistry(), lambda: True, f"127.0.0.1:{closed_port()}").start()
+    try:
+        r = subprocess.run([VIGIL, "top", "--once", "--interval", "200ms", "-n", "3",
+                            "--metrics-url", srv.address], capture_output=True, text=True,
+                           timeout=60)
+    finally:
+        srv.stop()
+    assert r.returncode == 0, r.stderr
+    assert "answers without L7" in r.stdout and "not answering" not in r.stdout, r.stdout

@@ -43,7 +43,7 @@ def render(rows: list, sort: str, by: str, sampler: Sampler, namespace, limit: i
     from rich.table import Table
     from rich.text import Text
     agent = ("agent " + (sampler.base or "-") +
-             ("" if sampler.agent_ok else " not answering: no HTTP columns, no names"))
+             ("" if sampler.agent_ok else " " + sampler.agent_note))
     scope = f"namespace {namespace}" if namespace is not None else "all namespaces"
     kind = "processes" if by == "process" else "containers"
     head = Text(f"vigil top: {len(rows)} {kind}, {scope}, sorted by {sort}", style="bold")

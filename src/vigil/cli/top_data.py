@@ -128,17 +128,21 @@ def _count_conns(pid: int, netns_sockets: dict) -> int:
     return sum(1 for s in socks if s in est)
 
 
-def agent_sample(base: Optional[str], timeout: float = 2.0) -> Optional[dict]:
-    """The agent's /l7/processes document, or None when it does not answer."""
+NOT_ANSWERING = "not answering: no HTTP columns, no names"
+NO_L7 = "answers without L7 (l7.protocols is [] or metrics off): no HTTP columns, no names"
+
+
+def agent_sample(base: Optional[str], timeout: float = 2.0) -> tuple:
+    """(the agent's /l7/processes document or None, why there is none)."""
     if not base:
-        return None
+        return None, NOT_ANSWERING
     try:
         r = requests.get(base + "/l7/processes", timeout=timeout)
-        if r.status_code != 200:
-            return None
-        return r.json()
+        if r.status_code == 200:
+            return r.json(), ""
+        return None, NO_L7 if r.status_code == 404 else f"answered {r.status_code}"
     except (requests.RequestException, ValueError):
-        return None
+        return None, NOT_ANSWERING
 
 
 def _placed(cgroup: str) -> str:
@@ -182,11 +186,13 @@ class Sampler:
         self.cg_root = cgroup_root()
         self.prev = self.cur = None
         self.agent_ok = None
+        self.agent_note = ""
 
     def sample(self) -> None:
         """One more sample: the rows are the difference from the one before."""
-        self.prev, self.cur = self.cur, (time.monotonic(), sample_procs(self.cg_root),
-                                         agent_sample(self.base))
+        doc, self.agent_note = agent_sample(self.base)
+        self.agent_ok = doc is not None
+        self.prev, self.cur = self.cur, (time.monotonic(), sample_procs(self.cg_root), doc)
 
     def rows(self, by: str = "process", namespace: Optional[str] = None) -> list:
         """The last two samples as rows, per process or per container."""
@@ -195,7 +201,6 @@ class Sampler:
             return []
         t0, procs0, agent0 = prev
         t1, procs1, agent1 = cur
-        self.agent_ok = agent1 is not None
         dt = max(t1 - t0, 1e-6)
         ag0 = (agent0 or {}).get("processes", {})
         ag1 = (agent1 or {}).get("processes", {})
