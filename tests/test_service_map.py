@@ -335,8 +335,11 @@ def test_top_shows_each_process_http_traffic(agent, http_server, http_loop):
     rows = {x["pid"]: x for x in json.loads(r.stdout)}
     for pid in (server.pid, http_loop.pid):         # the server's view and the client's
         row = rows[pid]
-        assert row["http_requests"] >= 20, row
-        assert row["http_error_ratio"] == pytest.approx(0.25, abs=0.06), row
+        n, errs = row["http_requests"], row["http_errors"]
+        assert n >= 8, row
+        # a run of the loop's ok, ok, ok, fail: a quarter of them, rounded either way
+        assert n // 4 <= errs <= -(-n // 4), row
+        assert row["http_error_ratio"] == errs / n
         assert row["http_p50_seconds"] is not None and row["http_p99_seconds"] < 0.25, row
         assert row["container"] == "host" and row["connections"] >= 1, row
 
