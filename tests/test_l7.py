@@ -156,6 +156,9 @@ def test_only_the_enabled_protocols_are_detected(l7, redis_server, web):
         client = http_client(web.port, [("GET", "/status/200")] * 2)
         got = only_http.take(lambda r: r.tgid == client, want=2)
         assert by(got, "protocol", "status") == Counter({("http", 200): 2})
+        # the server listened before this sensor started: its accepts are followed
+        served = only_http.take(lambda r: r.tgid == web.pid, want=2)
+        assert by(served, "direction", "status") == Counter({("inbound", 200): 2})
         assert only_http.take(lambda r: r.protocol == "redis", timeout=0) == []
     finally:
         only_http.stop()

@@ -62,18 +62,25 @@ class L7Metrics:
         self.hists = {p: {} for p in _COUNTERS}
         self.peers = {p: set() for p in _COUNTERS}
         self.destinations = {p: Destinations(max_peers) for p in _COUNTERS}
+        self._peer_labels: dict = {}    # (protocol, direction, ip, port) -> peer label
 
     def __call__(self, req) -> None:
         proto = req.protocol
         if proto not in self.counts:
             return
-        peer = peer_of(req)
-        seen = self.peers[proto]
-        if peer not in seen:
-            if len(seen) >= self.max_peers * RAW_PEERS_MAX:
-                peer = "other"
-            else:
-                seen.add(peer)
+        pk = (proto, req.direction, req.peer_ip, req.peer_port)
+        peer = self._peer_labels.get(pk)
+        if peer is None:
+            peer = peer_of(req)
+            seen = self.peers[proto]
+            if peer not in seen:
+                if len(seen) >= self.max_peers * RAW_PEERS_MAX:
+                    peer = "other"
+                else:
+                    seen.add(peer)
+            if len(self._peer_labels) > 65536:
+                self._peer_labels.clear()
+            self._peer_labels[pk] = peer
         if proto == HTTP:
             key = (req.cgroup_id, req.direction, http.method_label(req.method), str(req.status),
                    peer)

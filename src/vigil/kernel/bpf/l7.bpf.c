@@ -215,8 +215,21 @@ int l7__exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return l7_accepted(ctx->ret);
 }
 
+/* before 6.13 a file counted its references in f_count (1 = one) */
+struct file___f_count {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
+
+static __always_inline int l7_last_ref(struct file *f)
+{
+	if (bpf_core_field_exists(f->f_ref))
+		return BPF_CORE_READ(f, f_ref.refcnt.counter) <= 0;   /* file_ref_t: 0 = one */
+	struct file___f_count *old = (void *)f;
+	return BPF_CORE_READ(old, f_count.counter) <= 1;
+}
+
 /* every close of a followed fd ends that process's view of it; the close of
- * the file's last reference forgets the connection (file_ref_t: 0 = one) */
+ * the file's last reference forgets the connection */
 SEC("tp/syscalls/sys_enter_close")
 int l7__enter_close(struct trace_event_raw_sys_enter *ctx)
 {
@@ -226,8 +239,7 @@ int l7__enter_close(struct trace_event_raw_sys_enter *ctx)
 	if (!c)
 		return 0;
 	l7_close(c, fd);
-	struct file *f = KCAST(struct file, (struct file *)key);
-	if (f->f_ref.refcnt.counter <= 0)
+	if (l7_last_ref((struct file *)key))
 		bpf_map_delete_elem(&l7_socks, &key);
 	return 0;
 }

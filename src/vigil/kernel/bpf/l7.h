@@ -237,10 +237,15 @@ static __always_inline int l7_emit(struct l7_conn *c, int fd, __u8 dir, __u8 pro
 	if (cap && bpf_probe_read_user(e->data, cap, buf))
 		cap = 0;
 	e->cap = cap;
-	/* no hurry: user space aggregates; the reader is woken when the ring fills */
+	/* No hurry: user space aggregates, and reads the ring at least every
+	 * 100 ms.  The reader is woken only by the record that fills the ring
+	 * past a quarter (a wake-up for every record would cost an interrupt
+	 * each, microseconds on a VM, while the reader is behind). */
 	__u64 avail = bpf_ringbuf_query(&l7_events, BPF_RB_AVAIL_DATA);
-	__u64 size = bpf_ringbuf_query(&l7_events, BPF_RB_RING_SIZE);
-	__u64 wake = avail > size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	__u64 quarter = bpf_ringbuf_query(&l7_events, BPF_RB_RING_SIZE) / 4;
+	__u64 rec = (L7_HDR_SIZE + cap + 8 + 7) & ~7ULL;
+	__u64 wake = avail < quarter && avail + rec >= quarter ? BPF_RB_FORCE_WAKEUP
+							       : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&l7_events, e, L7_HDR_SIZE + cap, wake))
 		count_loss(EV_L7, STAT_LOST);
 	else
