@@ -97,7 +97,8 @@ def main():
             "top_sample_ms": top_ms, "processes": nproc}
     md = (f"# Service map and vigil top: their own cost\n\nCommand: `{C.command_line()}`; "
           f"{rounds} rounds, {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
-          f"{m['date']}.\n\n"
+          f"{m['date']}, load average at start {' '.join(m['loadavg_at_start'])} (a shared "
+          "machine: compare figures of one run only).\n\n"
           + C.md_table(["what", "median", "min", "max"], [
               ["service map sink, ns per L7 record (both ends observed; 500 connections "
                "x 10 requests)", f"{med(sm_ns):,.0f}", f"{min(sm_ns):,.0f}",
