@@ -257,9 +257,14 @@ def render(res: dict) -> str:
             + "\n\n## Throughput: no agent vs `vigil run` with L7 off (l7.protocols=[]) vs on "
             f"(default), {t['rounds']} alternated rounds, medians (loss vs no agent)\n\n"
             + C.md_table(["benchmark", "no agent", "L7 off", "L7 on"], trows)
-            + "\n\nThe agent shares the 2 cores with the server and the load generator: with L7 "
-            "on it reads and pairs every request and response in Python, which is most of the "
-            "difference between off and on (the BPF part is the line above).\n")
+            + "\n\nRead L7 off vs on: on this VM the no-agent baseline of the latency-bound "
+            "loopback benchmarks is not a floor (an idle vCPU wakes slowly; a running agent "
+            "keeps it awake, so redis-benchmark is often faster with an agent than without), "
+            "and the machine is shared with other jobs.  The agent shares the 2 cores with the "
+            "server and the load generator: with L7 on it reads and pairs every request and "
+            "response of both ends (4 records per HTTP request here: wrk and nginx) in Python, "
+            "which is most of the difference between off and on; the BPF part is the table "
+            "above.\n")
 
 
 def main():

@@ -84,9 +84,10 @@ def test_sighup_adds_rules_new_kind_and_prefix(agent):
     mark = len(agent.stderr())
     agent.send(signal.SIGHUP)
     agent.wait_stderr("rules reloaded: 3 rules", start=mark)
-    # connect is a new kind: the sensors are restarted with its programs
+    # connect is a new kind: the sensors are restarted with its programs (every
+    # sensor's, the l7 one's too: seconds on a loaded machine)
     wait_until(lambda: "attached for kinds" in agent.stderr()[mark:]
-               and "connect" in agent.stderr()[mark:], 5, what="sensor restart")
+               and "connect" in agent.stderr()[mark:], 20, what="sensor restart")
     _fires(agent, "Reload C", _open(d / "c-1"))
     _fires(agent, "Reload A", _open(d / "a-1"))
     (b,) = _fires(agent, "Reload B", _connect_refused(port))
