@@ -4,6 +4,7 @@ through the agent's /metrics, `vigil services`, a real Prometheus (every dashboa
 expression), and `vigil top`'s HTTP columns."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -135,6 +136,7 @@ def http_server():
 
 
 CLIENT_DIR = tempfile.mkdtemp(prefix="vigil-svcmap-")
+atexit.register(shutil.rmtree, CLIENT_DIR, True)
 
 
 def own_copy(path: str, name: str) -> str:
