@@ -17,7 +17,7 @@ METRICS_SRC := $(BPF_SRC)/metrics
 METRICS_OBJS := $(patsubst $(METRICS_SRC)/%.bpf.c,$(BPF_OUT)/metrics/%.bpf.o,$(wildcard $(METRICS_SRC)/*.bpf.c))
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool make podman runc containerd busybox-static bpftrace strace \
             iproute2 util-linux prometheus libcap2-bin redis-server redis-tools postgresql \
-            postgresql-client nginx wrk
+            postgresql-client nginx wrk tmux
 STAMP := .venv/.installed
 
 # the container image (podman), both stages from a Debian 12 base made locally from Debian

@@ -16,7 +16,8 @@ with metrics on/off) and bench_profiles.py (per-event profile check with 10,
 1k, 50k learned entries) and bench_l7.py (BPF ns per read/write on fds L7 does
 not follow, wrk/nginx and redis-benchmark with no agent vs L7 off vs on) and
 bench_tls.py (BPF ns per SSL_read/SSL_write, wrk over HTTPS with no agent vs L7
-without and with TLS); each also leaves its own output in bench/results/.
+without and with TLS), bench_services.py (the service map's ns per L7 record, its scrape, one `vigil top`
+sample); each also leaves its own output in bench/results/.
 """
 from __future__ import annotations
 
@@ -82,6 +83,10 @@ def main():
     subprocess.run([py, str(C.BENCH / "bench_tls.py")] + q, check=True, stdout=subprocess.DEVNULL)
     timings["bench_tls"] = round(time.monotonic() - t, 1)
     extra += "\n" + _demote((C.RESULTS / "tls.md").read_text()) + "\n"
+    print(f"=== bench_services {' '.join(q)}", flush=True)
+    subprocess.run([py, str(C.BENCH / "bench_services.py")] + q, check=True,
+                   stdout=subprocess.DEVNULL)
+    extra += "\n" + _demote((C.RESULTS / "services.md").read_text()) + "\n"
     total = round(time.monotonic() - t0, 1)
 
     meta = C.machine()

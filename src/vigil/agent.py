@@ -186,6 +186,9 @@ class Agent:
             filters.l7_connections = max(4096, 4 * self.cfg["l7"]["max_connections"])
             if self.metrics is not None and self.metrics.l7 is None:
                 self.metrics.add_l7(self.l7, self.resolver, self.cfg["l7"]["max_peers"])
+                # the service map and the per-process counts of `vigil top` (docs/SERVICES.md)
+                self.l7.sinks.extend(self.metrics.l7_sinks(self.resolver, self.kube,
+                                                           self.proctable))
         l7 = self.cfg["l7"]
         filters.l7_tls_libraries = l7["tls_max_libraries"] if l7["tls"] else 0
         sinks = self.l7.sinks

@@ -30,3 +30,5 @@ from vigil.cli.agent import run as _run, capture as _capture, replay as _replay 
 main.add_command(_run)
 main.add_command(_capture)
 main.add_command(_replay)
+from vigil.cli.services import services as _services; main.add_command(_services)  # noqa: E402,E702
+from vigil.cli.top import top as _top; main.add_command(_top)  # noqa: E402,E702

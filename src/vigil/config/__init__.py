@@ -58,7 +58,8 @@ DEFAULTS: dict = {
     # most `rate` reports a second, `max_burst` at once
     "syscall_event_drops": {"actions": ["log", "alert"], "rate": 0.03333, "max_burst": 1},
     # Prometheus metrics (vigil.metrics; docs/METRICS.md): "" turns the endpoint off
-    "metrics": {"address": "127.0.0.1:9476", "max_destinations": 100, "tcp": True,
+    "metrics": {"address": "127.0.0.1:9476", "max_destinations": 100, "max_edges": 500,
+                "tcp": True,
                 "packets": True, "dns": True, "block_io": True, "runqueue": True,
                 "syscalls": False, "resources": True},
     # L7 (vigil.l7, docs/L7.md): requests paired with responses on the TCP connections
@@ -124,6 +125,7 @@ def check_metrics(m: Section) -> None:
         except ValueError as e:
             raise m.bad("address", str(e), quote=False) from None
     m.int("max_destinations", 1, maximum=10000)
+    m.int("max_edges", 1, maximum=100000)
     for k in ("tcp", "packets", "dns", "block_io", "runqueue", "syscalls", "resources"):
         m.bool(k)
 

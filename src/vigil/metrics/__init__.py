@@ -28,6 +28,8 @@ class AgentMetrics:
         self.registry.register(AgentCollector(agent))
         self.server = None
         self.kernel = None          # vigil.metrics.kernel.KernelMetrics once attached
+        self.service_map = None     # vigil.l7.servicemap.ServiceMap once L7 runs
+        self.processes = None       # vigil.l7.processes.ProcessStats (for vigil top)
         self._resources = None
         self.l7 = None              # vigil.metrics.l7.L7Metrics when L7 is on
 
@@ -68,6 +70,21 @@ class AgentMetrics:
             p = getattr(self.agent, "pipeline", None)
             return p.sensors.tls if p is not None and p.sensors is not None else None
         self.registry.register(TlsCollector(probes))
+
+    def l7_sinks(self, resolver, kube=None, proctable=None) -> list:
+        """The service map (vigil_service_*) and the per-process L7 counts served at
+        ``/l7/processes`` for `vigil top`: sinks for the L7 core's L7Request records."""
+        from vigil.l7.identity import Identities
+        from vigil.l7.processes import ProcessStats
+        from vigil.l7.servicemap import ServiceMap
+        from vigil.metrics.workloads import Workloads
+        self.service_map = ServiceMap(Identities(resolver, kube, proctable),
+                                      max_edges=self.settings.get("max_edges", 500))
+        self.registry.register(self.service_map)
+        self.processes = ProcessStats(Workloads(resolver))
+        if self.server is not None:
+            self.server.routes["/l7/processes"] = self.processes.http_body
+        return [self.service_map, self.processes]
 
     def stop(self) -> None:
         if self.server is not None:

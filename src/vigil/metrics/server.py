@@ -44,6 +44,8 @@ class _Server(ThreadingHTTPServer):
 class MetricsServer:
     def __init__(self, registry, ready: Callable[[], bool], address: str = DEFAULT_ADDRESS):
         self.registry = registry
+        # more paths: path -> fn() -> (body bytes, content type), e.g. /l7/processes
+        self.routes: dict = {}
         self.ready = ready
         self.host, self.port = parse_address(address)
         self.httpd: Optional[_Server] = None
@@ -78,9 +80,15 @@ class MetricsServer:
                     ok = bool(server.ready())
                     body = b"ready\n" if ok else b"not ready: sensors or rules not loaded yet\n"
                     code, ctype = (200 if ok else 503), "text/plain"
+                elif path in server.routes:
+                    try:
+                        (body, ctype), code = server.routes[path](), 200
+                    except Exception as e:
+                        log.warning("%s failed: %s", path, e)
+                        body, code, ctype = f"failed: {e}\n".encode(), 500, "text/plain"
                 else:
-                    body, code, ctype = b"not found: /metrics, /healthz, /readyz\n", 404, \
-                        "text/plain"
+                    known = ", ".join(["/metrics", "/healthz", "/readyz"] + sorted(server.routes))
+                    body, code, ctype = f"not found: {known}\n".encode(), 404, "text/plain"
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
