@@ -78,25 +78,16 @@ static __always_inline int task_wanted(struct vigil_cfg *cfg)
 	return 1;
 }
 
-/* Is the current task watched at all (ignored pids, then task_wanted)? */
-static __always_inline int task_watched(struct vigil_cfg *cfg)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
-		return 0;
-	return task_wanted(cfg);
-}
-
-/* Is this kind wanted for the current task?  Cheap checks first.  A sensor
- * that filters most of its events out on what they are (opens: by path and
- * identity) may instead check kind_cfg() first and task_watched() only for
- * what it is about to send: the same events go up, at less cost. */
+/* Is this kind wanted for the current task?  Cheap checks first. */
 static __always_inline int wanted(__u32 kind)
 {
 	struct vigil_cfg *cfg = kind_cfg(kind);
 	if (!cfg)
 		return 0;
-	return task_watched(cfg);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&ignore_pids, &tgid))
+		return 0;
+	return task_wanted(cfg);
 }
 
 static __always_inline void fill_hdr(struct ev_hdr *h, __u32 kind)
@@ -299,16 +290,12 @@ static __always_inline void submit_hi_quiet(void *e, __u32 kind)
 /* Is an event of this kind with result ret wanted?  A failed one (ret < 0;
  * -EINPROGRESS is a connect under way, not a failure) is not when no rule
  * can match it (vigil_cfg.ok_only, derived from the rules). */
-static __always_inline int cfg_result_wanted(struct vigil_cfg *cfg, __u32 kind, long ret)
+static __always_inline int result_wanted(__u32 kind, long ret)
 {
 	if (ret >= 0 || ret == -EINPROGRESS)
 		return 1;
+	struct vigil_cfg *cfg = get_cfg();
 	return !(cfg && (cfg->ok_only & (1ULL << (kind & (EV_MAX - 1)))));
-}
-
-static __always_inline int result_wanted(__u32 kind, long ret)
-{
-	return cfg_result_wanted(get_cfg(), kind, ret);
 }
 
 static __always_inline struct scratch *get_scratch(void)
@@ -650,34 +637,18 @@ static __always_inline int read_abs_path(const char *upath, int dirfd, char *out
  * value of the longest matching prefix (OPEN_WANT_* bits), 0 when none
  * matches, all bits when the filter cannot decide.  The spelling is taken as
  * it is: path_is_plain() says whether it can be trusted. */
-static __always_inline __u8 prefix_lookup(struct scratch *s, int len)
-{
-	s->key.prefixlen = (len < PREFIX_LEN - 1 ? len : PREFIX_LEN - 1) * 8;
-	__u8 *want = bpf_map_lookup_elem(&open_prefixes, &s->key);
-	return want ? *want : 0;
-}
-
-/* The same for a path (a PATH_LEN buffer) whose length len is known: its
- * first PREFIX_LEN bytes are copied as they are (the trie reads only
- * prefixlen bits of a key, so no string copy and no clearing is needed). */
-static __always_inline __u8 path_of_interest_len(const char *path, int len)
-{
-	struct scratch *s = get_scratch();
-	if (!s)
-		return OPEN_WANT_ALL;
-	__builtin_memcpy(s->key.data, path, PREFIX_LEN);
-	return prefix_lookup(s, len);
-}
-
 static __always_inline __u8 path_of_interest(const char *path)
 {
 	struct scratch *s = get_scratch();
 	if (!s)
 		return OPEN_WANT_ALL;
+	__builtin_memset(&s->key, 0, sizeof(s->key));
 	int n = bpf_probe_read_kernel_str(s->key.data, PREFIX_LEN, path);
 	if (n <= 0)
 		return OPEN_WANT_ALL;
-	return prefix_lookup(s, n - 1);
+	s->key.prefixlen = (n - 1) * 8;
+	__u8 *want = bpf_map_lookup_elem(&open_prefixes, &s->key);
+	return want ? *want : 0;
 }
 
 /* Is an absolute path spelled plainly: no "//", no "." or ".." component, no
@@ -713,14 +684,6 @@ static __always_inline int path_is_plain(const char *path)
 
 /* What an open reached: (dev, ino) of the file, and whether it, or the
  * directory it is in, is watched for one of the modes. */
-/* Might (dev, ino) be in watched_inodes?  0: surely not (its bit in
- * watched_bits is clear); the exact answer is the map's. */
-static __always_inline int maybe_watched(__u64 *bits, __u32 dev, __u64 ino)
-{
-	__u64 h = watch_hash(dev, ino);
-	return (bits[(h >> 6) & (WATCH_WORDS - 1)] >> (h & 63)) & 1;
-}
-
 static __always_inline __u8 file_watched(struct file *f, __u8 modes, struct ev_open *e)
 {
 	struct inode_key k = {};
@@ -736,10 +699,7 @@ static __always_inline __u8 file_watched(struct file *f, __u8 modes, struct ev_o
 	}
 	e->dev = e->hit_dev = k.dev;
 	e->ino = e->hit_ino = k.ino;
-	__u32 zero = 0;
-	__u64 *bits = bpf_map_lookup_elem(&watched_bits, &zero);
-	__u8 *w = !bits || maybe_watched(bits, k.dev, k.ino) ?
-		bpf_map_lookup_elem(&watched_inodes, &k) : NULL;
+	__u8 *w = bpf_map_lookup_elem(&watched_inodes, &k);
 	if (w && (*w & modes))
 		return WATCHED_FILE;
 	if (HAVE_KCAST) {
@@ -757,8 +717,6 @@ static __always_inline __u8 file_watched(struct file *f, __u8 modes, struct ev_o
 		k.dev = BPF_CORE_READ(pin, i_sb, s_dev);
 		k.ino = BPF_CORE_READ(pin, i_ino);
 	}
-	if (bits && !maybe_watched(bits, k.dev, k.ino))
-		return WATCHED_NONE;
 	w = bpf_map_lookup_elem(&watched_inodes, &k);
 	if (w && ((*w >> WATCH_CHILD_SHIFT) & modes)) {
 		e->hit_dev = k.dev;

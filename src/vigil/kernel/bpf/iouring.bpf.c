@@ -91,7 +91,7 @@ int BPF_PROG(open__uring_complete, struct io_ring_ctx *rctx, void *vreq, struct 
 	e->dirfd = a->dirfd;
 	e->syscall = a->syscall;
 	bpf_map_delete_elem(&uring_pending, &key);
-	if (!open_judge(e, f, flags, r, -1))
+	if (!open_judge(e, f, flags, r))
 		return 0;
 	fill_hdr(&e->h, EV_OPEN);
 	/* the submitter, not the io-wq / SQPOLL thread that completed it */

@@ -39,10 +39,9 @@ static __always_inline __u8 open_modes(__u32 flags)
 }
 
 /* Judge an open whose path (as given, made absolute: r is make_abs_path's
- * answer) is in e->path; f is the opened file (NULL when it failed); len is
- * e->path's length when the caller knows it, else -1.  Fills the identity
- * fields and, when computed, e->realpath.  1: send it. */
-static __always_inline int open_judge(struct ev_open *e, struct file *f, __u32 flags, int r, int len)
+ * answer) is in e->path; f is the opened file (NULL when it failed).  Fills
+ * the identity fields and, when computed, e->realpath.  1: send it. */
+static __always_inline int open_judge(struct ev_open *e, struct file *f, __u32 flags, int r)
 {
 	__u8 modes = open_modes(flags);
 	e->dev = e->hit_dev = 0;
@@ -58,8 +57,7 @@ static __always_inline int open_judge(struct ev_open *e, struct file *f, __u32 f
 	struct vigil_cfg *cfg = get_cfg();
 	int filtered = cfg && cfg->open_filter && e->watched == WATCHED_NONE;
 	if (filtered && r == 0 && path_is_plain(e->path))
-		return ((len >= 0 ? path_of_interest_len(e->path, len) : path_of_interest(e->path)) &
-			modes) != 0;
+		return (path_of_interest(e->path) & modes) != 0;
 	/* hits, and spellings the prefix filter cannot judge: the file's own path */
 	if (!f)
 		return 1;
@@ -68,7 +66,7 @@ static __always_inline int open_judge(struct ev_open *e, struct file *f, __u32 f
 	e->realpath_truncated = n >= PATH_LEN;
 	if (!filtered || n <= 0 || n >= PATH_LEN)
 		return 1;
-	return (path_of_interest_len(e->realpath, n) & modes) != 0;
+	return (path_of_interest(e->realpath) & modes) != 0;
 }
 
 /* Send a judged open: without the realpath bytes when it was not computed. */
