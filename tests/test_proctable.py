@@ -186,20 +186,3 @@ def test_live_fork_exec_exit_chain(live, tmp_path):
     assert chain[1].pid == os.getpid()
     c.wait_for(lambda e: e.kind == Kind.EXIT and e.pid == cat.pid)
     assert pt.get(cat.pid).exited_at > 0
-
-
-def test_an_exec_leaves_earlier_events_their_process():
-    """An event held back (waiting for its container's metadata) is judged
-    after a later exec of its pid: it keeps the process as it was."""
-    pt = ProcessTable()
-    pt.update(ev(Kind.EXEC, 4242, comm="unshare", exe="/bin/unshare",
-                 args=["unshare", "-U", "true"], env=["A=1"]))
-    before = ev(Kind.UNSHARE, 4242, comm="unshare")
-    before.proc = pt.update(before)
-    after = ev(Kind.EXEC, 4242, comm="true", exe="/bin/true", args=["true"])
-    after.proc = pt.update(after)
-    assert (before.proc.comm, before.proc.cmdline, before.proc.env) == \
-        ("unshare", "unshare -U true", ["A=1"])
-    assert (after.proc.comm, after.proc.exe, after.proc.env) == ("true", "/bin/true", None)
-    assert pt.get(4242) is after.proc
-    assert after.proc.start_time == before.proc.start_time    # the same process

@@ -7,7 +7,6 @@ period so late events (a child's exit after its parent's) still resolve.
 """
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections import OrderedDict
@@ -299,11 +298,6 @@ class ProcessTable:
             if p is None:
                 p = ProcInfo(pid, ev.ppid)
                 p.start_time = ev.time
-            else:
-                # a new record, not the old one changed: events that came before
-                # the exec (still held for their container's metadata) keep the
-                # process as it was when they happened
-                p = copy.copy(p)
             if ev.start_time:
                 p.start_time = ev.start_time     # the kernel's: when it was forked
             p.ppid = ev.ppid
