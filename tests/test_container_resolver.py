@@ -269,3 +269,23 @@ def test_resolve_without_cgroup_id(tmp_path):
                           fetcher=FakeFetcher(), proc=str(proc), start=False)
     assert r.resolve(ev(cgroup_id=None, pid=9)).id == CID2
     assert r.resolve(ev(cgroup_id=None, pid=None)) is UNKNOWN
+
+
+def test_live_container_fetched_before_seeded_ones(tmp_path):
+    """Containers that were there at start are fetched after one seen live: a slow source
+    on a backlog of old containers must not keep a short-lived new one waiting until its
+    runtime state is gone."""
+    root = str(tmp_path / "cg")
+    old = [f"{i:064x}" for i in range(1, 6)]
+    ids = make_tree(root, [f"/libpod_parent/libpod-{c}" for c in old] + [CTRD_PATH])
+    os.rmdir(os.path.join(root, CTRD_PATH.lstrip("/")))   # the new one appears after seed
+    f = FakeFetcher({c: {"name": "old"} for c in old} | {CID: {"name": "new"}})
+    r = ContainerResolver(cgroupfs=CgroupFS(root=root), fetcher=f, start=False)
+    assert r.seed() == 5
+    r.resolve(ev(Kind.CGROUP_MKDIR, cgroup_id=4242, path=CTRD_PATH))
+    r.start()
+    try:
+        assert r.wait_for(4242, 5).name == "new"
+        assert f.calls[0] == CID, f.calls
+    finally:
+        r.stop()

@@ -93,6 +93,14 @@ def test_env_fields_and_the_kernel_want():
     assert eng.wants_env()
     parent = subprocess.Popen(["sleep", "30"], env={"TOKEN": "t0k", "PATH": "/usr/bin:/bin"})
     try:
+        # Popen returns once exec has passed its point of no return; the new stack (and
+        # with it /proc/<pid>/environ) is set up a moment later
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with open(f"/proc/{parent.pid}/environ", "rb") as f:
+                if b"TOKEN=" in f.read():
+                    break
+            time.sleep(0.005)
         pp = pt.lookup_or_read(parent.pid)            # from /proc: its real environment
         ev = Event(Kind.EXEC, pid=parent.pid + 100000, ppid=parent.pid, comm="curl", exe="/x/curl",
                    args=["curl"], env=["HTTP_PROXY=http://p:3128", "A=b c"], syscall="execve")

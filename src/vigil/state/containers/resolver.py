@@ -17,6 +17,7 @@ event carries ``cgroup_id`` and ``pid``; exec events carry ``cgroup_name``.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import queue
 import threading
@@ -64,7 +65,13 @@ class ContainerResolver:
         self._lock = threading.RLock()
         self._listeners: list = []
 
-        self._queue: "queue.Queue" = queue.Queue()
+        # (priority, seq, container id): a container seen live (its events may be held
+        # waiting) is fetched before those learnt at seed time, whose slow sources
+        # (podman's CLI) could otherwise keep a short-lived container waiting until its
+        # runtime state is gone
+        self._queue: "queue.PriorityQueue" = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._seeding = False
         self._retry_heap: list = []
         self._worker: Optional[threading.Thread] = None
         self._stopping = threading.Event()
@@ -91,7 +98,7 @@ class ContainerResolver:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopping.set()
-        self._queue.put(None)
+        self._queue.put((-1, next(self._seq), None))
         if self._worker is not None:
             self._worker.join(timeout)
             self._worker = None
@@ -217,7 +224,7 @@ class ContainerResolver:
                 self._cgids_of[cid].add(cgid)
                 self._expiry.pop(cgid, None)
         if new:
-            self._queue.put(cid)
+            self._queue.put((1 if self._seeding else 0, next(self._seq), cid))
         if cgid:
             self._notify(cgid, info)
         return info
@@ -284,14 +291,18 @@ class ContainerResolver:
             return 0
         self.cgfs.refresh()
         found = set()
-        for cgid, path in list(self.cgfs._by_id.items()):
-            ident = parse_path(path)
-            if ident.is_container:
-                self._container_for(cgid, ident, path)
-                found.add(ident.container_id)
-            elif ident.kind in (HOST_KIND, POD_KIND):
-                with self._lock:
-                    self._by_cgid.setdefault(cgid, HOST)
+        self._seeding = True
+        try:
+            for cgid, path in list(self.cgfs._by_id.items()):
+                ident = parse_path(path)
+                if ident.is_container:
+                    self._container_for(cgid, ident, path)
+                    found.add(ident.container_id)
+                elif ident.kind in (HOST_KIND, POD_KIND):
+                    with self._lock:
+                        self._by_cgid.setdefault(cgid, HOST)
+        finally:
+            self._seeding = False
         return len(found)
 
     # --- scope helpers ----------------------------------------------------------------------
@@ -312,7 +323,7 @@ class ContainerResolver:
             if self._retry_heap:
                 timeout = max(0.0, min(timeout, self._retry_heap[0][0] - self._clock()))
             try:
-                cid = self._queue.get(timeout=timeout)
+                cid = self._queue.get(timeout=timeout)[2]
             except queue.Empty:
                 cid = False
             if cid is None:
