@@ -138,7 +138,8 @@ class Rings:
     def __init__(self, hi: tuple, bulk: tuple, side=()):
         """``hi``, ``bulk``: (map fd, size) of each ring.  ``side``: (map fd,
         size, handler) of rings whose records go to a handler of their own
-        (the L7 chunks), read after the two, in the same batches."""
+        (the L7 chunks), read after the two, in the same batches, up to the
+        same time as the bulk ring (their records begin with the time too)."""
         self._ep = select.epoll()
         self.hi = self.bulk = None
         self.side = []
@@ -171,8 +172,13 @@ class Rings:
         if n_bulk < limit:
             n_bulk += bulk.consume(on_bulk, limit - n_bulk, at=at, until_ts=cut)
         n_side = 0
+        left = bulk.next_ts()              # the bulk ring was not read to the cut
+        if left is not None:
+            cut = min(cut, left - 1)
         for ring, handler in self.side:
-            n_side += ring.consume(handler, limit, at=at)
+            # no later than the bulk ring was read to: the fork of the process an L7
+            # record comes from is known before the record is
+            n_side += ring.consume(handler, limit, at=at, until_ts=cut)
         return n_hi + n_bulk + n_side
 
     def poll(self, on_hi, on_bulk, timeout: float = 0.1, limit: int = 1 << 30,
