@@ -143,7 +143,10 @@ def start_pipeline(bpf_objects):
         kw.setdefault("ringbuf_size", 4 * 1024 * 1024)
         opts = {k: kw.pop(k) for k in ("proctable", "containers", "seed", "ignore_children")
                 if k in kw}
-        p = Pipeline(KernelFilters(kinds, **kw), **opts).start()
+        handlers = kw.pop("ring_handlers", {})      # {ring map name: fn} (the L7 tracker's)
+        p = Pipeline(KernelFilters(kinds, **kw), **opts)
+        p.ring_handlers.update(handlers)
+        p.start()
         started.append(p)
         return Collector(p)
 

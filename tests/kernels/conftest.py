@@ -100,7 +100,16 @@ def everything(start_pipeline):
     by the sensor and event modules: loading every object is the slow part under TCG."""
     from vigil.events import Kind
     from vigil.events.kinds import ENFORCE_KINDS
-    c = start_pipeline(frozenset(k for k in Kind if k not in ENFORCE_KINDS))
+    from vigil.l7.tracker import L7Tracker, protocol_bits
+    tracker = L7Tracker(1024)
+    requests: list = []
+    tracker.sinks.append(requests.append)
+    c = start_pipeline(frozenset(k for k in Kind if k not in ENFORCE_KINDS),
+                       l7_protocols=protocol_bits(("http", "redis", "postgres")),
+                       ring_handlers={"l7_events": tracker.on_raw})
+    c.l7_requests = requests            # the completed L7 exchanges (vigil.l7.record.L7Request)
+    from vigil.l7.events import HttpEvents
+    tracker.sinks.append(HttpEvents(c.pipeline.process))     # and the http kind's events
     yield c
     c.stop()
 

@@ -47,7 +47,7 @@ def suite_command(out: Path, bpf_dir: str | None, tests=None) -> list:
     return (["env"] + [f"{k}={v}" for k, v in env.items()]
             + [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
                # pyproject's 300 s per test is too short for an agent's start under TCG
-               "-o", f"timeout={VM_TIMEOUT}", "-rfE", "--tb=short",
+               "-o", f"timeout={VM_TIMEOUT}", "-rfE", "--tb=short", "--durations=12",
                *(tests or [str(HERE)])])
 
 

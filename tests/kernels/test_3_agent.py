@@ -235,7 +235,10 @@ def test_metrics_counters_move(agent):
         return after if any(k.startswith("vigil_tcp_connects_total") and f"127.0.0.1:{port}" in k
                             and "success" in k and v >= 1 for k, v in after.items()) else None
     after = poll(moved, 60, 0.5)
-    assert after, f"{dest} never counted"
+    if not after:
+        said = [x for x in agent.err.read_text().splitlines()
+                if "metric" in x.lower() or "tcp" in x or "refused" in x]
+        pytest.fail(f"{dest} never counted; the agent said: " + " | ".join(said)[-1200:])
 
     def total(m, prefix):
         return sum(v for k, v in m.items() if k.startswith(prefix + "{") or k == prefix)

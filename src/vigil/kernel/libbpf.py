@@ -55,6 +55,8 @@ _print_cb = None
 # the last libbpf messages (warnings and verifier logs), to explain failures
 _recent = deque(maxlen=400)
 _recent_lock = threading.Lock()
+_print_lock = threading.Lock()
+_print_buf = ctypes.create_string_buffer(1 << 20)
 
 
 def _sig(fn, restype, *argtypes):
@@ -118,12 +120,17 @@ def lib():
     _sig(L.btf__find_by_name_kind, ctypes.c_int32, c_void_p, c_char_p, ctypes.c_uint32)
     _sig(L.btf__type_by_id, c_void_p, c_void_p, ctypes.c_uint32)
     _sig(L.btf__name_by_offset, c_char_p, c_void_p, ctypes.c_uint32)
+    _sig(L.btf__load_vmlinux_btf, c_void_p)
+    _sig(L.btf__free, None, c_void_p)
     _sig(L.libbpf_set_print, c_void_p, _PRINT_FN)
 
     def _printer(level, fmt, va):
-        buf = ctypes.create_string_buffer(2048)
-        _libc.vsnprintf(buf, len(buf), fmt, va)
-        text = buf.value.decode(errors="replace").rstrip("\n")
+        # one buffer for every message, large enough for a refused program's whole
+        # verifier log (libbpf prints it as one message: the telling line is its last)
+        with _print_lock:
+            n = _libc.vsnprintf(_print_buf, len(_print_buf), fmt, va)
+            text = ctypes.string_at(_print_buf, max(0, min(n, len(_print_buf) - 1)))
+        text = text.decode(errors="replace").rstrip("\n")
         with _recent_lock:
             for line in text.split("\n"):
                 _recent.append(line)
@@ -147,7 +154,8 @@ def take_log() -> list:
 
 def explain(lines: list) -> str:
     """The most telling line of a libbpf/verifier log."""
-    for pat in ("invalid", "unknown func", "Unsupported", "not supported", "too large",
+    for pat in ("invalid", "unbounded", "out of bounds", "unknown func", "Unsupported",
+                "not supported", "too large",
                 "permission", "Permission", "R0 ", "misaligned", "failed to find", "failed"):
         for line in reversed(lines):
             if pat in line and "-- END PROG LOAD LOG --" not in line:
@@ -421,7 +429,7 @@ def _perf_event_open_uprobe(path: str, offset: int, retprobe: bool, pid: int) ->
     return fd
 
 
-BTF_KIND_DATASEC = 15
+BTF_KIND_PTR, BTF_KIND_TYPEDEF, BTF_KIND_FUNC_PROTO, BTF_KIND_DATASEC = 2, 8, 13, 15
 
 
 class _BtfType(ctypes.Structure):
@@ -439,6 +447,41 @@ class _UprobeOpts(ctypes.Structure):
     """struct bpf_uprobe_opts (libbpf 1.x)."""
     _fields_ = [("sz", c_size_t), ("ref_ctr_offset", c_size_t), ("bpf_cookie", ctypes.c_uint64),
                 ("retprobe", ctypes.c_bool), ("func_name", c_char_p)]
+
+
+_TP_ARITY: dict = {}
+
+
+def tp_btf_arity(*tracepoints: str) -> dict:
+    """{tracepoint: the number of arguments of the kernel's BTF tracepoint
+    (``btf_trace_<name>``, the hidden ``void *`` first one not counted), or None
+    when the kernel's BTF does not have it (or there is no kernel BTF)}; the
+    kernel's BTF is read once for all of them, and the answers cached."""
+    todo = [t for t in tracepoints if t not in _TP_ARITY]
+    if todo:
+        L = lib()
+        btf = L.btf__load_vmlinux_btf()
+        try:
+            for tp in todo:
+                _TP_ARITY[tp] = _arity(L, btf, tp) if btf else None
+        finally:
+            if btf:
+                L.btf__free(btf)
+    return {t: _TP_ARITY[t] for t in tracepoints}
+
+
+def _arity(L, btf, tracepoint: str):
+    tid = L.btf__find_by_name_kind(btf, f"btf_trace_{tracepoint}".encode(), BTF_KIND_TYPEDEF)
+    if tid <= 0:
+        return None
+    t = _BtfType.from_address(L.btf__type_by_id(btf, tid))          # typedef -> pointer
+    t = _BtfType.from_address(L.btf__type_by_id(btf, t.size))
+    if (t.info >> 24) & 0x1f != BTF_KIND_PTR:
+        return None
+    t = _BtfType.from_address(L.btf__type_by_id(btf, t.size))
+    if (t.info >> 24) & 0x1f != BTF_KIND_FUNC_PROTO:
+        return None
+    return (t.info & 0xffff) - 1
 
 
 def version() -> str:

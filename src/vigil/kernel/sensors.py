@@ -38,6 +38,33 @@ OPTIONAL = {
     "open__identity": "file identity from fentry/security_file_open (else read through the "
                       "new fd at the open's exit)",
 }
+# Programs written for one kernel's signature of a BTF tracepoint that changed:
+# program -> (group, tracepoint, its number of arguments).  Of each group the first
+# program whose tracepoint this kernel's BTF has with that many arguments is loaded,
+# the others not at all (not refused: not this kernel's); when none matches, the
+# first is, so the kernel's refusal names what is missing.
+VARIANTS = {
+    "open__uring_submit": ("uring_submit", "io_uring_submit_req", 1),        # 6.4 on
+    "open__uring_submit_sqe": ("uring_submit", "io_uring_submit_sqe", 2),    # before
+    "open__uring_complete": ("uring_complete", "io_uring_complete", 3),      # 6.3 on
+    "open__uring_complete_v61": ("uring_complete", "io_uring_complete", 7),  # before
+}
+
+
+def variants_unused(names) -> set:
+    """The VARIANTS among ``names`` this kernel does not need."""
+    groups: dict = {}
+    for n in names:
+        if n in VARIANTS:
+            groups.setdefault(VARIANTS[n][0], []).append(n)
+    unused = set()
+    for members in groups.values():
+        arity = libbpf.tp_btf_arity(*(VARIANTS[n][1] for n in members))
+        pick = next((n for n in members if arity[VARIANTS[n][1]] == VARIANTS[n][2]), members[0])
+        unused.update(n for n in members if n != pick)
+    return unused
+
+
 SHARED_MAPS = ("events", "events_hi", "vigil_config", "stats", "ignore_pids", "ignore_comms",
                "cgroup_scope", "open_prefixes", "watched_inodes", "watched_bits", "budgets",
                "l7_events", "l7_socks", "l7_tls_calls")
@@ -208,10 +235,12 @@ class SensorManager:
             except KeyError:
                 pass        # an object without the setting
             tls_off = sensor == "tls" and not self.l7_tls_libraries
+            unused = variants_unused(p.name for p in obj.programs())
             for p in obj.programs():
                 kind = program_kind(p.name)
                 # enforcement programs are vigil.enforce's to load and attach
                 p.autoload = (kind in self.kinds and kind not in ENFORCE_KINDS and not tls_off
+                              and p.name not in unused
                               and (p.name in only if only is not None
                                    else p.name not in OPTIONAL))
         except BaseException:

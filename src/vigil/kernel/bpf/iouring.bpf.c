@@ -36,8 +36,12 @@ PERCPU_BUF(uring_args_buf, struct uring_open);
 PERCPU_BUF(uring_buf, struct ev_open);
 PERCPU_BUF(uring_setup_buf, struct ev_sys);
 
-SEC("tp_btf/io_uring_submit_req")
-int BPF_PROG(open__uring_submit, struct io_kiocb *req)
+/* The tracepoints' signatures changed across kernels: each has one program per
+ * signature, and vigil.kernel.sensors.VARIANTS loads the one this kernel's BTF
+ * matches.  io_uring_submit_req(req) was io_uring_submit_sqe(req, force_nonblock)
+ * before 6.4; io_uring_complete(ctx, req, cqe) was (ctx, req, user_data, res,
+ * cflags, extra1, extra2) before 6.3. */
+static __always_inline int uring_submit(struct io_kiocb *req)
 {
 	__u8 op = req->opcode;
 	if (op != IORING_OP_OPENAT && op != IORING_OP_OPENAT2)
@@ -62,8 +66,19 @@ int BPF_PROG(open__uring_submit, struct io_kiocb *req)
 	return 0;
 }
 
-SEC("tp_btf/io_uring_complete")
-int BPF_PROG(open__uring_complete, struct io_ring_ctx *rctx, void *vreq, struct io_uring_cqe *cqe)
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(open__uring_submit, struct io_kiocb *req)
+{
+	return uring_submit(req);
+}
+
+SEC("tp_btf/io_uring_submit_sqe")
+int BPF_PROG(open__uring_submit_sqe, struct io_kiocb *req, bool force_nonblock)
+{
+	return uring_submit(req);
+}
+
+static __always_inline int uring_complete(void *vreq, long res)
 {
 	__u64 key = (__u64)vreq;
 	struct uring_open *a = bpf_map_lookup_elem(&uring_pending, &key);
@@ -74,7 +89,6 @@ int BPF_PROG(open__uring_complete, struct io_ring_ctx *rctx, void *vreq, struct 
 		bpf_map_delete_elem(&uring_pending, &key);
 		return 0;
 	}
-	long res = cqe->res;
 	/* the tracepoint passes the request as void *: cast it back */
 	struct task_struct *sub;
 	if (HAVE_KCAST)
@@ -109,6 +123,19 @@ int BPF_PROG(open__uring_complete, struct io_ring_ctx *rctx, void *vreq, struct 
 	e->via = VIA_IO_URING;
 	open_output(e);
 	return 0;
+}
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(open__uring_complete, struct io_ring_ctx *rctx, void *vreq, struct io_uring_cqe *cqe)
+{
+	return uring_complete(vreq, cqe->res);
+}
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(open__uring_complete_v61, void *rctx, void *vreq, __u64 user_data, int res,
+	     unsigned int cflags, __u64 extra1, __u64 extra2)
+{
+	return uring_complete(vreq, res);
 }
 
 /* io_uring_setup(2) made a ring: fd, entries, setup flags */

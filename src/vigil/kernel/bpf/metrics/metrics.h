@@ -66,12 +66,16 @@ static __always_inline void *agg_get(void *map, const void *key, const void *zer
  * by microseconds), raw to the sum.  atomic: for maps shared by CPUs. */
 static __always_inline void hist_add(struct hist *h, __u64 slot_value, __u64 raw, int atomic)
 {
-	__u32 s = log2_slot(slot_value);
+	/* the mask in an asm: clang drops a C one (it knows log2_slot < 32), and
+	 * verifiers before 6.3 or so cannot follow the log2's bounds themselves */
+	__u64 s = log2_slot(slot_value);
+	asm volatile("%[s] &= 31" : [s] "+r"(s));
+	_Static_assert(HIST_SLOTS == 32, "the asm mask above is HIST_SLOTS - 1");
 	if (atomic) {
-		__sync_fetch_and_add(&h->slots[s & (HIST_SLOTS - 1)], 1);
+		__sync_fetch_and_add(&h->slots[s], 1);
 		__sync_fetch_and_add(&h->sum, raw);
 	} else {
-		h->slots[s & (HIST_SLOTS - 1)] += 1;
+		h->slots[s] += 1;
 		h->sum += raw;
 	}
 }
