@@ -182,6 +182,8 @@ def main(argv=None) -> int:
     # on the shared file system, written through: the guest's /var/cache and /tmp are its own
     work = ROOT / "bench" / "out" / "kernels"
     work.mkdir(parents=True, exist_ok=True)
+    import workload
+    workload.ensure_vtool(str(work))          # here, not in each guest: clang under TCG is slow
     load = open("/proc/loadavg").read().split()[:3]
     started = time.monotonic()
     rows = []

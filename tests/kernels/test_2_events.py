@@ -49,8 +49,19 @@ def observed(everything, tmp_path_factory):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     did = json.loads(r.stdout)
-    pids = {did[k] for k in ("pid", "child", "traced", "execfail")}
-    c.wait_for(lambda e: e.kind == Kind.EXIT and e.pid == did["pid"], timeout=30)
+    # an open through io_uring (IORING_OP_OPENAT), by vtool
+    sys.path.insert(0, str(HERE))
+    from workload import ensure_vtool
+    vtool = ensure_vtool(str(HERE.parent.parent / "bench" / "out" / "kernels"))
+    target = Path(d) / "uring-target"
+    target.write_text("x")
+    u = subprocess.Popen([vtool, "uring-openat", str(target)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    _, err = u.communicate(timeout=60)
+    assert u.returncode == 0, err
+    did["uring_pid"], did["uring_path"] = u.pid, str(target)
+    pids = {did[k] for k in ("pid", "child", "traced", "execfail", "uring_pid")}
+    c.wait_for(lambda e: e.kind == Kind.EXIT and e.pid == did["uring_pid"], timeout=30)
     c.settle(quiet=0.3, limit=3)
     mine = [e for e in c.events if e.pid in pids]
     yield c, cg, did, str(d), mine
@@ -132,10 +143,12 @@ def _matches(e, want: dict) -> bool:
     return True
 
 
-def _kernel_refused(c, k):
-    """The reasons this kernel refused every program of kind k (None if one is attached)."""
+def _kernel_refused(c, k, sensor=None):
+    """The reasons this kernel refused every program of kind k (of that sensor, if given)
+    (None if one is attached)."""
     k = DERIVED.get(k, k)               # a kind made in user space: its source kind's programs
-    progs = [p for p in c.sensors.report.programs if p.kind == k]
+    progs = [p for p in c.sensors.report.programs if p.kind == k
+             and (sensor is None or p.sensor == sensor)]
     if any(p.attached for p in progs):
         return None
     return "; ".join(f"{p.sensor}/{p.name}: {p.error}" for p in progs) or "no program"
@@ -175,3 +188,21 @@ def test_one_event_of_every_kind(observed, kind, matrix):
     assert hits, f"no {kind.label} event with {want}; saw " + "; ".join(
         str({f: getattr(e, f) for f in want}) for e in got[:5])
     matrix.note(feature, f"{kind.label} ok")
+
+
+@pytest.mark.feature("events: iouring")
+def test_open_through_io_uring(observed, matrix):
+    """IORING_OP_OPENAT never passes the open syscalls: the iouring sensor's submit and
+    complete programs (one per tracepoint signature: sensors.VARIANTS) see it."""
+    c, cg, did, d, mine = observed
+    refused = _kernel_refused(c, Kind.OPEN, sensor="iouring")
+    if refused is not None:
+        pytest.skip(f"no io_uring opens: {refused}")
+    want = dict(pid=did["uring_pid"], path=did["uring_path"], via="io_uring", syscall="openat",
+                ret=lambda r: r >= 0)
+    got = [e for e in mine if e.kind == Kind.OPEN and e.pid == did["uring_pid"]]
+    assert [e for e in got if _matches(e, want)], f"no io_uring open with {want}; saw " + "; ".join(
+        str({f: getattr(e, f) for f in want}) for e in got[:5])
+    used = sorted(p.name for p in c.sensors.report.programs
+                  if p.sensor == "iouring" and p.attached and p.kind == Kind.OPEN)
+    matrix.note("events: iouring", "io_uring openat ok (" + ", ".join(used) + ")")

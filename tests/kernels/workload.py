@@ -24,6 +24,23 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWNET = 0x40000000
 
 
+VTOOL_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "e2e", "vtool.c")
+
+
+def ensure_vtool(out_dir: str) -> str:
+    """tests/data/e2e/vtool.c (its io_uring opens) compiled into out_dir, unless it is
+    there and newer than the source: matrix.py builds it on the host before the VMs
+    boot (a compile under TCG takes long), a suite run alone builds it itself."""
+    import subprocess
+    exe = os.path.join(out_dir, "vtool")
+    if not (os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(VTOOL_SRC)):
+        os.makedirs(out_dir, exist_ok=True)
+        subprocess.run(["clang", "-O2", "-Wall", "-pthread", "-o", exe + ".new", VTOOL_SRC],
+                       check=True, capture_output=True, text=True)
+        os.replace(exe + ".new", exe)
+    return exe
+
+
 def dns_query(name: str) -> bytes:
     q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
     return struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", 1, 1)

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-import requests
 
 from vigil.host_paths import proc_path
 from vigil.l7.stats import cumulative_of, quantile
@@ -137,6 +136,7 @@ def agent_sample(base: Optional[str], timeout: float = 2.0) -> tuple:
     if not base:
         return None, NOT_ANSWERING
     try:
+        import requests     # here, not at import: every vigil command would pay for it
         r = requests.get(base + "/l7/processes", timeout=timeout)
         if r.status_code == 200:
             return r.json(), ""

@@ -32,6 +32,11 @@ struct {
 	__type(value, struct uring_open);
 } uring_pending SEC(".maps");
 
+/* struct io_kiocb before 6.13: the submitting task in the request itself */
+struct io_kiocb___task {
+	struct task_struct *task;
+} __attribute__((preserve_access_index));
+
 PERCPU_BUF(uring_args_buf, struct uring_open);
 PERCPU_BUF(uring_buf, struct ev_open);
 PERCPU_BUF(uring_setup_buf, struct ev_sys);
@@ -89,9 +94,12 @@ static __always_inline int uring_complete(void *vreq, long res)
 		bpf_map_delete_elem(&uring_pending, &key);
 		return 0;
 	}
-	/* the tracepoint passes the request as void *: cast it back */
+	/* the tracepoint passes the request as void *: cast it back; the
+	 * submitter is req->tctx->task from 6.13, req->task before */
 	struct task_struct *sub;
-	if (HAVE_KCAST)
+	if (!bpf_core_field_exists(((struct io_kiocb *)0)->tctx))
+		sub = BPF_CORE_READ((struct io_kiocb___task *)vreq, task);
+	else if (HAVE_KCAST)
 		sub = KCAST(struct io_kiocb, vreq)->tctx->task;
 	else
 		sub = BPF_CORE_READ((struct io_kiocb *)vreq, tctx, task);
