@@ -124,7 +124,11 @@ def lib():
     _sig(L.btf__free, None, c_void_p)
     _sig(L.libbpf_set_print, c_void_p, _PRINT_FN)
 
+    keep_debug = bool(os.environ.get("VIGIL_LIBBPF_DEBUG"))
+
     def _printer(level, fmt, va):
+        if level == LIBBPF_DEBUG and not keep_debug:
+            return 0        # thousands a start (relocations, map creation): the refusals are warnings
         # one buffer for every message, large enough for a refused program's whole
         # verifier log (libbpf prints it as one message: the telling line is its last)
         with _print_lock:
