@@ -15,12 +15,14 @@ the kernel saying what it lacks).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ import kernels  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 VM_TIMEOUT = int(os.environ.get("VIGIL_KERNEL_VM_TIMEOUT", "1200"))
 VM_MEMORY = os.environ.get("VIGIL_KERNEL_VM_MEMORY", "3G")
+JOBS = int(os.environ.get("VIGIL_KERNEL_JOBS", "2"))     # rows run at once
 
 
 def log(msg: str) -> None:
@@ -61,6 +64,35 @@ def run_host(out: Path, bpf_dir: str | None, tests=None) -> dict:
             "tail": (r.stdout + r.stderr).strip().splitlines()[-3:]}
 
 
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"      # qemu-system-common's (the C one)
+
+
+def has_9p(k: "kernels.Kernel") -> bool:
+    """Whether the kernel can mount the host's root over 9p (its config says)."""
+    config = k.vmlinuz.parent / k.vmlinuz.name.replace("vmlinuz-", "config-")
+    try:
+        return "CONFIG_NET_9P=" in config.read_text()
+    except OSError:
+        return True
+
+
+def start_virtiofsd(sock: Path) -> tuple:
+    """(the virtiofsd process serving / on sock, the QEMU options that give the guest
+    it as tag ROOTFS, on memory QEMU shares with it)."""
+    if sock.exists():
+        sock.unlink()
+    p = subprocess.Popen([VIRTIOFSD, f"--socket-path={sock}", "-o", "source=/",
+                          "-o", "cache=always", "-o", "sandbox=chroot"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not sock.exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    opts = (f"-chardev socket,id=vfs,path={sock} -device vhost-user-fs-pci,chardev=vfs,tag=ROOTFS "
+            f"-object memory-backend-memfd,id=mem,size={VM_MEMORY},share=on -numa node,memdev=mem")
+    return p, opts
+
+
 def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None, tests=None) -> dict:
     inner = " ".join(shlex.quote(a) for a in suite_command(out, bpf_dir, tests))
     # the guest's clock (from the emulated RTC) stamps the suite's start: boot = start - launch
@@ -71,6 +103,14 @@ def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None, tests=None) -> d
            "--memory", VM_MEMORY, "--cpus", "2", "--rw"]
     if k.line.append:
         cmd += ["--append", k.line.append]
+    vfsd = None
+    if not has_9p(k):
+        # a kernel built without 9p (Debian's cloud kernel): the host's root over virtio-fs,
+        # served by QEMU's own virtiofsd (as root: virtme-ng only takes the Rust one, which
+        # Debian 12 does not package), on the tag virtme-ng's init mounts first
+        sock = out.with_suffix(".vfs.sock")
+        vfsd, sock_opts = start_virtiofsd(sock)
+        cmd += [f"--qemu-opts={sock_opts}"]
     cmd += ["--exec", guest]
     logf = out.with_suffix(".log")
     launched = time.time()
@@ -93,6 +133,9 @@ def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None, tests=None) -> d
                     break
                 time.sleep(2)
             p.wait()
+            if vfsd is not None:
+                vfsd.kill()
+                vfsd.wait()
     total = time.monotonic() - t0
     start = Path(f"{out}.start")
     boot = None
@@ -199,34 +242,48 @@ def main(argv=None) -> int:
         Path(a.out).with_suffix(".json").write_text(json.dumps(rows, indent=1, sort_keys=True))
         return text
 
-    for name in a.rows:
+    lock = threading.Lock()
+
+    def run_row(name: str, k) -> dict:
         out = work / f"{name}.json"
         out.unlink(missing_ok=True)
         if name == "host":
             log("kernels: host: the suite on this kernel")
             r = run_host(out, bpf_dir, a.tests)
         else:
-            try:
-                k = kernels.fetch(kernels.LINES[name], log=log)
-            except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
-                # no kernel to boot (no repository reachable): said, not a vigil failure
-                err = getattr(e, "stderr", b"") or b""
-                err = err.decode(errors="replace") if isinstance(err, bytes) else err
-                r = {"row": name, "what": kernels.LINES[name].what, "package": "",
-                     "boot_seconds": None, "total_seconds": 0.0, "rc": "not fetched",
-                     "tail": [f"not fetched: {e}", *err.strip().splitlines()[-2:]]}
-                r["result"] = None
-                log(f"kernels: {name}: not run: {e}")
-                rows.append(r)
-                write(False)
-                continue
             log(f"kernels: {name}: booting {k.release} ({k.package})")
             r = run_vm(k, out, bpf_dir, a.tests)
         r["result"] = json.loads(out.read_text()) if out.exists() else None
         log(f"kernels: {name}: {status_of(r['result'])} "
             f"(boot {r['boot_seconds']} s, total {r['total_seconds']} s, log {out.with_suffix('.log')})")
-        rows.append(r)
-        write(False)
+        with lock:
+            rows.append(r)
+            rows.sort(key=lambda x: a.rows.index(x["row"]))
+            write(False)
+        return r
+
+    # the kernels first (downloads, one at a time), then the rows, JOBS at once: one VM
+    # keeps about one core busy (the guest's work is mostly one thread), so two share
+    # this machine's two
+    todo = []
+    for name in a.rows:
+        if name == "host":
+            todo.append((name, None))
+            continue
+        try:
+            todo.append((name, kernels.fetch(kernels.LINES[name], log=log)))
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+            # no kernel to boot (no repository reachable): said, not a vigil failure
+            err = getattr(e, "stderr", b"") or b""
+            err = err.decode(errors="replace") if isinstance(err, bytes) else err
+            log(f"kernels: {name}: not run: {e}")
+            rows.append({"row": name, "what": kernels.LINES[name].what, "package": "",
+                         "boot_seconds": None, "total_seconds": 0.0, "rc": "not fetched",
+                         "tail": [f"not fetched: {e}", *err.strip().splitlines()[-2:]],
+                         "result": None})
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, JOBS)) as pool:
+        for f in [pool.submit(run_row, name, k) for name, k in todo]:
+            f.result()
     text = write(True)
     print(text)
     bad = [r["row"] for r in rows if r["rc"] != "not fetched"
