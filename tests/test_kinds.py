@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import BPF_SRC, SENSOR_NAMES
-from test_structs import btf_structs
+from test_structs import member_diffs
 from vigil.cli.trace_views import TRACE_KINDS
 from vigil.events import Event, Kind, kinds
 from vigil.events import structs as S
@@ -44,22 +44,8 @@ def enum_diffs(btf: dict, name: str, python: dict) -> list:
     c = btf["enums"].get(name)
     if c is None:
         return [f"enum {name} not in BTF"]
-    diffs = []
-    for member in c.keys() | python.keys():
-        if member not in python:
-            diffs.append(f"{name}.{member}: only in C (= {c[member]})")
-        elif member not in c:
-            diffs.append(f"{name}.{member}: only in Python (= {python[member]})")
-        elif c[member] != python[member]:
-            diffs.append(f"{name}.{member}: C {c[member]} != Python {python[member]}")
-    return sorted(diffs)
-
-
-@pytest.fixture(scope="module")
-def btfs(bpf_objects):
-    if shutil.which("bpftool") is None:
-        pytest.skip("bpftool not installed")
-    return {s: btf_structs(bpf_objects / f"{s}.bpf.o") for s in SENSOR_NAMES}
+    return sorted(member_diffs(name, c, python, lambda v: f"(= {v})",
+                               lambda cv, pv: f"C {cv} != Python {pv}"))
 
 
 @pytest.fixture(scope="module")
