@@ -27,18 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import _common as C  # noqa: E402
-
-VIGIL = os.path.join(os.path.dirname(sys.executable), "vigil")
-NGINX_CONF = """
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}
-}}
-"""
+import _servers  # noqa: E402
 KEEPALIVE_CLIENT = """
 import http.client, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
@@ -162,35 +151,17 @@ def bpf_cost(n: int, nginx_port: int) -> dict:
 def start_agent(mode: str):
     if mode == "none":
         return None
-    args = [VIGIL, "run", "--no-store", "--metrics", "", "-v"]
-    if mode == "off":
-        args += ["-o", "l7.protocols=[]"]
-    env = dict(os.environ)
-    env.pop("VIGIL_METRICS_ADDRESS", None)
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and p.poll() is None:
-        if "running with" in p.stderr.readline():
-            break
-    time.sleep(1)
-    return p
+    return _servers.start_vigil(["--metrics", "", "-v"]
+                                + (["-o", "l7.protocols=[]"] if mode == "off" else []))
 
 
 def stop_agent(p) -> None:
-    if p is None:
-        return
-    p.send_signal(2)
-    p.communicate(timeout=30)
+    if p is not None:
+        _servers.stop_vigil(p)
 
 
 def wrk(port: int, secs: int) -> float:
-    w = subprocess.run(["wrk", "-t1", "-c20", f"-d{secs}s", f"http://127.0.0.1:{port}/"],
-                       capture_output=True, text=True)
-    for line in w.stdout.splitlines():
-        if line.startswith("Requests/sec:"):
-            return float(line.split()[1])
-    return 0.0
+    return _servers.wrk(f"http://127.0.0.1:{port}/", secs)[0] or 0.0
 
 
 def redis_bench(port: int, n: int) -> float:
@@ -276,11 +247,8 @@ def main():
         if not (shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")):
             sys.exit(f"bench_l7: {tool} not installed (make deps)")
     from l7_env import RedisServer, free_port, wait_port
-    d = tempfile.mkdtemp(prefix="vigil-nginx-")
     port = free_port()
-    open(f"{d}/nginx.conf", "w").write(NGINX_CONF.format(dir=d, port=port))
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    subprocess.run([nginx, "-c", f"{d}/nginx.conf", "-p", d], check=True)
+    nginx = _servers.Nginx(http=[port])
     redis = RedisServer()
     try:
         wait_port(port)
@@ -290,8 +258,7 @@ def main():
                                         30000 if a.quick else 100000, port, redis.port)}
     finally:
         redis.stop()
-        subprocess.run([nginx, "-c", f"{d}/nginx.conf", "-p", d, "-s", "stop"])
-        shutil.rmtree(d, ignore_errors=True)
+        nginx.stop()
     md = render(res)
     C.write_results("l7", res, md)
     print(md)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import statistics
 import struct
@@ -31,9 +30,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import _servers  # noqa: E402
+from _servers import VIGIL  # noqa: E402
 from bench_enforce import connectgen, free_port  # noqa: E402
-
-VIGIL = os.path.join(os.path.dirname(sys.executable), "vigil")
 
 
 def own_prog_ids(km) -> set:
@@ -179,52 +178,20 @@ def scrape_10k() -> dict:
             "scrape_ms_max": round(max(times) * 1000, 1)}
 
 
-NGINX_CONF = """
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}
-}}
-"""
-
-
 def wrk_rounds(rounds: int, secs: int) -> dict:
-    nginx, wrk = shutil.which("nginx") or "/usr/sbin/nginx", shutil.which("wrk")
-    if not (os.path.exists(nginx) and wrk):
-        return {"skipped": "nginx or wrk not installed (apt-get install nginx-light wrk)"}
-    d = tempfile.mkdtemp(prefix="vigil-nginx-")
+    if not _servers.nginx_and_wrk():
+        return {"skipped": _servers.NO_NGINX_WRK}
     port = free_port()
-    open(f"{d}/nginx.conf", "w").write(NGINX_CONF.format(dir=d, port=port))
-    subprocess.run([nginx, "-c", f"{d}/nginx.conf", "-p", d], check=True)
     out = {"on": [], "off": []}
-    try:
+    with _servers.Nginx(http=[port]):
         for r in range(rounds):
             for mode in (("on", "off") if r % 2 == 0 else ("off", "on")):
                 addr = f"127.0.0.1:{free_port()}" if mode == "on" else ""
-                env = dict(os.environ)
-                env.pop("VIGIL_METRICS_ADDRESS", None)
-                p = subprocess.Popen([VIGIL, "run", "--no-store", "--metrics", addr],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     env=env)
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and p.poll() is None:
-                    line = p.stderr.readline()
-                    if "running with" in line:
-                        break
-                time.sleep(1)
-                w = subprocess.run([wrk, "-t1", "-c20", f"-d{secs}s", f"http://127.0.0.1:{port}/"],
-                                   capture_output=True, text=True)
-                p.send_signal(2)
-                p.communicate(timeout=30)
-                for line in w.stdout.splitlines():
-                    if line.startswith("Requests/sec:"):
-                        out[mode].append(float(line.split()[1]))
-    finally:
-        subprocess.run([nginx, "-c", f"{d}/nginx.conf", "-p", d, "-s", "stop"])
-        shutil.rmtree(d, ignore_errors=True)
+                p = _servers.start_vigil(["--metrics", addr])
+                rate, _w = _servers.wrk(f"http://127.0.0.1:{port}/", secs)
+                _servers.stop_vigil(p)
+                if rate is not None:
+                    out[mode].append(rate)
     on, off = statistics.median(out["on"]), statistics.median(out["off"])
     return {"rounds": rounds, "seconds": secs, "req_s_on": out["on"], "req_s_off": out["off"],
             "median_on": round(on), "median_off": round(off),

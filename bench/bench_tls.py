@@ -33,27 +33,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import _servers  # noqa: E402
 from bench_enforce import free_port  # noqa: E402
 from bench_metrics import prog_stats  # noqa: E402
-
-VIGIL = os.path.join(os.path.dirname(sys.executable), "vigil")
-
-NGINX_CONF = """
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  server {{
-    listen 127.0.0.1:{https} ssl;
-    ssl_certificate {dir}/cert.pem;
-    ssl_certificate_key {dir}/key.pem;
-    location / {{ return 200 "ok\\n"; }}
-  }}
-  server {{ listen 127.0.0.1:{http}; location / {{ return 200 "ok\\n"; }} }}
-}}
-"""
 
 MODES = ("none", "l7_no_tls", "l7_tls")
 SCHEMES = ("https", "http")
@@ -63,21 +45,11 @@ def start_agent(d: str, tls: bool) -> subprocess.Popen:
     cfg = os.path.join(d, f"vigil-{'tls' if tls else 'notls'}.yaml")
     with open(cfg, "w") as f:
         f.write(f"l7:\n  protocols: [http]\n  tls: {'true' if tls else 'false'}\n")
-    env = dict(os.environ)
-    env["VIGIL_METRICS_ADDRESS"] = ""
-    p = subprocess.Popen([VIGIL, "run", "--no-store", "--config", cfg],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and p.poll() is None:
-        if "running with" in p.stderr.readline():
-            break
-    time.sleep(1)
-    return p
+    return _servers.start_vigil(["--config", cfg], env={"VIGIL_METRICS_ADDRESS": ""}, wait=90)
 
 
 def stop_agent(p: subprocess.Popen) -> None:
-    p.send_signal(2)
-    p.communicate(timeout=60)
+    _servers.stop_vigil(p, timeout=60)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -87,11 +59,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(url: str, secs: int) -> float:
-    w = subprocess.run(["wrk", "-t1", "-c20", f"-d{secs}s", url], capture_output=True, text=True)
-    for line in w.stdout.splitlines():
-        if line.startswith("Requests/sec:"):
-            return float(line.split()[1])
-    raise RuntimeError(f"wrk: {w.stdout} {w.stderr}")
+    rate, w = _servers.wrk(url, secs)
+    if rate is None:
+        raise RuntimeError(f"wrk: {w.stdout} {w.stderr}")
+    return rate
 
 
 def _add_stats(acc: dict, before: dict, after: dict) -> None:
@@ -102,16 +73,11 @@ def _add_stats(acc: dict, before: dict, after: dict) -> None:
 
 
 def rounds(n: int, secs: int) -> dict:
-    nginx, wrk_bin = shutil.which("nginx") or "/usr/sbin/nginx", shutil.which("wrk")
-    if not (os.path.exists(nginx) and wrk_bin):
-        return {"skipped": "nginx or wrk not installed (apt-get install nginx-light wrk)"}
-    d = tempfile.mkdtemp(prefix="vigil-tls-")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem"],
-                   check=True, capture_output=True)
+    if not _servers.nginx_and_wrk():
+        return {"skipped": _servers.NO_NGINX_WRK}
     ports = {"https": free_port(), "http": free_port()}
-    open(f"{d}/nginx.conf", "w").write(NGINX_CONF.format(dir=d, **ports))
-    subprocess.run([nginx, "-c", f"{d}/nginx.conf", "-p", d], check=True)
+    nginx = _servers.Nginx(http=[ports["http"]], https=[ports["https"]], prefix="vigil-tls-")
+    d = nginx.dir
     out = {m: {s: [] for s in SCHEMES} for m in MODES}
     cpu = {m: {s: [] for s in SCHEMES} for m in MODES if m != "none"}
     bpf = {}
@@ -141,8 +107,7 @@ def rounds(n: int, secs: int) -> dict:
                         stop_agent(agent)
     finally:
         open("/proc/sys/kernel/bpf_stats_enabled", "w").write(old)
-        subprocess.run([nginx, "-c", f"{d}/nginx.conf", "-p", d, "-s", "stop"])
-        shutil.rmtree(d, ignore_errors=True)
+        nginx.stop()
     med = {m: {s: round(statistics.median(v)) for s, v in x.items()} for m, x in out.items()}
     cpu_med = {m: {s: round(statistics.median(v), 1) for s, v in x.items()} for m, x in cpu.items()}
 

@@ -5,6 +5,8 @@ kernel are not affected.
 
 * ``bpf_objects`` (session): the BPF objects are built (``make bpf`` once if
   any is missing or older than its source) and we are root.
+* ``btfs`` (session): ``{sensor: btf_structs(its object)}``, read with bpftool
+  (skips without it): the C side test_structs and test_kinds compare with.
 * ``no_leftover_threads``: fails a test that leaves threads running (5 s grace);
   modules opt in with ``pytestmark = pytest.mark.usefixtures("no_leftover_threads")``.
 * ``start_pipeline`` (session): a factory ``start_pipeline(kinds, **kw)`` that
@@ -16,11 +18,13 @@ kernel are not affected.
   pipeline serves a whole test module.
 
 Plain helpers, imported as ``from conftest import ...``: ``VIGIL``, ``run``,
-``tcp_listener`` and ``closed_port``.
+``tcp_listener``, ``closed_port`` and ``btf_structs`` (an object's BTF structs and enums).
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,6 +71,26 @@ def bpf_objects() -> Path:
         if r.returncode != 0:
             pytest.fail(f"make bpf failed:\n{r.stdout}\n{r.stderr}")
     return BPF_BUILD
+
+
+def btf_structs(obj_path) -> dict:
+    """{struct name: BTF STRUCT entry}, {enum name: {member: value}} and an id
+    index, from bpftool's JSON."""
+    r = subprocess.run(["bpftool", "btf", "dump", "file", str(obj_path), "-j"],
+                       capture_output=True, text=True, check=True)
+    types = json.loads(r.stdout)["types"]
+    by_id = {t["id"]: t for t in types}
+    named = {t["name"]: t for t in types if t.get("kind") == "STRUCT" and t.get("name")}
+    enums = {t["name"]: {v["name"]: v["val"] for v in t["values"]}
+             for t in types if t.get("kind") in ("ENUM", "ENUM64") and t.get("name")}
+    return {"by_id": by_id, "structs": named, "enums": enums}
+
+
+@pytest.fixture(scope="session")
+def btfs(bpf_objects):
+    if shutil.which("bpftool") is None:
+        pytest.skip("bpftool not installed")
+    return {s: btf_structs(bpf_objects / f"{s}.bpf.o") for s in SENSOR_NAMES}
 
 
 class Collector:

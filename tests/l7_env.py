@@ -1,6 +1,6 @@
 """Real servers and clients for the L7 tests and benchmarks, on loopback: an
-HTTP/1.1 keep-alive server with known statuses and a slow endpoint (Python),
-its keep-alive client, redis-server, a private PostgreSQL cluster (initdb as
+HTTP/1.1 keep-alive server with known statuses and a slow endpoint (Python,
+plain or over TLS), its keep-alive client, redis-server, a private PostgreSQL cluster (initdb as
 the postgres user under a temp dir), and L7Pipeline: the l7 sensor and the
 pairing tracker in this process (its own pid is not watched, so clients and
 servers are child processes)."""
@@ -47,7 +47,12 @@ HTTP_SERVER = textwrap.dedent('''
         do_GET = do_POST = do_PUT = do_DELETE = _answer
 
     s = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
-    print("ready", flush=True)
+    if len(sys.argv) > 2:           # certificate and key files: over TLS
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        s.socket = ctx.wrap_socket(s.socket, server_side=True)
+    print(s.server_address[1], flush=True)     # listening
     s.serve_forever()
 ''')
 
@@ -90,12 +95,13 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0) -> None
 
 
 class HttpServer:
-    def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-c", HTTP_SERVER, str(self.port)],
-                                     stdout=subprocess.PIPE, text=True)
-        self.proc.stdout.readline()
-        wait_port(self.port)
+    """HTTP_SERVER on a free port: plain, or over TLS with cert = (certificate
+    file, key file)."""
+
+    def __init__(self, cert=None):
+        args = [sys.executable, "-c", HTTP_SERVER, "0"] + (list(cert) if cert else [])
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
         self.pid = self.proc.pid
 
     def stop(self):
@@ -182,10 +188,13 @@ class Postgres:
 
 
 class L7Pipeline:
-    """The l7 sensor (every protocol) and the tracker in this process; the
-    completed requests are collected in ``requests``."""
+    """The l7 sensor (every protocol unless told) and the tracker in this
+    process; the completed requests are collected in ``requests``.  seed: the
+    process table from /proc; tls_libraries: KernelFilters.l7_tls_libraries
+    (0: no TLS probes) unless None; filter_args: KernelFilters' own."""
 
-    def __init__(self, protocols=("http", "redis", "postgres"), max_connections=16384):
+    def __init__(self, protocols=("http", "redis", "postgres"), max_connections=16384,
+                 seed=False, tls_libraries=None, **filter_args):
         from vigil.events import Kind
         from vigil.kernel.filters import KernelFilters
         from vigil.l7.tracker import L7Tracker, protocol_bits
@@ -194,8 +203,10 @@ class L7Pipeline:
         self.requests: list = []
         self.tracker.sinks.append(self.requests.append)
         f = KernelFilters({Kind.L7}, l7_protocols=protocol_bits(protocols),
-                          l7_ringbuf_size=1 << 23, l7_connections=65536)
-        self.pipeline = Pipeline(f, seed=False)
+                          **{"l7_ringbuf_size": 1 << 23, "l7_connections": 65536, **filter_args})
+        if tls_libraries is not None:
+            f.l7_tls_libraries = tls_libraries
+        self.pipeline = Pipeline(f, seed=seed)
         self.pipeline.ring_handlers["l7_events"] = self.tracker.on_raw
         self.pipeline.start()
         self._lock = threading.Lock()

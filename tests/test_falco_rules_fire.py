@@ -37,6 +37,16 @@ def mark() -> str:
     return "vf" + uuid.uuid4().hex[:10]
 
 
+class Cases(list):
+    """The (rule, trigger marker, benign marker) cases check() reads."""
+
+    def new(self, rule: str) -> tuple:
+        """Fresh markers for a case of rule: (the trigger's, the benign look-alike's)."""
+        m, q = mark(), mark()
+        self.append((rule, m, q))
+        return m, q
+
+
 class FalcoAgent(AgentRun):
     """AgentRun with Falco's rules: the fence is a symlink to /etc/shadow
     (Create Symlink Over Sensitive Files), alerts are found by a marker in
@@ -110,6 +120,21 @@ def py(code: str, *args) -> None:
     run(PY, "-c", code, *args)
 
 
+def shell_from(program: str, m: str, q: str) -> None:
+    """program runs a shell (marked m); python runs the same (marked q)."""
+    run(program, "-c", f"import os; os.system('true {m}')")
+    py(f"import os; os.system('true {q}')")
+
+
+def missing_dir(path: str, made: list, mode: int = 0o777) -> None:
+    """Make the directory path if the node lacks it, noted in made (the test
+    removes those at its end)."""
+    p = Path(path)
+    if not p.exists():
+        p.mkdir(mode=mode)
+        made.append(p)
+
+
 def spawn(*argv) -> None:
     """Run argv as a child of python (not of a shell)."""
     py("import subprocess, sys; subprocess.run(sys.argv[1:])", *argv)
@@ -157,66 +182,55 @@ def check(agent: FalcoAgent, cases, timeout: float = 120.0) -> None:
 def test_stable_rules_fire(work, tmp_path):
     agent = start_agent(falco_files(STABLE), tmp_path)
     try:
-        cases = []
-        m, q = mark(), mark()
+        cases = Cases()
+        m, q = cases.new("Directory traversal monitored file read")
         spawn("cat", "/tmp/../../etc/passwd", f"/nonexistent/{m}")
         spawn("cat", "/etc/passwd", f"/nonexistent/{q}")
-        cases.append(("Directory traversal monitored file read", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Read sensitive file untrusted")
         spawn("cat", "/etc/shadow", f"/nonexistent/{m}")
         spawn("cat", "/etc/hostname", f"/nonexistent/{q}")
-        cases.append(("Read sensitive file untrusted", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Read sensitive file trusted after startup")
         old = subprocess.Popen([str(work / "nginx"), "-c",
                                 "import time; time.sleep(6); open('/etc/shadow').read()", m])
         run(str(work / "nginx"), "-c", "open('/etc/shadow').read()", q)
-        cases.append(("Read sensitive file trusted after startup", m, q))
 
-        m, q = mark(), mark()
-        run(str(work / "nginx"), "-c", f"import os; os.system('true {m}')")
-        py(f"import os; os.system('true {q}')")
-        cases.append(("Run shell untrusted", m, q))
+        m, q = cases.new("Run shell untrusted")
+        shell_from(str(work / "nginx"), m, q)
 
-        m, q = mark(), mark()
+        m, q = cases.new("System user interactive")
         setuid_sh = "import os, sys; os.setuid(65534); os.system('true ' + sys.argv[1])"
         run(str(work / "sshd"), "-c", setuid_sh, m)
         py(setuid_sh, q)
-        cases.append(("System user interactive", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Search Private Keys or Passwords")
         run("grep", "-r", "BEGIN RSA PRIVATE", str(work / m))
         run("grep", "-r", "BEGIN CERTIFICATE", str(work / q))
-        cases.append(("Search Private Keys or Passwords", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Clear Log Activities")
         py("import sys; open(sys.argv[1], 'w')", f"/var/log/{m}.log")
         py("import sys; open(sys.argv[1], 'a')", f"/var/log/{q}.log")
         for x in (m, q):
             Path(f"/var/log/{x}.log").unlink(missing_ok=True)
-        cases.append(("Clear Log Activities", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Remove Bulk Data from Disk")
         for x in (m, q):
             (work / x).write_text("x")
         run("shred", "-u", str(work / m))
         run("rm", str(work / q))
-        cases.append(("Remove Bulk Data from Disk", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Create Symlink Over Sensitive Files")
         run("ln", "-s", "/etc/shadow", str(work / m))
         run("ln", "-s", "/etc/hostname", str(work / q))
-        cases.append(("Create Symlink Over Sensitive Files", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Create Hardlink Over Sensitive Files")
         run("ln", "/etc/shadow", str(work / m))
         run("ln", "/etc/hostname", str(work / q))
         for x in (m, q):
             (work / x).unlink(missing_ok=True)
-        cases.append(("Create Hardlink Over Sensitive Files", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("PTRACE attached to process")
         attach = ("import ctypes, os, subprocess, sys, time\n"
                   "c = subprocess.Popen(['sleep', '5'])\ntime.sleep(0.2)\n"
                   "libc = ctypes.CDLL(None)\n"
@@ -224,19 +238,16 @@ def test_stable_rules_fire(work, tmp_path):
                   "c.kill(); c.wait()\n")
         py(attach, m, "attach")
         py(attach, q, "look")
-        cases.append(("PTRACE attached to process", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("PTRACE anti-debug attempt")
         py("import ctypes; ctypes.CDLL(None).ptrace(0, 0, 0, 0)", m)
         py("import ctypes; ctypes.CDLL(None).getpid()", q)
-        cases.append(("PTRACE anti-debug attempt", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Find AWS Credentials")
         run("find", str(work), "-path", f"{work}/{m}/.aws/credentials")
         run("find", str(work), "-name", q)
-        cases.append(("Find AWS Credentials", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Execution from /dev/shm")
         shm = Path("/dev/shm") / m
         shutil.copy("/bin/true", shm)
         shutil.copy("/bin/true", work / q)
@@ -245,15 +256,13 @@ def test_stable_rules_fire(work, tmp_path):
         finally:
             shm.unlink()
         run(str(work / q))
-        cases.append(("Execution from /dev/shm", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Fileless execution via memfd_create")
         memfd = ("import os, sys\nf = os.memfd_create('x')\n"
                  "os.write(f, open('/bin/true', 'rb').read())\n"
                  "os.execv(f'/proc/self/fd/{f}', ['x', sys.argv[1]])\n")
         py(memfd, m)
         py("import os, sys; os.execv('/bin/true', ['x', sys.argv[1]])", q)
-        cases.append(("Fileless execution via memfd_create", m, q))
 
         old.wait(20)
         check(agent, cases)
@@ -282,105 +291,86 @@ def test_incubating_rules_fire(work, tmp_path):
     agent = start_agent(falco_files(INCUBATING), tmp_path)
     made = []
     try:
-        cases = []
-        m, q = mark(), mark()
+        cases = Cases()
+        m, q = cases.new("Modify Shell Configuration File")
         py("import sys; open('/root/.bashrc', 'a')", m)
         py("import sys; open('/root/.bashrc').read()", q)
-        cases.append(("Modify Shell Configuration File", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Schedule Cron Jobs")
         run("touch", f"/etc/cron.d/{m}")
         Path(f"/etc/cron.d/{m}").unlink(missing_ok=True)
         run("cat", "/etc/crontab", q)
-        cases.append(("Schedule Cron Jobs", m, q))
 
-        m, q = mark(), mark()
-        if not Path("/root/.ssh").exists():
-            Path("/root/.ssh").mkdir(mode=0o700)
-            made.append(Path("/root/.ssh"))
+        m, q = cases.new("Read ssh information")
+        missing_dir("/root/.ssh", made, mode=0o700)
         run("ls", "/root/.ssh", m)
         run("ls", "/root", q)
-        cases.append(("Read ssh information", m, q))
 
-        m, q = mark(), mark()
-        run(str(work / "postgres"), "-c", f"import os; os.system('true {m}')")
-        py(f"import os; os.system('true {q}')")
-        cases.append(("DB program spawned process", m, q))
+        m, q = cases.new("DB program spawned process")
+        shell_from(str(work / "postgres"), m, q)
 
-        m, q = mark(), mark()
+        m, q = cases.new("Change thread namespace")
         py("import ctypes, os; ctypes.CDLL(None).setns(os.open('/proc/self/ns/net', 0), 0)", m)
         run("nsenter", "-t", "1", "-n", "true", q)       # nsenter on the host is expected
-        cases.append(("Change thread namespace", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Non sudo setuid")
         py("import os; os.setuid(65534); os.setuid(0)", m)
         py("import os; os.setuid(0)", q)
-        cases.append(("Non sudo setuid", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("User mgmt binaries")
         run("usermod", "-h", m)
         run("useradd", "-D", q)
-        cases.append(("User mgmt binaries", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Create files below dev")
         py("import sys; open(sys.argv[1], 'w')", f"/dev/{m}")
         Path(f"/dev/{m}").unlink(missing_ok=True)
         py("import sys; open('/dev/null', 'w')", q)
-        cases.append(("Create files below dev", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Delete or rename shell history")
         (work / f"{m}_bash_history").write_text("x")
         (work / f"{q}_history.txt").write_text("x")
         run("rm", str(work / f"{m}_bash_history"))
         run("rm", str(work / f"{q}_history.txt"))
-        cases.append(("Delete or rename shell history", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Set Setuid or Setgid bit")
         for x in (m, q):
             (work / x).write_text("x")
         run("chmod", "u+s", str(work / m))
         run("chmod", "755", str(work / q))
-        cases.append(("Set Setuid or Setgid bit", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Launch Suspicious Network Tool on Host")
         run(str(work / "nmap"), m)
         run(str(work / "nmapx"), q)
-        cases.append(("Launch Suspicious Network Tool on Host", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("BPF Program Not Profiled")
         py("import ctypes; ctypes.CDLL(None).syscall(321, 5, 0, 0)", m)     # BPF_PROG_LOAD
         py("import ctypes; ctypes.CDLL(None).syscall(321, 0, 0, 0)", q)     # BPF_MAP_CREATE
-        cases.append(("BPF Program Not Profiled", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Backdoored library loaded into SSHD (CVE-2024-3094)")
         lib = "import sys; open(sys.argv[2], 'w+')"
         run(str(work / "sshd"), "-c", lib, m, str(work / "liblzma.so.5.6.0"))
         py(lib, q, str(work / "liblzma.so.5.6.0"))
-        cases.append(("Backdoored library loaded into SSHD (CVE-2024-3094)", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Adding ssh keys to authorized_keys")
         keys = Path("/root/.ssh/authorized_keys")
         had_keys = keys.exists()
         py("open('/root/.ssh/authorized_keys', 'a')", m)
         if not had_keys:
             keys.unlink(missing_ok=True)
         py("import os; os.path.exists('/root/.ssh/authorized_keys')", q)
-        cases.append(("Adding ssh keys to authorized_keys", m, q))
 
         # proc.env: the environment the kernel sent with the exec
-        m, q = mark(), mark()
+        proxy, q = cases.new("Program run with disallowed http proxy env")
         base = {"PATH": "/usr/bin:/bin"}
-        run(str(work / "curl"), m, env={**base, "HTTP_PROXY": "http://192.0.2.9:3128"})
+        run(str(work / "curl"), proxy, env={**base, "HTTP_PROXY": "http://192.0.2.9:3128"})
         run(str(work / "curl"), q, env={**base, "NO_PROXY": "localhost"})
-        cases.append(("Program run with disallowed http proxy env", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Potential Local Privilege Escalation via Environment Variables Misuse")
         run("/bin/true", m, env={**base, "GLIBC_TUNABLES": "glibc.malloc.check=0"})
         run("/bin/true", q, env={**base, "GLIBC_TUNING": "1"})
-        cases.append(("Potential Local Privilege Escalation via Environment Variables Misuse", m, q))
 
         check(agent, cases)
-        env_alert = agent.marked("Program run with disallowed http proxy env", cases[-2][1])[0]
+        env_alert = agent.marked("Program run with disallowed http proxy env", proxy)[0]
         assert "env=PATH=/usr/bin:/bin HTTP_PROXY=http://192.0.2.9:3128 " in env_alert["output"]
     finally:
         stop_agent(agent)
@@ -394,105 +384,86 @@ def test_sandbox_rules_fire(work, tmp_path):
     agent = start_agent(falco_files(SANDBOX), tmp_path)
     made = []
     try:
-        cases = []
+        cases = Cases()
         for rule, where in (("Write below binary dir", "/usr/bin"),
                             ("Write below monitored dir", "/usr/local/bin"),
                             ("Write below etc", "/etc"), ("Write below root", "/root")):
-            m, q = mark(), mark()
+            m, q = cases.new(rule)
             run("touch", f"{where}/{m}")
             Path(f"{where}/{m}").unlink(missing_ok=True)
             run("touch", str(work / q))
-            cases.append((rule, m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Modify binary dirs")
         run("touch", f"/usr/bin/{m}a")
         run("mv", f"/usr/bin/{m}a", f"/usr/bin/{m}b")
         Path(f"/usr/bin/{m}b").unlink(missing_ok=True)
         (work / f"{q}a").write_text("x")
         run("mv", str(work / f"{q}a"), str(work / f"{q}b"))
-        cases.append(("Modify binary dirs", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Mkdir binary dirs")
         run("mkdir", f"/usr/bin/{m}")
         run("rmdir", f"/usr/bin/{m}")
         run("mkdir", str(work / q))
-        cases.append(("Mkdir binary dirs", m, q))
 
-        m, q = mark(), mark()
-        if not Path("/etc/yum.repos.d").exists():
-            Path("/etc/yum.repos.d").mkdir()
-            made.append(Path("/etc/yum.repos.d"))
+        m, q = cases.new("Update Package Repository")
+        missing_dir("/etc/yum.repos.d", made)
         run("touch", f"/etc/yum.repos.d/{m}.repo")
         Path(f"/etc/yum.repos.d/{m}.repo").unlink(missing_ok=True)
         run("cat", "/etc/hostname", q)
-        cases.append(("Update Package Repository", m, q))
 
-        m, q = mark(), mark()
-        if not Path("/var/lib/rpm").exists():
-            Path("/var/lib/rpm").mkdir()
-            made.append(Path("/var/lib/rpm"))
+        m, q = cases.new("Write below rpm database")
+        missing_dir("/var/lib/rpm", made)
         run("touch", f"/var/lib/rpm/{m}")
         Path(f"/var/lib/rpm/{m}").unlink(missing_ok=True)
         run("touch", str(work / q))
-        cases.append(("Write below rpm database", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Basic Interactive Reconnaissance")
         # id typed at a pty's shell prompt leads its process group; inside sh -c it does not.
         # `exec` so that id is the group leader whatever $SHELL script(1) starts (dash forks
         # even for a single command; CI runs with SHELL unset, i.e. /bin/sh)
         run("script", "-qc", f"exec id {m}", "/dev/null")
         run("script", "-qc", f"sh -c 'id {q}; true'", "/dev/null")
-        cases.append(("Basic Interactive Reconnaissance", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Detect crypto miners using the Stratum protocol")
         sh(f"echo stratum+tcp://pool:3333 {m} >/dev/null")
         sh(f"echo tcp://pool:3333 {q} >/dev/null")
-        cases.append(("Detect crypto miners using the Stratum protocol", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Known Cryptominer Process Executed")
         run(str(work / "xmrig"), m)
         run(str(work / "xmr"), q)
-        cases.append(("Known Cryptominer Process Executed", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Sudo Potential Privilege Escalation")
         run(str(work / "sudo"), "-s", m, "x\\")
         run(str(work / "sudo"), "-s", q, "x")
-        cases.append(("Sudo Potential Privilege Escalation", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Polkit Local Privilege Escalation Vulnerability (CVE-2021-4034)")
         for x in (m, q):
             (work / x).mkdir()
             shutil.copy("/bin/true", work / x / "pkexec")
         run(str(work / m / "pkexec"))
         run(str(work / q / "pkexec"), "--version")
-        cases.append(("Polkit Local Privilege Escalation Vulnerability (CVE-2021-4034)", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Unprivileged Delegation of Page Faults Handling to a Userspace Process")
         uffd = "import ctypes; ctypes.CDLL(None).syscall(323, 0)"
         run("setpriv", "--reuid", "65534", "--clear-groups", PY, "-c", uffd, m)
         py(uffd, q)
-        cases.append(("Unprivileged Delegation of Page Faults Handling to a Userspace Process", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Netcat/Socat Remote Code Execution on Host")
         run(str(work / "nc"), "-e", "/bin/sh", m)
         run(str(work / "nc"), "-z", q)
-        cases.append(("Netcat/Socat Remote Code Execution on Host", m, q))
 
         web = "import subprocess, sys; subprocess.run(sys.argv[1:])"
-        m, q = mark(), mark()
+        m, q = cases.new("Web Server Spawned Shell")
         run(str(work / "nginx"), "-c", web, "sh", "-c", f"true {m}")
         run(str(work / "nginx"), "-c", web, "sh", "-c", f"/usr/bin/true {q}")
-        cases.append(("Web Server Spawned Shell", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Web Server Spawned Suspicious Child Process")
         run(str(work / "nginx"), "-c", web, "id", m)
         run(str(work / "nginx"), "-c", web, "true", q)
-        cases.append(("Web Server Spawned Suspicious Child Process", m, q))
 
-        m, q = mark(), mark()
+        m, q = cases.new("Reverse Shell from Web Server")
         run(str(work / "nginx"), "-c", web, "bash", "-i", "-c", f"true {m}")
         run(str(work / "nginx"), "-c", web, "bash", "-c", f"true {q}")
-        cases.append(("Reverse Shell from Web Server", m, q))
 
         check(agent, cases)
     finally:

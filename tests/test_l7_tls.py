@@ -21,52 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from vigil.events import Kind
-from vigil.kernel.filters import KernelFilters
 from vigil.l7 import tls_libs
-from vigil.l7.tracker import L7Tracker, protocol_bits
-from vigil.pipeline import Pipeline
 
 import podman_env
+from l7_env import HttpServer as Server, L7Pipeline
 
 HOST_LIB = tls_libs.host_lib()
 pytestmark = pytest.mark.skipif(HOST_LIB is None or not shutil.which("curl")
                                 or not shutil.which("openssl"),
                                 reason="needs libssl.so.3, curl and openssl")
-
-# an HTTP/1.1 keep-alive server over TLS: /status/N answers N
-HTTPS_SERVER = textwrap.dedent('''
-    import ssl, sys, time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class H(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        def log_message(self, *a):
-            pass
-        def _answer(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            if n:
-                self.rfile.read(n)
-            parts = self.path.split("/")
-            code = int(parts[2]) if parts[1] == "status" else 200
-            if parts[1] == "slow":
-                time.sleep(int(parts[2]) / 1000)
-            body = b"ok\\n"
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        do_GET = do_POST = _answer
-
-    tls = len(sys.argv) > 2
-    s = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    if tls:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-        s.socket = ctx.wrap_socket(s.socket, server_side=True)
-    print(s.server_address[1], flush=True)
-    s.serve_forever()
-''')
 
 # a keep-alive client in Python (SSL_read_ex/SSL_write_ex) over one connection
 PY_CLIENT = textwrap.dedent('''
@@ -93,19 +56,12 @@ def cert(tmp_path_factory):
     return str(d / "cert.pem"), str(d / "key.pem")
 
 
-class L7Agent:
+class L7Agent(L7Pipeline):
     """The sensors with L7 on (HTTP) and the pairing tracker, in this process."""
 
     def __init__(self):
-        f = KernelFilters({Kind.L7}, l7_protocols=protocol_bits(["http"]),
-                          l7_ringbuf_size=1 << 22, l7_connections=4096,
-                          ringbuf_size=1 << 20)
-        self.pipeline = Pipeline(f)
-        self.tracker = L7Tracker(4096)
-        self.requests = []
-        self.tracker.sinks.append(self.requests.append)
-        self.pipeline.ring_handlers["l7_events"] = self.tracker.on_raw
-        self.pipeline.start()
+        super().__init__(("http",), 4096, seed=True, l7_ringbuf_size=1 << 22,
+                         l7_connections=4096, ringbuf_size=1 << 20)
 
     @property
     def tls(self):
@@ -136,19 +92,7 @@ class L7Agent:
 def agent(bpf_objects):
     a = L7Agent()
     yield a
-    a.pipeline.stop()
-
-
-class Server:
-    def __init__(self, cert=None):
-        args = [sys.executable, "-c", HTTPS_SERVER, "0"] + (list(cert) if cert else [])
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-        self.port = int(self.proc.stdout.readline())
-        self.pid = self.proc.pid
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
+    a.stop()
 
 
 def counts(reqs) -> Counter:
@@ -460,15 +404,9 @@ def test_https_red_metrics_of_vigil_run_through_prometheus(bpf_objects, cert):
 def test_tls_off_loads_no_uprobes_plain_counted(bpf_objects):
     """l7.tls: false (l7_tls_libraries 0): tls.bpf.c is not loaded, nothing is
     probed, plain HTTP is counted as ever."""
-    f = KernelFilters({Kind.L7}, l7_protocols=protocol_bits(["http"]), l7_ringbuf_size=1 << 20,
-                      l7_connections=4096, ringbuf_size=1 << 20)
-    f.l7_tls_libraries = 0
-    p = Pipeline(f)
-    tracker = L7Tracker(1024)
-    got = []
-    tracker.sinks.append(got.append)
-    p.ring_handlers["l7_events"] = tracker.on_raw
-    p.start()
+    l7 = L7Pipeline(("http",), 1024, seed=True, tls_libraries=0, l7_ringbuf_size=1 << 20,
+                    l7_connections=4096, ringbuf_size=1 << 20)
+    p, got = l7.pipeline, l7.requests
     srv = Server()
     try:
         assert p.sensors.tls is None and "tls" not in p.sensors.objects

@@ -2,27 +2,12 @@
 every built BPF object: same size, same members at the same offsets with the
 same sizes.  A change made on one side only fails here."""
 import ctypes
-import json
-import shutil
-import subprocess
 
 import pytest
 
-from conftest import SENSOR_NAMES
+# btf_structs: imported from here by test_enforce_tables and test_metrics_layouts too
+from conftest import SENSOR_NAMES, btf_structs  # noqa: F401
 from vigil.events import structs as S
-
-
-def btf_structs(obj_path) -> dict:
-    """{struct name: BTF STRUCT entry}, {enum name: {member: value}} and an id
-    index, from bpftool's JSON."""
-    r = subprocess.run(["bpftool", "btf", "dump", "file", str(obj_path), "-j"],
-                       capture_output=True, text=True, check=True)
-    types = json.loads(r.stdout)["types"]
-    by_id = {t["id"]: t for t in types}
-    named = {t["name"]: t for t in types if t.get("kind") == "STRUCT" and t.get("name")}
-    enums = {t["name"]: {v["name"]: v["val"] for v in t["values"]}
-             for t in types if t.get("kind") in ("ENUM", "ENUM64") and t.get("name")}
-    return {"by_id": by_id, "structs": named, "enums": enums}
 
 
 def _resolve(by_id, tid):
@@ -67,6 +52,21 @@ def mirror_layout(cls) -> tuple:
     return ctypes.sizeof(cls), [(n, off, ctypes.sizeof(t)) for n, t, off in S.flat_fields(cls)]
 
 
+def member_diffs(name: str, c: dict, python: dict, where, differ) -> list:
+    """Differences, member by member, between the C side c and the Python side
+    python ({member: value}) of name: where(value) says where a one-sided member
+    is, differ(c value, Python value) how a shared one differs."""
+    diffs = []
+    for member in c.keys() | python.keys():
+        if member not in python:
+            diffs.append(f"{name}.{member}: only in C {where(c[member])}")
+        elif member not in c:
+            diffs.append(f"{name}.{member}: only in Python {where(python[member])}")
+        elif c[member] != python[member]:
+            diffs.append(f"{name}.{member}: {differ(c[member], python[member])}")
+    return diffs
+
+
 def compare(btf: dict, name: str, cls) -> list:
     """Human-readable differences between a C struct and its mirror; [] if equal."""
     if name not in btf["structs"]:
@@ -76,25 +76,13 @@ def compare(btf: dict, name: str, cls) -> list:
     diffs = []
     if csize != psize:
         diffs.append(f"{name}: size C {csize} != Python {psize}")
-    cmap = {n: (o, s) for n, o, s in cmembers}
-    pmap = {n: (o, s) for n, o, s in pmembers}
-    for n in cmap.keys() | pmap.keys():
-        if n not in pmap:
-            diffs.append(f"{name}.{n}: only in C at offset {cmap[n][0]}")
-        elif n not in cmap:
-            diffs.append(f"{name}.{n}: only in Python at offset {pmap[n][0]}")
-        elif cmap[n] != pmap[n]:
-            diffs.append(f"{name}.{n}: C (offset, size) {cmap[n]} != Python {pmap[n]}")
+    diffs += member_diffs(name, {n: (o, s) for n, o, s in cmembers},
+                          {n: (o, s) for n, o, s in pmembers},
+                          lambda at: f"at offset {at[0]}",
+                          lambda c, py: f"C (offset, size) {c} != Python {py}")
     if not diffs and [n for n, _, _ in cmembers] != [n for n, _, _ in pmembers]:
         diffs.append(f"{name}: member order differs")
     return sorted(diffs)
-
-
-@pytest.fixture(scope="module")
-def btfs(bpf_objects):
-    if shutil.which("bpftool") is None:
-        pytest.skip("bpftool not installed")
-    return {s: btf_structs(bpf_objects / f"{s}.bpf.o") for s in SENSOR_NAMES}
 
 
 @pytest.mark.parametrize("sensor", SENSOR_NAMES)

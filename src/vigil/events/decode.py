@@ -1,10 +1,12 @@
 """Raw ring-buffer records -> vigil.events.Event.
 
-One decoder per C layout; each unpacks the record with a precompiled
-struct.Struct (derived from vigil.events.structs) and builds the Event's dict
-at once.  Which decoder reads which kind is the kinds registry's word
-(vigil.events.kinds: KindSpec.decoder); each decoder says the layout it reads
-(``@_reads``) and the Decoder checks the registry agrees.
+One decoder per C layout.  Decoder.decode does what every record shares:
+it unpacks the record with the decoder's precompiled struct.Struct (derived
+from vigil.events.structs) and builds the Event's dict from the header; the
+decoder then adds its layout's fields to that dict.  Which decoder reads which
+kind is the kinds registry's word (vigil.events.kinds: KindSpec.decoder); each
+decoder says the layout it reads (``@_reads``) and the Decoder checks the
+registry agrees.
 """
 from __future__ import annotations
 
@@ -17,23 +19,12 @@ from vigil.events import structs as S
 from vigil.events import Event, Kind, boot_offset_ns
 from vigil.events.kinds import KINDS, OPEN_VIA, OPEN_WATCHED, SYSCALL_NAMES
 
-_EXEC, _ = S.struct_format(S.EvExec)
 # the environment after an ev_exec (struct ev_exec_env), offsets from its mirror
 _ENV_LEN_AT, _ENV_AT = S.EvExecEnv.env_len.offset, S.EvExecEnv.env.offset
 _ENV_HDR = struct.Struct("<IB")
-_EXIT, _ = S.struct_format(S.EvExit)
-_FORK, _ = S.struct_format(S.EvFork)
 _OPEN, _ = S.struct_format(S.EvOpen)
 # an open sent without its realpath (realpath_set = 0) ends before it
 _OPEN_SHORT = struct.Struct(_OPEN.format[:-len(f"{S.PATH_LEN}s")])
-_PATH2, _ = S.struct_format(S.EvPath2)
-_NET, _ = S.struct_format(S.EvNet)
-_DNS, _ = S.struct_format(S.EvDns)
-_SYS, _ = S.struct_format(S.EvSys)
-_CRED, _ = S.struct_format(S.EvCred)
-_EXECFAIL, _ = S.struct_format(S.EvExecfail)
-_CGROUP, _ = S.struct_format(S.EvCgroup)
-_RENAME, _ = S.struct_format(S.EvRename)
 _KIND = struct.Struct("<I")
 
 
@@ -137,12 +128,30 @@ def parse_dns_query(payload: bytes):
     return ".".join(labels), DNS_TYPES[qtype]
 
 
-def _reads(layout):
-    """Mark a decoder with the C layout (ctypes mirror) it reads."""
+def _reads(layout, fmt=None):
+    """Mark a decoder with the C layout (ctypes mirror) it reads and the
+    struct.Struct Decoder.decode unpacks the record with (the layout's own
+    unless given)."""
     def mark(fn):
         fn.layout = layout
+        fn.fmt = fmt if fmt is not None else S.struct_format(layout)[0]
         return fn
     return mark
+
+
+def _generic(layout):
+    """A decoder for a layout without its own: each member (after the
+    header) becomes the event field of its name; char arrays are text."""
+    fmt, names = S.struct_format(layout)
+    text = {n for n, t, _o in S.flat_fields(layout)
+            if getattr(t, "_type_", None) is ctypes.c_char}
+    own = [(i, n, n in text) for i, n in enumerate(names) if i >= 9]
+
+    def fill(d, v, raw, off, kind):
+        for i, n, is_text in own:
+            d[n] = _s(v[i]) if is_text else v[i]
+    fill.layout, fill.fmt = layout, fmt
+    return fill
 
 
 class Decoder:
@@ -157,79 +166,66 @@ class Decoder:
         self.resync_clock()
         self.errors = 0
         self._comms: dict = {}   # raw comm bytes -> str
+        # kind number -> (kind, label, decoder, the decoder's fmt.unpack_from)
         self._table = [None] * 64
         for spec in KINDS:
-            if not spec.decoder:
-                k = spec.kind
-                self._table[int(k)] = (k, k.label, self._generic(spec.layout))
-                continue
-            fn = getattr(self, spec.decoder)
-            if fn.layout is not spec.layout:
-                raise TypeError(f"event kind {spec.name}: decoder {spec.decoder} reads "
-                                f"{fn.layout.__name__}, not {spec.layout.__name__}")
+            if spec.decoder:
+                fn = getattr(self, spec.decoder)
+                if fn.layout is not spec.layout:
+                    raise TypeError(f"event kind {spec.name}: decoder {spec.decoder} reads "
+                                    f"{fn.layout.__name__}, not {spec.layout.__name__}")
+            else:
+                fn = _generic(spec.layout)
             k = spec.kind
-            self._table[int(k)] = (k, k.label, fn)
+            self._table[int(k)] = (k, k.label, fn, fn.fmt.unpack_from)
 
     def resync_clock(self) -> None:
         """Offset from CLOCK_BOOTTIME (kernel timestamps) to wall-clock ns."""
         self.boot_offset = boot_offset_ns()
 
     def decode(self, raw, offset: int = 0) -> Event | None:
-        """Decode the record at raw[offset:]."""
+        """Decode the record at raw[offset:]: the header here, the rest by
+        the kind's decoder, which adds to the Event's dict."""
         try:
             kind = _KIND.unpack_from(raw, offset + 8)[0]
             entry = self._table[kind] if kind < 64 else None
             if entry is None:
                 self.errors += 1
                 return None
-            return entry[2](raw, entry[0], entry[1], offset)
+            k, label, fill, unpack = entry
+            v = unpack(raw, offset)
+            comm = self._comms.get(v[8])
+            if comm is None:
+                comm = self._comm(v[8])
+            e = Event.__new__(Event)
+            d = e.__dict__ = {
+                "kind": k, "type": label, "time": v[0] + self.boot_offset, "pid": v[2],
+                "tid": v[3], "ppid": v[4], "uid": v[5], "gid": v[6], "cgroup_id": v[7],
+                "comm": comm,
+            }
+            fill(d, v, raw, offset, k)
+            return e
         except (struct.error, IndexError, ValueError, UnicodeError):
             self.errors += 1
             return None
 
-    def _hdr(self, v, kind, label) -> Event:
+    def _comm(self, raw_comm: bytes) -> str:
         comms = self._comms
-        comm = comms.get(v[8])
-        if comm is None:
-            if len(comms) > 4096:
-                comms.clear()
-            comm = comms[v[8]] = _s(v[8])
-        e = Event.__new__(Event)
-        e.__dict__ = {
-            "kind": kind, "type": label, "time": v[0] + self.boot_offset, "pid": v[2],
-            "tid": v[3], "ppid": v[4], "uid": v[5], "gid": v[6], "cgroup_id": v[7],
-            "comm": comm,
-        }
-        return e
+        if len(comms) > 4096:
+            comms.clear()
+        comm = comms[raw_comm] = _s(raw_comm)
+        return comm
 
-    def _generic(self, layout):
-        """A decoder for a layout without its own: each member (after the
-        header) becomes the event field of its name; char arrays are text."""
-        fmt, names = S.struct_format(layout)
-        text = {n for n, t, _o in S.flat_fields(layout)
-                if getattr(t, "_type_", None) is ctypes.c_char}
-        own = [(i, n, n in text) for i, n in enumerate(names) if i >= 9]
-
-        def decode(raw, kind, label, off=0):
-            v = fmt.unpack_from(raw, off)
-            e = self._hdr(v, kind, label)
-            d = e.__dict__
-            for i, n, is_text in own:
-                d[n] = _s(v[i]) if is_text else v[i]
-            return e
-        decode.layout = layout
-        return decode
-
-    # v indices: 0 ts 1 kind 2 pid 3 tid 4 ppid 5 uid 6 gid 7 cgroup 8 comm, then per layout
+    # Each decoder: fill(d, v, raw, off, kind) adds its layout's fields to the
+    # Event's dict d; v is the record unpacked with its fmt (indices 0 ts 1 kind
+    # 2 pid 3 tid 4 ppid 5 uid 6 gid 7 cgroup 8 comm, then per layout), raw[off:]
+    # the record itself.
 
     @_reads(S.EvExec)
-    def _exec(self, raw, kind, label, off=0):
-        v = _EXEC.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
+    def _exec(self, d, v, raw, off, kind):
         (loginuid, args_len, args_trunc, _exe_t, _cwd_t, exe_flags, vpid, start_ns, exe_ino,
          exe_ctime, exe_mtime, cap_inh, cap_prm, cap_eff, sid, vpgid,
          tty, cgname, exe, cwd, args) = v[9:]
-        d = e.__dict__
         d["exe"] = _s(exe)
         d["args"] = _argv(args, args_len)
         d["args_truncated"] = bool(args_trunc)
@@ -255,27 +251,18 @@ class Decoder:
             if env_trunc and env:
                 env.pop()     # the last entry was cut
             d["env"] = env
-        return e
 
     @_reads(S.EvExit)
-    def _exit(self, raw, kind, label, off=0):
-        v = _EXIT.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
-        e.exit_code = v[9]
-        e.exit_signal = v[10]
-        return e
+    def _exit(self, d, v, raw, off, kind):
+        d["exit_code"] = v[9]
+        d["exit_signal"] = v[10]
 
     @_reads(S.EvFork)
-    def _fork(self, raw, kind, label, off=0):
-        v = _FORK.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
-        e.child_pid = v[9]
-        return e
+    def _fork(self, d, v, raw, off, kind):
+        d["child_pid"] = v[9]
 
-    @_reads(S.EvOpen)
-    def _open(self, raw, kind, label, off=0):
-        v = _OPEN_SHORT.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
+    @_reads(S.EvOpen, _OPEN_SHORT)
+    def _open(self, d, v, raw, off, kind):
         (ret, flags, mode, dirfd, sc, trunc, unres, kdev, watched, real_trunc, via, real_set, ino,
          hit_dev, hit_ino, path) = v[9:]
         realpath = b"\0"
@@ -283,7 +270,6 @@ class Decoder:
             realpath = raw[off + _OPEN_SHORT.size:off + _OPEN.size]
             if isinstance(realpath, memoryview):
                 realpath = realpath.tobytes()
-        d = e.__dict__
         d["ret"] = ret
         d["fd"] = ret if ret >= 0 else None
         d["flags"] = flags
@@ -310,14 +296,10 @@ class Decoder:
             d["realpath"] = real
         if via:
             d["via"] = OPEN_VIA[via] if via < len(OPEN_VIA) else str(via)
-        return e
 
     @_reads(S.EvPath2)
-    def _path2(self, raw, kind, label, off=0):
-        v = _PATH2.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
+    def _path2(self, d, v, raw, off, kind):
         ret, flags, mode, sc, _t1, _t2, path, path2 = v[9:]
-        d = e.__dict__
         d["ret"] = ret
         d["flags"] = flags
         d["mode"] = mode
@@ -327,14 +309,10 @@ class Decoder:
         p2 = _s(path2)
         if p2:
             d["path2"] = _norm(p2)
-        return e
 
     @_reads(S.EvNet)
-    def _net(self, raw, kind, label, off=0):
-        v = _NET.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
+    def _net(self, d, v, raw, off, kind):
         ret, fd, family, sc, proto, sport, dport, saddr, daddr, unix_path = v[9:]
-        d = e.__dict__
         d["ret"] = ret
         d["fd"] = fd
         d["family"] = FAMILIES[family]
@@ -348,15 +326,11 @@ class Decoder:
             d["daddr"] = _addr(family, daddr)
             d["sport"] = sport
             d["dport"] = dport
-        return e
 
     @_reads(S.EvDns)
-    def _dns(self, raw, kind, label, off=0):
-        v = _DNS.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
+    def _dns(self, d, v, raw, off, kind):
         fd, family, sc, dport, ln, daddr, payload = v[9:]
         q, t = parse_dns_query(payload[:ln])
-        d = e.__dict__
         d["fd"] = fd
         d["family"] = FAMILIES[family]
         d["syscall"] = _SYSCALL_NAMES[sc]
@@ -365,14 +339,10 @@ class Decoder:
         d["dport"] = dport
         d["query"] = q
         d["qtype"] = t
-        return e
 
     @_reads(S.EvSys)
-    def _sys(self, raw, kind, label, off=0):
-        v = _SYS.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
+    def _sys(self, d, v, raw, off, kind):
         ret, a0, a1, sc, family, fd_type, sport, dport, proto, saddr, daddr, path = v[9:]
-        d = e.__dict__
         d["ret"] = ret
         d["syscall"] = _SYSCALL_NAMES[sc]
         if kind == Kind.PTRACE:
@@ -408,14 +378,10 @@ class Decoder:
             d["fd"] = ret if ret >= 0 else None
             d["entries"] = a0
             d["flags"] = a1
-        return e
 
     @_reads(S.EvCred)
-    def _cred(self, raw, kind, label, off=0):
-        v = _CRED.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
+    def _cred(self, d, v, raw, off, kind):
         ret, a0, a1, a2, sc, cap_inh, cap_prm, cap_eff, sid, vpgid = v[9:]
-        d = e.__dict__
         d["ret"] = ret
         name = d["syscall"] = _SYSCALL_NAMES[sc]
         d["cap_inheritable"], d["cap_permitted"], d["cap_effective"] = cap_inh, cap_prm, cap_eff
@@ -424,39 +390,27 @@ class Decoder:
             d["new_uid"] = a0
         else:
             d["id_args"] = [a0, a1, a2][:_ID_NARGS.get(name, 0)]
-        return e
 
     @_reads(S.EvExecfail)
-    def _execfail(self, raw, kind, label, off=0):
-        v = _EXECFAIL.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
+    def _execfail(self, d, v, raw, off, kind):
         ret, args_len, sc, args_trunc, path, args = v[9:]
-        d = e.__dict__
         d["ret"] = ret
         d["syscall"] = _SYSCALL_NAMES[sc]
         d["path"] = _s(path)
         d["args"] = _argv(args, args_len)
         d["args_truncated"] = bool(args_trunc)
-        return e
 
     @_reads(S.EvRename)
-    def _rename(self, raw, kind, label, off=0):
-        v = _RENAME.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
-        d = e.__dict__
+    def _rename(self, d, v, raw, off, kind):
         d["target_pid"] = v[9]
         d["old_name"] = _s(v[11])
         d["new_name"] = _s(v[12])
         d["syscall"] = "prctl"
-        return e
 
     @_reads(S.EvSys)
-    def _sysx(self, raw, kind, label, off=0):
+    def _sysx(self, d, v, raw, off, kind):
         """The sysx sensor's kinds (socket, setns, unshare, bpf, userfaultfd, fchmod)."""
-        v = _SYS.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
         ret, a0, a1, sc, family, fd_type, sport, dport, proto, saddr, daddr, path = v[9:]
-        d = e.__dict__
         d["ret"] = ret
         d["syscall"] = _SYSCALL_NAMES[sc]
         if kind == Kind.SOCKET:
@@ -483,14 +437,9 @@ class Decoder:
             d["flags"] = a0
             if kind == Kind.USERFAULTFD and ret >= 0:
                 d["fd"] = ret
-        return e
 
     @_reads(S.EvCgroup)
-    def _cgroup(self, raw, kind, label, off=0):
-        v = _CGROUP.unpack_from(raw, off)
-        e = self._hdr(v, kind, label)
+    def _cgroup(self, d, v, raw, off, kind):
         cg_id, hierarchy, level, path = v[9:]
-        d = e.__dict__
         d["cgroup_id"] = cg_id        # the created/removed cgroup, not the actor's
         d["path"] = _s(path)
-        return e
