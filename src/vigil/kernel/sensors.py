@@ -44,10 +44,10 @@ OPTIONAL = {
 # the others not at all (not refused: not this kernel's); when none matches, the
 # first is, so the kernel's refusal names what is missing.
 VARIANTS = {
-    "open__uring_submit": ("uring_submit", "io_uring_submit_req", 1),        # 6.4 on
-    "open__uring_submit_sqe": ("uring_submit", "io_uring_submit_sqe", 2),    # before
-    "open__uring_complete": ("uring_complete", "io_uring_complete", 3),      # 6.3 on
-    "open__uring_complete_v61": ("uring_complete", "io_uring_complete", 7),  # before
+    "open__uring_submit": ("uring_submit", "io_uring_submit_req", 1),        # 6.12, 6.18
+    "open__uring_submit_sqe": ("uring_submit", "io_uring_submit_sqe", 2),    # 6.1
+    "open__uring_complete": ("uring_complete", "io_uring_complete", 3),      # 6.18
+    "open__uring_complete_v61": ("uring_complete", "io_uring_complete", 7),  # 6.1, 6.12
 }
 
 

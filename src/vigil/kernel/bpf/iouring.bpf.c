@@ -43,9 +43,9 @@ PERCPU_BUF(uring_setup_buf, struct ev_sys);
 
 /* The tracepoints' signatures changed across kernels: each has one program per
  * signature, and vigil.kernel.sensors.VARIANTS loads the one this kernel's BTF
- * matches.  io_uring_submit_req(req) was io_uring_submit_sqe(req, force_nonblock)
- * before 6.4; io_uring_complete(ctx, req, cqe) was (ctx, req, user_data, res,
- * cflags, extra1, extra2) before 6.3. */
+ * matches.  io_uring_submit_req(req) (6.12, 6.18) is io_uring_submit_sqe(req,
+ * force_nonblock) on 6.1; io_uring_complete(ctx, req, cqe) (6.18) is (ctx, req,
+ * user_data, res, cflags, extra1, extra2) on 6.1 and 6.12. */
 static __always_inline int uring_submit(struct io_kiocb *req)
 {
 	__u8 op = req->opcode;
@@ -95,7 +95,7 @@ static __always_inline int uring_complete(void *vreq, long res)
 		return 0;
 	}
 	/* the tracepoint passes the request as void *: cast it back; the
-	 * submitter is req->tctx->task from 6.13, req->task before */
+	 * submitter is req->tctx->task on 6.18, req->task on 6.12 and 6.1 */
 	struct task_struct *sub;
 	if (!bpf_core_field_exists(((struct io_kiocb *)0)->tctx))
 		sub = BPF_CORE_READ((struct io_kiocb___task *)vreq, task);
