@@ -97,7 +97,7 @@ kernel-deps: setup
 test-kernels: kernel-deps
 ifneq ($(BROKEN),)
 	$(MAKE) bpf BPF_OUT=$(BROKEN_OUT) BPF_CFLAGS='$(BPF_CFLAGS) -DVIGIL_TEST_BROKEN'
-	$(VENV)/bin/python tests/kernels/matrix.py --bpf-dir $(BROKEN_OUT) $(KERNELS)
+	$(VENV)/bin/python tests/kernels/matrix.py --bpf-dir $(BROKEN_OUT) --out bench/results/kernels-broken.md $(KERNELS)
 else
 	$(VENV)/bin/python tests/kernels/matrix.py $(KERNELS)
 endif
