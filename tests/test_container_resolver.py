@@ -289,3 +289,26 @@ def test_live_container_fetched_before_seeded_ones(tmp_path):
         assert f.calls[0] == CID, f.calls
     finally:
         r.stop()
+
+
+def test_local_files_read_when_the_cgroup_appears(tmp_path):
+    """A new container's local runtime state (OCI bundle, storage) is read on the event's
+    thread when its cgroup appears: a container that lives a few milliseconds has its
+    bundle gone before a queued fetch; the slow sources still run afterwards."""
+    fs = CgroupFS(root=str(tmp_path / "absent"))
+
+    class Fetcher(FakeFetcher):
+        def fetch_fast(self, cid, runtime=""):
+            self.calls.append(("fast", cid))
+            return {"name": "redis", "image": "docker.io/library/redis:7.2", "sources": ("oci-bundle",)}
+
+    gate = threading.Event()
+    f = Fetcher({}, gate=gate)        # the slow fetch waits, then finds nothing (state gone)
+    with ContainerResolver(cgroupfs=fs, fetcher=f, retry_delays=()) as r:
+        info = r.resolve(ev(Kind.CGROUP_MKDIR, cgroup_id=4242, path=CTRD_PATH))
+        assert f.calls[0] == ("fast", CID)
+        assert (info.name, info.image, info.complete) == ("redis", "docker.io/library/redis:7.2", False)
+        gate.set()
+        done = r.wait_for(4242, 5)
+        assert done.complete and done.name == "redis" and done.sources == ("oci-bundle",)
+        assert r.stats()["fetch_empty"] == 0

@@ -134,3 +134,30 @@ def test_rule_names_resolved_once_primed():
     while eng.names.rounds == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert eng.evaluate(conn("127.0.0.1"))  # the very first lookup matches
+
+
+def test_a_name_that_times_out_holds_back_only_itself():
+    """fd.sip.name's resolver: a name whose lookup hangs (no DNS answers here) keeps
+    one worker; the names /etc/hosts answers at once are resolved meanwhile, whatever
+    their place in the sorted list."""
+    import threading
+    from vigil.state.dnsnames import NameCache
+    gate = threading.Event()
+
+    def resolve(name):
+        if name.startswith("a-"):
+            gate.wait(10)
+            return frozenset()
+        return frozenset({"10.96.0.1"}) if name == "c-api.local" else frozenset({"10.0.0.9"})
+    nc = NameCache(resolve=resolve, workers=2)
+    nc.watch(["a-slow.example", "b-fast.example", "c-api.local"])
+    t = threading.Thread(target=nc.refresh_now, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not nc._by_ip.get("10.96.0.1"):
+            time.sleep(0.01)
+        assert nc._by_ip.get("10.96.0.1") == ("c-api.local",)
+    finally:
+        gate.set()
+        t.join(5)

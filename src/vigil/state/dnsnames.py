@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections import deque
 import time
 import weakref
 
@@ -83,19 +84,24 @@ class NameCache:
         """Resolve every watched name once (the background loop's one round)."""
         with self._lock:
             names = sorted(self._names)
-        # daemon threads, a few names each: a name whose resolver times out
-        # holds back only its own share, and never the process's exit
-        shares = [names[i::self.workers] for i in range(min(self.workers, len(names)))]
-        threads = [threading.Thread(target=self._resolve_all, args=(sh,), daemon=True)
-                   for sh in shares]
+        # daemon threads taking the next name as each is done: a name whose resolver
+        # times out holds back only the worker resolving it (a name /etc/hosts
+        # answers is never stuck behind it), and never the process's exit
+        todo = deque(names)
+        threads = [threading.Thread(target=self._resolve_all, args=(todo,), daemon=True)
+                   for _ in range(min(self.workers, len(names)))]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         self.rounds += 1
 
-    def _resolve_all(self, names):
-        for name in names:
+    def _resolve_all(self, todo: deque):
+        while True:
+            try:
+                name = todo.popleft()
+            except IndexError:
+                return
             addrs = self.resolve(name)
             with self._lock:
                 self._addrs[name] = addrs

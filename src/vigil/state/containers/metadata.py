@@ -125,6 +125,29 @@ class MetadataFetcher:
     FAST = (BundleSource, StorageSource)
     supports_partial = True
 
+    def fetch_fast(self, cid: str, runtime: str = "") -> dict:
+        """What the local-file sources know now (no API socket, no CLI): read the moment a
+        container's cgroup appears, while its runtime state is surely there (a container
+        that runs for a few milliseconds has its bundle removed before a queued fetch)."""
+        fields: dict = {}
+        used = []
+        for src in self.sources:
+            if not isinstance(src, self.FAST):
+                continue
+            try:
+                got = src.fetch(cid, fields.get("runtime") or runtime)
+            except Exception as e:
+                self.errors += 1
+                log.debug("metadata source %s failed for %s: %s", getattr(src, "name", src), cid, e)
+                continue
+            if got:
+                used.append(getattr(src, "name", type(src).__name__))
+                merge_into(fields, got)
+        if not used:
+            return {}
+        fields["sources"] = tuple(used)
+        return finish(fields)
+
     def fetch(self, cid: str, runtime: str = "", pod_uid: str = "",
               on_partial: Optional[Callable[[dict], None]] = None) -> dict:
         """Merged fields from every source.  ``on_partial(fields)`` is called once with what
@@ -178,6 +201,7 @@ def apply(info: ContainerInfo, fields: dict, complete: bool = True) -> Container
     id and runtime; metadata wins for pod uid only when the path had none)."""
     merged = info.to_dict()
     merge_into(merged, fields)
-    merged["sources"] = tuple(fields.get("sources") or ())
+    # a fetch that found nothing (the runtime's state gone) keeps what a partial one knew
+    merged["sources"] = tuple(fields.get("sources") or info.sources or ())
     merged["complete"] = complete
     return ContainerInfo.from_dict(finish(merged))

@@ -223,6 +223,18 @@ class ContainerResolver:
                 self._by_cgid[cgid] = info
                 self._cgids_of[cid].add(cgid)
                 self._expiry.pop(cgid, None)
+        if new and not self._seeding and getattr(self.fetcher, "fetch_fast", None):
+            # the local files now, on this thread: the queued fetch may come too late
+            # for a container that lives a few milliseconds (the slow sources still run)
+            try:
+                fields = self.fetcher.fetch_fast(cid, info.runtime)
+            except Exception as e:  # pragma: no cover - the fetcher guards its sources
+                log.warning("metadata fetch for %s failed: %s", cid[:12], e)
+                fields = {}
+            if fields:
+                self._partial(cid, fields)
+                with self._lock:
+                    info = self._containers.get(cid, info)
         if new:
             self._queue.put((1 if self._seeding else 0, next(self._seq), cid))
         if cgid:
@@ -365,7 +377,7 @@ class ContainerResolver:
             self._attempts[cid] = attempts + 1
             heapq.heappush(self._retry_heap, (self._clock() + self.retry_delays[attempts], cid))
             return
-        if not fields.get("sources"):
+        if not fields.get("sources") and not info.sources:
             self.fetch_empty += 1
         with self._lock:
             cur = self._containers.get(cid)
