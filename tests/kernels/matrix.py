@@ -19,6 +19,7 @@ import concurrent.futures
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,7 +95,25 @@ def start_virtiofsd(sock: Path) -> tuple:
     return p, opts
 
 
+# the guests' own directories: virtme-ng puts an overlay on the host's /tmp, so what a guest
+# writes there never reaches the host
+GUEST_PRIVATE = ("/tmp",)
+EXCHANGE = Path(os.environ.get("VIGIL_KERNEL_EXCHANGE", "/var/lib/vigil/kernels-exchange"))
+
+
+def exchange_path(out: Path) -> Path:
+    """Where the guest writes its results: ``out`` itself, unless it is in a directory the
+    guest has its own of (a checkout cloned under /tmp), then a shared one (copied back)."""
+    if not any(str(out).startswith(d + "/") for d in GUEST_PRIVATE):
+        return out
+    d = EXCHANGE / str(os.getpid())
+    d.mkdir(parents=True, exist_ok=True)
+    return d / out.name
+
+
 def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None, tests=None) -> dict:
+    final, out = out, exchange_path(out)
+    out.unlink(missing_ok=True)
     inner = " ".join(shlex.quote(a) for a in suite_command(out, bpf_dir, tests))
     # the guest's clock (from the emulated RTC) stamps the suite's start: boot = start - launch
     guest = f"cd {shlex.quote(str(ROOT))} && date +%s.%N > {shlex.quote(str(out))}.start && {inner}"
@@ -112,11 +131,11 @@ def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None, tests=None) -> d
         # init mounts first: the suite runs in half the time it takes over 9p (its Python
         # imports, every command's start), and a kernel without 9p (Debian's cloud kernel)
         # boots at all; else 9p
-        sock = out.with_suffix(".vfs.sock")
+        sock = final.with_suffix(".vfs.sock")
         vfsd, sock_opts = start_virtiofsd(sock)
         cmd += [f"--qemu-opts={sock_opts}"]
     cmd += ["--exec", guest]
-    logf = out.with_suffix(".log")
+    logf = final.with_suffix(".log")
     launched = time.time()
     t0 = time.monotonic()
     rc = None
@@ -140,7 +159,7 @@ def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None, tests=None) -> d
             if vfsd is not None:
                 vfsd.kill()
                 vfsd.wait()
-                out.with_suffix(".vfs.sock").unlink(missing_ok=True)
+                final.with_suffix(".vfs.sock").unlink(missing_ok=True)
     total = time.monotonic() - t0
     start = Path(f"{out}.start")
     boot = None
@@ -150,6 +169,8 @@ def run_vm(k: "kernels.Kernel", out: Path, bpf_dir: str | None, tests=None) -> d
         except ValueError:
             pass
         start.unlink()
+    if out != final and out.exists():
+        shutil.move(str(out), str(final))
     return {"row": k.line.name, "what": k.line.what, "package": k.package,
             "append": k.line.append, "boot_seconds": boot, "total_seconds": round(total, 1),
             "rc": rc, "tail": logf.read_text(errors="replace").strip().splitlines()[-3:]}
