@@ -161,3 +161,25 @@ def test_a_name_that_times_out_holds_back_only_itself():
     finally:
         gate.set()
         t.join(5)
+
+
+def test_names_in_the_hosts_file_are_known_at_once(tmp_path):
+    """prime() (the agent taking the rules) reads the hosts file first: its names are
+    resolved before the first connect even when every DNS lookup hangs."""
+    import threading
+    from vigil.state.dnsnames import NameCache
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n10.96.0.1 kubernetes.default.svc.cluster.local # api\n")
+    gate = threading.Event()
+
+    def resolve(name):
+        gate.wait(10)
+        return frozenset()
+    nc = NameCache(resolve=resolve, hosts=str(hosts))
+    nc.watch(["kubernetes.default.svc.cluster.local", "kubernetes.default.svc", "x.example"])
+    try:
+        nc.prime()
+        assert nc._by_ip.get("10.96.0.1") == ("kubernetes.default.svc.cluster.local",)
+        assert nc.names_for("10.96.0.1") == ("kubernetes.default.svc.cluster.local",)
+    finally:
+        gate.set()

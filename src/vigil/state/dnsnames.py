@@ -14,6 +14,7 @@ takes a rule set, so resolution starts before the first event asks.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -34,7 +35,8 @@ def _resolve(name):
 
 class NameCache:
     def __init__(self, refresh: float = 10.0, resolve=_resolve, workers: int = 8,
-                 idle: float = 60.0):
+                 idle: float = 60.0, hosts: str = "/etc/hosts"):
+        self.hosts = hosts
         self.refresh = refresh
         self.idle = idle
         self._asked = 0.0            # monotonic time of the last lookup
@@ -70,7 +72,35 @@ class NameCache:
         when it takes the rules, so the first connect is judged against
         resolved names (as Falco resolves them at start), not against none."""
         self._asked = time.monotonic()
+        self._from_hosts_file()
         self.start()
+
+    def _from_hosts_file(self) -> None:
+        """The watched names the hosts file gives (what getaddrinfo answers first, and
+        at once), taken now: a connect right after the rules load is judged against
+        them while the DNS lookups, which may hang on a node without DNS, still run."""
+        try:
+            with open(self.hosts, encoding="utf-8", errors="replace") as f:
+                text = f.read(1 << 20)
+        except OSError:
+            return
+        found: dict = {}
+        for line in text.splitlines():
+            parts = line.split("#", 1)[0].split()
+            if len(parts) < 2:
+                continue
+            try:
+                ip = str(ipaddress.ip_address(parts[0]))
+            except ValueError:
+                continue
+            for n in parts[1:]:
+                found.setdefault(n.lower(), set()).add(ip)
+        with self._lock:
+            for name in self._names:
+                ips = found.get(name.lower())
+                if ips and name not in self._addrs:
+                    self._addrs[name] = frozenset(ips)
+            self._rebuild()
 
     def start(self) -> None:
         with self._lock:
