@@ -41,6 +41,19 @@ def ensure_vtool(out_dir: str) -> str:
     return exe
 
 
+def loopback_connection(did: dict, port_key: str, cport_key: str) -> tuple:
+    """A TCP listener on 127.0.0.1 (bind, listen), a client connected to it and the
+    accepted end: (listener, client, accepted); the two ports go into did."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    did[port_key] = srv.getsockname()[1]
+    cli = socket.create_connection(("127.0.0.1", did[port_key]))
+    did[cport_key] = cli.getsockname()[1]
+    conn, _ = srv.accept()
+    return srv, cli, conn
+
+
 def dns_query(name: str) -> bytes:
     q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
     return struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", 1, 1)
@@ -64,24 +77,12 @@ def main(d: str, cg_root: str) -> None:
     os.chmod(os.path.join(d, "f2"), 0o644)
     os.unlink(os.path.join(d, "f3"))
     # network: bind, listen, connect, accept, close; a DNS query over UDP
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-    did["port"] = srv.getsockname()[1]
-    cli = socket.create_connection(("127.0.0.1", did["port"]))
-    did["cport"] = cli.getsockname()[1]
-    conn, _ = srv.accept()
+    srv, cli, conn = loopback_connection(did, "port", "cport")
     conn.close()
     cli.close()
     srv.close()
     # one HTTP exchange on a connection accepted now (the L7 sensor follows it both ends)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-    did["http_port"] = srv.getsockname()[1]
-    cli = socket.create_connection(("127.0.0.1", did["http_port"]))
-    did["http_cport"] = cli.getsockname()[1]
-    conn, _ = srv.accept()
+    srv, cli, conn = loopback_connection(did, "http_port", "http_cport")
     cli.sendall(b"GET /vigil-km HTTP/1.1\r\nHost: km\r\n\r\n")
     conn.recv(4096)
     conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
